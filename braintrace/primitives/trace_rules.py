@@ -1,0 +1,224 @@
+r"""D_RTRL trace rules: how one primitive's parameter-dimension trace evolves.
+
+Notation (DESIGN.md section 3). A hidden group has per-position shape ``V``
+(batch axes included) and ``S`` states per position. An ETP primitive computes
+``y = op(x, w)`` with ``y.shape`` a suffix of ``V`` (extra leading axes of ``V``
+are batch axes that ``y`` broadcasts over). The learners hand a rule
+
+* ``D``  of shape ``(*V, S, S)``: the per-position block of the cut Jacobian,
+  ``D[v, s, s'] = ∂h_s^t[v] / ∂h_{s'}^{t-1}[v]``;
+* ``df`` of shape ``(*V, S)``: ``df[v, s] = ∂h_s^t[v] / ∂y^t[v]``;
+* ``delta`` of shape ``(*V, S)``: the learning signal ``∂L^t/∂h^t``.
+
+A rule keeps ``ε_w^t = D^t ε_w^{t-1} + df^t ⊗ ∂y^t/∂w`` in whatever layout is
+compact for its primitive and contracts it with ``delta`` into a gradient
+shaped like ``w``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import jax
+import jax.numpy as jnp
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .registry import ETPPrimitive
+
+__all__ = [
+    "TraceRule",
+    "FullJacobianRule",
+    "DiagonalRule",
+    "apply_block",
+    "broadcast_leading",
+    "sum_to_shape",
+]
+
+Array = jax.Array
+
+
+class TraceRule(Protocol):
+    """The D_RTRL trace of the x-dependent trainable inputs of a primitive.
+
+    ``names`` are the trainable inputs the rule handles; the trace is a dict
+    whose keys the rule chooses (LoRA keeps one trace for ``B`` and ``A``).
+    """
+
+    def init(
+        self,
+        entry: "ETPPrimitive",
+        operands: Sequence[Array],
+        params: Mapping[str, Any],
+        names: tuple[str, ...],
+        varshape: tuple[int, ...],
+        num_state: int,
+        dtype: Any,
+    ) -> dict[str, Array]:
+        """Zero trace."""
+        ...
+
+    def update(
+        self,
+        entry: "ETPPrimitive",
+        trace: Mapping[str, Array],
+        operands: Sequence[Array],
+        params: Mapping[str, Any],
+        names: tuple[str, ...],
+        D: Array,
+        df: Array,
+    ) -> dict[str, Array]:
+        """``D ε + df ⊗ ∂y/∂w`` in the rule's layout."""
+        ...
+
+    def contract(
+        self,
+        entry: "ETPPrimitive",
+        trace: Mapping[str, Array],
+        operands: Sequence[Array],
+        params: Mapping[str, Any],
+        names: tuple[str, ...],
+        delta: Array,
+    ) -> dict[str, Array]:
+        """``Σ_{v,s} δ[v,s] ε[v,s,·]``, one gradient per name, shaped like the input."""
+        ...
+
+
+def apply_block(D: Array, eps: Array, extra_axes: int = 0, at: int | None = None) -> Array:
+    r"""Apply per-position ``S × S`` blocks to a trace whose last axis is ``S``.
+
+    Parameters
+    ----------
+    D : array, shape ``(*P, S, S)``
+        Blocks per position.
+    eps : array, shape ``(*P', S)``
+        Trace; ``P'`` is ``P`` with ``extra_axes`` weight axes inserted at
+        position ``at`` (default: right after the leading batch axes, i.e.
+        before the last position axis) or appended after ``P`` when ``at`` is
+        ``len(P)``.
+
+    Returns
+    -------
+    array, shape of ``eps``
+        ``out[..., s] = Σ_{s'} D[..., s, s'] eps[..., s']``.
+    """
+    if extra_axes:
+        npos = D.ndim - 2
+        where = npos - 1 if at is None else at
+        D = jnp.expand_dims(D, tuple(range(where, where + extra_axes)))
+    if D.shape[-1] == 1:
+        return D[..., 0] * eps
+    return jnp.einsum("...st,...t->...s", D, eps)
+
+
+def broadcast_leading(x: Array, varshape: tuple[int, ...], y_ndim: int) -> Array:
+    """Give ``x`` the leading batch axes of ``varshape`` that ``y`` lacks."""
+    nb = len(varshape) - y_ndim
+    return jnp.broadcast_to(x, tuple(varshape[:nb]) + tuple(x.shape))
+
+
+def sum_to_shape(x: Array, shape: tuple[int, ...]) -> Array:
+    """Sum ``x`` over the axes that broadcasting ``shape`` to ``x.shape`` added."""
+    shape = tuple(shape)
+    lead = x.ndim - len(shape)
+    if lead:
+        x = x.sum(axis=tuple(range(lead)))
+    axes = tuple(i for i, (a, b) in enumerate(zip(shape, x.shape)) if a == 1 and b != 1)
+    if axes:
+        x = x.sum(axis=axes, keepdims=True)
+    return x.reshape(shape)
+
+
+def _to_varshape(y_like: Array, varshape: tuple[int, ...]) -> Array:
+    return jnp.broadcast_to(y_like, tuple(varshape))
+
+
+class DiagonalRule:
+    r"""Trace of an input that enters by broadcasting (a bias, an element-wise weight).
+
+    ``y[v]`` depends only on ``w[broadcast(v)]``, with factor
+    ``a[v] = ∂y[v]/∂w[broadcast(v)]``. The trace has the hidden group's shape:
+
+    .. math::
+
+        ε^t[v, s] = \sum_{s'} D^t[v, s, s'] ε^{t-1}[v, s'] + df^t[v, s]\, a^t[v],
+        \qquad \bar w = \mathrm{sum\_to\_shape}\Big(\sum_s δ[v, s] ε[v, s]\Big).
+    """
+
+    def init(self, entry, operands, params, names, varshape, num_state, dtype):
+        return {n: jnp.zeros(tuple(varshape) + (num_state,), dtype) for n in names}
+
+    def update(self, entry, trace, operands, params, names, D, df):
+        varshape = df.shape[:-1]
+        out = {}
+        for n in names:
+            a = _to_varshape(entry.diagonal_factor(tuple(operands), params, n), varshape)
+            eps = trace[n]
+            out[n] = (apply_block(D, eps.astype(D.dtype)) + df * a[..., None]).astype(eps.dtype)
+        return out
+
+    def contract(self, entry, trace, operands, params, names, delta):
+        index = entry.trainable_invars(params, len(operands))
+        out = {}
+        for n in names:
+            g = jnp.sum(delta * trace[n].astype(delta.dtype), axis=-1)
+            out[n] = sum_to_shape(g, jnp.shape(operands[index[n]]))
+        return out
+
+
+class FullJacobianRule:
+    r"""Exact D_RTRL trace for any primitive, storing the per-position Jacobian.
+
+    For each trainable input ``w`` the trace has shape ``(*V, S, w.size)``:
+
+    .. math::
+
+        ε^t[v, s, k] = \sum_{s'} D^t[v, s, s'] ε^{t-1}[v, s', k]
+                       + df^t[v, s] \frac{\partial y^t[v]}{\partial w_k}.
+
+    It is the default for primitives registered without a compact rule; its
+    memory is ``|V|·S·|w|``, so give a compact rule for large weights.
+    """
+
+    def init(self, entry, operands, params, names, varshape, num_state, dtype):
+        index = entry.trainable_invars(params, len(operands))
+        return {
+            n: jnp.zeros(tuple(varshape) + (num_state, int(jnp.size(operands[index[n]]))), dtype)
+            for n in names
+        }
+
+    def _jacobian(self, entry, operands, params, name, varshape):
+        i = entry.trainable_invars(params, len(operands))[name]
+        base = list(operands)
+        w = base[i]
+
+        def f(wv):
+            ops = list(base)
+            ops[i] = wv
+            return entry.impl(*ops, **params)
+
+        jac = jax.jacfwd(f)(w)  # (*y, *w)
+        y_ndim = jac.ndim - jnp.ndim(w)
+        jac = jac.reshape(jac.shape[:y_ndim] + (-1,))
+        return jnp.broadcast_to(jac, tuple(varshape) + jac.shape[-1:])
+
+    def update(self, entry, trace, operands, params, names, D, df):
+        varshape = df.shape[:-1]
+        out = {}
+        for n in names:
+            jac = self._jacobian(entry, operands, params, n, varshape)
+            eps = trace[n].astype(D.dtype)
+            if D.shape[-1] == 1:
+                prop = D[..., 0, :, None] * eps
+            else:
+                prop = jnp.einsum("...st,...tk->...sk", D, eps)
+            out[n] = (prop + df[..., :, None] * jac[..., None, :]).astype(trace[n].dtype)
+        return out
+
+    def contract(self, entry, trace, operands, params, names, delta):
+        index = entry.trainable_invars(params, len(operands))
+        out = {}
+        for n in names:
+            g = jnp.einsum("...s,...sk->k", delta, trace[n].astype(delta.dtype))
+            out[n] = g.reshape(jnp.shape(operands[index[n]]))
+        return out
