@@ -1,0 +1,46 @@
+"""Layer 2: from a model's step to an eligibility-trace graph, with diagnostics."""
+
+from .diagnostics import (
+    CompilationRecord as CompilationRecord,
+    DiagnosticKind as DiagnosticKind,
+    DiagnosticLevel as DiagnosticLevel,
+)
+from .evaluation import evaluate_step as evaluate_step
+from .graph import ETraceGraph as ETraceGraph, compile_etrace_graph as compile_etrace_graph
+from .hidden_groups import (
+    HiddenGroup as HiddenGroup,
+    find_hidden_groups_from_minfo as find_hidden_groups_from_minfo,
+    find_hidden_groups_from_module as find_hidden_groups_from_module,
+)
+from .module_info import ModuleInfo as ModuleInfo, StateSlot as StateSlot, extract_module_info as extract_module_info
+from .perturbation import (
+    HiddenPerturbation as HiddenPerturbation,
+    add_hidden_perturbation_from_minfo as add_hidden_perturbation_from_minfo,
+    add_hidden_perturbation_in_module as add_hidden_perturbation_in_module,
+)
+from .relations import (
+    HiddenParamOpRelation as HiddenParamOpRelation,
+    find_hidden_param_op_relations_from_minfo as find_hidden_param_op_relations_from_minfo,
+    find_hidden_param_op_relations_from_module as find_hidden_param_op_relations_from_module,
+)
+
+__all__ = [
+    "CompilationRecord",
+    "DiagnosticKind",
+    "DiagnosticLevel",
+    "ETraceGraph",
+    "compile_etrace_graph",
+    "evaluate_step",
+    "HiddenGroup",
+    "find_hidden_groups_from_minfo",
+    "find_hidden_groups_from_module",
+    "ModuleInfo",
+    "StateSlot",
+    "extract_module_info",
+    "HiddenPerturbation",
+    "add_hidden_perturbation_from_minfo",
+    "add_hidden_perturbation_in_module",
+    "HiddenParamOpRelation",
+    "find_hidden_param_op_relations_from_minfo",
+    "find_hidden_param_op_relations_from_module",
+]

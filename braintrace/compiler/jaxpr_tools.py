@@ -1,0 +1,169 @@
+"""Small tools over flat jaxprs: inlining, use-def maps, reachability.
+
+Everything here works on one compile pass; jaxpr ``Var`` objects are used as
+dict keys only inside a pass, never stored in long-lived records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import jax
+import jax.extend.core as jcore
+from jax.extend.core import primitives as P
+
+__all__ = [
+    "ELEMENTWISE_PRIMITIVES",
+    "CONTROL_FLOW_PRIMITIVES",
+    "CUSTOM_RULE_PRIMITIVES",
+    "inline_calls",
+    "eval_eqn",
+    "is_literal",
+    "UseDef",
+]
+
+# primitives whose output element [i] depends only on operand elements [i]
+# (operands have the output's shape, or are scalars)
+ELEMENTWISE_PRIMITIVES = frozenset(
+    getattr(P, name)
+    for name in (
+        "abs_p acos_p acosh_p add_p add_jaxvals_p and_p asin_p asinh_p atan2_p atan_p atanh_p "
+        "cbrt_p ceil_p clamp_p convert_element_type_p copy_p cos_p cosh_p digamma_p div_p "
+        "eq_p erf_inv_p erf_p erfc_p exp2_p exp_p expm1_p floor_p ge_p gt_p igamma_p igammac_p "
+        "integer_pow_p is_finite_p le_p lgamma_p log1p_p log_p logistic_p lt_p max_p min_p mul_p "
+        "ne_p neg_p nextafter_p not_p or_p polygamma_p pow_p real_p imag_p reduce_precision_p "
+        "rem_p round_p rsqrt_p select_n_p sign_p sin_p sinh_p sqrt_p square_p stop_gradient_p "
+        "sub_p tan_p tanh_p xor_p zeta_p"
+    ).split()
+    if hasattr(P, name)
+)
+
+CONTROL_FLOW_PRIMITIVES = frozenset(getattr(P, n) for n in ("cond_p", "scan_p", "while_p") if hasattr(P, n))
+CUSTOM_RULE_PRIMITIVES = frozenset(
+    getattr(P, n) for n in ("custom_jvp_call_p", "custom_vjp_call_p") if hasattr(P, n)
+)
+_INLINE_PRIMITIVES = frozenset(getattr(P, n) for n in ("jit_p", "closed_call_p", "call_p") if hasattr(P, n))
+
+
+def is_literal(v: Any) -> bool:
+    return isinstance(v, jcore.Literal)
+
+
+def _sub_closed_jaxpr(eqn) -> jcore.ClosedJaxpr | None:
+    for key in ("jaxpr", "call_jaxpr"):
+        sub = eqn.params.get(key)
+        if isinstance(sub, jcore.ClosedJaxpr):
+            return sub
+        if isinstance(sub, jcore.Jaxpr):
+            return jcore.ClosedJaxpr(sub, ())
+    return None
+
+
+def custom_rule_body(eqn) -> jcore.ClosedJaxpr | None:
+    """The primal body of a ``custom_jvp_call``/``custom_vjp_call`` equation."""
+    if eqn.primitive in CUSTOM_RULE_PRIMITIVES:
+        return _sub_closed_jaxpr(eqn)
+    return None
+
+
+def eval_eqn(eqn, invals: Sequence[Any]) -> list[Any]:
+    """Evaluate one equation with the given input values; always returns a list."""
+    bind_params = eqn.primitive.get_bind_params(eqn.params)
+    with eqn.ctx.manager:
+        out = eqn.primitive.bind(*invals, **bind_params)
+    return list(out) if eqn.primitive.multiple_results else [out]
+
+
+def _eval_inlining(jaxpr: jcore.Jaxpr, consts: Sequence[Any], *args: Any) -> list[Any]:
+    env: dict[Any, Any] = {}
+
+    def read(v):
+        return v.val if is_literal(v) else env[v]
+
+    for v, c in zip(jaxpr.constvars, consts):
+        env[v] = c
+    for v, a in zip(jaxpr.invars, args):
+        env[v] = a
+    for eqn in jaxpr.eqns:
+        invals = [read(v) for v in eqn.invars]
+        if eqn.primitive in _INLINE_PRIMITIVES:
+            sub = _sub_closed_jaxpr(eqn)
+            outs = _eval_inlining(sub.jaxpr, sub.consts, *invals)
+        else:
+            outs = eval_eqn(eqn, invals)
+        for v, o in zip(eqn.outvars, outs):
+            env[v] = o
+    return [read(v) for v in jaxpr.outvars]
+
+
+def inline_calls(closed: jcore.ClosedJaxpr) -> jcore.ClosedJaxpr:
+    """Re-trace ``closed`` with nested ``jit``/``pjit`` calls inlined.
+
+    ``jnp.where``, ``jnp.clip`` and many library functions wrap themselves in
+    ``jit``; inlining makes their bodies visible to the compiler. Custom
+    derivative calls (``custom_jvp_call``, ``custom_vjp_call``) are kept as they
+    are, so surrogate gradients keep their rules.
+    """
+    avals = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in closed.jaxpr.invars]
+    return jax.make_jaxpr(lambda *a: _eval_inlining(closed.jaxpr, closed.consts, *a))(*avals)
+
+
+class UseDef:
+    """Producers and consumers of the variables of one flat jaxpr."""
+
+    def __init__(self, jaxpr: jcore.Jaxpr):
+        self.jaxpr = jaxpr
+        self.producer: dict[Any, int] = {}
+        self.consumers: dict[Any, list[tuple[int, int]]] = {}
+        for i, eqn in enumerate(jaxpr.eqns):
+            for v in eqn.outvars:
+                self.producer[v] = i
+            for k, v in enumerate(eqn.invars):
+                if not is_literal(v):
+                    self.consumers.setdefault(v, []).append((i, k))
+
+    def forward(
+        self,
+        sources: Iterable[Any],
+        *,
+        through: Callable[[int, int], bool] = lambda i, k: True,
+        stop: frozenset | set = frozenset(),
+    ) -> set[Any]:
+        """Variables reachable from ``sources``.
+
+        ``through(eqn_index, operand_index)`` says whether dependence flows from
+        that operand to the equation's outputs; variables in ``stop`` are
+        reached but not walked past.
+        """
+        seen: set[Any] = set()
+        todo = [v for v in sources if not is_literal(v)]
+        while todo:
+            v = todo.pop()
+            if v in seen:
+                continue
+            seen.add(v)
+            if v in stop:
+                continue
+            for i, k in self.consumers.get(v, ()):
+                if through(i, k):
+                    for o in self.jaxpr.eqns[i].outvars:
+                        if o not in seen:
+                            todo.append(o)
+        return seen
+
+    def backward(self, targets: Iterable[Any], *, stop: frozenset | set = frozenset()) -> set[Any]:
+        """Variables that ``targets`` depend on (stopping at ``stop``)."""
+        seen: set[Any] = set()
+        todo = [v for v in targets if not is_literal(v)]
+        while todo:
+            v = todo.pop()
+            if v in seen:
+                continue
+            seen.add(v)
+            if v in stop or v not in self.producer:
+                continue
+            for u in self.jaxpr.eqns[self.producer[v]].invars:
+                if not is_literal(u) and u not in seen:
+                    todo.append(u)
+        return seen

@@ -1,0 +1,340 @@
+r"""Hidden–parameter–operation relations: which weight feeds which hidden group.
+
+A relation says "the trainable inputs of ETP equation ``e`` come from these
+``ParamState`` leaves, and its output ``y`` reaches hidden group ``g`` through a
+non-parametric, position-wise tail". For each relation the learners keep an
+eligibility trace per reached group.
+
+Rules (DESIGN.md section 3 and the limitations guide):
+
+* trainable inputs are traced back to ``ParamState`` leaves through any
+  parameter-only computation (reshape, transpose, ``abs``, standardisation,
+  dict leaves); one that depends on data or on no parameter is a constant;
+* the output is walked forward; a path entering another ETP primitive that is
+  not ``gradient_enabled`` is blocked (weight → weight → hidden);
+* a reached group must have a per-position shape whose suffix is ``y``'s shape,
+  and the tail must be position-wise.
+
+Weights that end up in no relation still receive their instantaneous gradient.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ..primitives import REGISTRY
+from .diagnostics import CompilationRecord, DiagnosticKind, DiagnosticLevel
+from .hidden_groups import HiddenGroup, _analyze as _analyze_groups
+from .jaxpr_tools import UseDef, is_literal
+from .module_info import ModuleInfo, extract_module_info, path_str
+from .positions import layout_of, propagate_alignment
+
+__all__ = [
+    "HiddenParamOpRelation",
+    "find_hidden_param_op_relations_from_minfo",
+    "find_hidden_param_op_relations_from_module",
+]
+
+Path = tuple[Any, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class HiddenParamOpRelation:
+    """Connection between an ETP primitive, its trainable parameters, and hidden states.
+
+    Attributes
+    ----------
+    index : int
+        Position of the relation in the graph.
+    eqn_index : int
+        Index of the ETP equation in the graph's (flat) jaxpr.
+    primitive : jax.extend.core.Primitive
+        The ETP primitive (registry entry: ``braintrace.primitives.REGISTRY.get(primitive)``).
+    weight_path : tuple
+        Path of the ``ParamState`` behind the main trainable input.
+    trainable_names : tuple of str
+        Trainable inputs of the equation that come from ``ParamState`` leaves.
+    param_sources : tuple of tuple
+        ``(name, ((state path, leaf key), ...))`` per trainable name: the
+        parameter leaves that input is computed from.
+    hidden_groups : tuple of int
+        Indices of the hidden groups the output reaches through its tail.
+    hidden_paths : tuple of tuple
+        Paths of the hidden states of those groups.
+    x_shape, y_shape : tuple of int
+        Shapes of the data input (``()`` if none) and of the output.
+    covered : bool
+        Whether every effect of ``y`` on the step's outputs passes through the
+        traced hidden groups (then the trace alone gives the gradient).
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp
+    >>> import braintrace
+    >>> cell = braintrace.nn.GRUCell(2, 3)
+    >>> brainstate.nn.init_all_states(cell)  # doctest: +ELLIPSIS
+    GRUCell(...)
+    >>> rels = braintrace.find_hidden_param_op_relations_from_module(cell, jnp.zeros(2))
+    >>> sorted(r.weight_path for r in rels)
+    [('Wh', 'weight'), ('Wz', 'weight')]
+    """
+
+    index: int
+    eqn_index: int
+    primitive: Any
+    weight_path: Path
+    trainable_names: tuple[str, ...]
+    param_sources: tuple[tuple[str, tuple[tuple[Path, tuple[Any, ...]], ...]], ...]
+    hidden_groups: tuple[int, ...]
+    hidden_paths: tuple[Path, ...]
+    x_shape: tuple[int, ...]
+    y_shape: tuple[int, ...]
+    covered: bool
+
+    @property
+    def entry(self):
+        return REGISTRY.get(self.primitive)
+
+
+def _weight_label(prim_name: str, path: Path | None) -> str:
+    return f"ETP primitive {prim_name} (weight=`{path_str(path)}`)" if path else f"ETP primitive {prim_name}"
+
+
+def _analyze(
+    minfo: ModuleInfo, groups: tuple[HiddenGroup, ...]
+) -> tuple[tuple[HiddenParamOpRelation, ...], tuple[CompilationRecord, ...]]:
+    jaxpr = minfo.jaxpr
+    usedef = UseDef(jaxpr)
+    param_of = minfo.param_leaf_of_invar()
+    nonparam_invars = {v for v in jaxpr.invars if v not in param_of}
+    hidden_out = {minfo.hidden_out_var(s): s.path for s in minfo.hidden_slots}
+    group_of_path = {p: g for g in groups for p in g.hidden_paths}
+    out_vars = [v for v in jaxpr.outvars if not is_literal(v)]
+    non_hidden_out = {v for v in out_vars if v not in hidden_out}
+
+    def is_blocking(i: int) -> bool:
+        entry = REGISTRY.get(jaxpr.eqns[i].primitive)
+        return entry is not None and not entry.gradient_enabled
+
+    def flows(i: int, k: int) -> bool:
+        return not is_blocking(i)
+
+    records: list[CompilationRecord] = []
+    relations: list[HiddenParamOpRelation] = []
+    for ei, eqn in enumerate(jaxpr.eqns):
+        entry = REGISTRY.get(eqn.primitive)
+        if entry is None:
+            continue
+        name = entry.name
+        index = entry.trainable_invars(eqn.params, len(eqn.invars))
+        names: list[str] = []
+        sources: list[tuple[str, tuple[tuple[Path, tuple[Any, ...]], ...]]] = []
+        for tname, k in index.items():
+            var = eqn.invars[k]
+            if is_literal(var):
+                deps: set[Any] = set()
+            else:
+                deps = usedef.backward([var])
+            leaves = sorted(
+                {(param_of[v][0].path, param_of[v][1]) for v in deps if v in param_of}, key=str
+            )
+            data_dep = any(v in nonparam_invars for v in deps)
+            if not leaves or data_dep:
+                why = "depends on the step's inputs or states" if data_dep else "is not computed from any ParamState"
+                records.append(
+                    CompilationRecord(
+                        DiagnosticKind.TRAINABLE_INVAR_NOT_PARAMSTATE,
+                        DiagnosticLevel.WARNING if not data_dep else DiagnosticLevel.INFO,
+                        f"The `{tname}` input of ETP primitive {name} {why}; it is treated as a constant "
+                        "and receives no gradient. To learn it, store it in a brainstate.ParamState and "
+                        "read `.value` inside update.",
+                        primitive=name,
+                        weight_path=leaves[0][0] if leaves else None,
+                        context={"input": tname, "shape": tuple(getattr(var.aval, "shape", ()))},
+                    )
+                )
+                continue
+            names.append(tname)
+            sources.append((tname, tuple(leaves)))
+        if not names:
+            records.append(
+                CompilationRecord(
+                    DiagnosticKind.RELATION_EXCLUDED_NO_PARAMSTATE,
+                    DiagnosticLevel.INFO,
+                    f"ETP primitive {name} has no trainable input coming from a ParamState; "
+                    "there is nothing to learn online.",
+                    primitive=name,
+                )
+            )
+            continue
+        main = dict(sources).get("weight", sources[0][1])
+        weight_path = main[0][0]
+        label = _weight_label(name, weight_path)
+
+        y = eqn.outvars[entry.y_outvar_index]
+        y_shape = tuple(y.aval.shape)
+        x_shape = tuple(eqn.invars[entry.x_invar_index].aval.shape) if entry.x_invar_index is not None else ()
+        reach_all = usedef.forward([y])
+        reach_direct = usedef.forward([y], through=flows)
+        hidden_all = {hidden_out[v] for v in reach_all if v in hidden_out}
+        hidden_direct = {hidden_out[v] for v in reach_direct if v in hidden_out}
+        if not hidden_all:
+            records.append(
+                CompilationRecord(
+                    DiagnosticKind.RELATION_EXCLUDED_NON_TEMPORAL,
+                    DiagnosticLevel.INFO,
+                    f"{label} has no connected hidden state; it is not learned online and receives "
+                    "its instantaneous gradient.",
+                    primitive=name,
+                    weight_path=weight_path,
+                )
+            )
+            continue
+        if not hidden_direct:
+            via = sorted(
+                {
+                    jaxpr.eqns[i].primitive.name
+                    for v in reach_all
+                    for i, _ in usedef.consumers.get(v, ())
+                    if is_blocking(i) and i != ei
+                }
+            ) or [name]
+            records.append(
+                CompilationRecord(
+                    DiagnosticKind.RELATION_EXCLUDED_WEIGHT_TO_WEIGHT,
+                    DiagnosticLevel.WARNING,
+                    f"{label} reaches a hidden state only through another trainable ETP primitive "
+                    f"({', '.join(via)}). Per the non-parametric-tail invariant this weight is not learned "
+                    "online: it receives its instantaneous gradient only. Learn it by BPTT or rewire the "
+                    "architecture so its output flows directly into a hidden state.",
+                    primitive=name,
+                    weight_path=weight_path,
+                    hidden_paths=tuple(sorted(hidden_all, key=str)),
+                )
+            )
+            continue
+
+        target_groups: list[HiddenGroup] = []
+        for g in groups:
+            if not any(p in hidden_direct for p in g.hidden_paths):
+                continue
+            gpaths = tuple(g.hidden_paths)
+            y_align = layout_of(y_shape, g.varshape, False)
+            if y_align is None:
+                records.append(
+                    CompilationRecord(
+                        DiagnosticKind.RELATION_EXCLUDED_SHAPE_MISMATCH,
+                        DiagnosticLevel.WARNING,
+                        f"{label} produces shape {y_shape}, which does not align with the hidden state(s) "
+                        f"{', '.join('`' + path_str(p) + '`' for p in gpaths)} of per-position shape "
+                        f"{g.varshape}; this path is not learned online (instantaneous gradient only). "
+                        "Make the primitive's output shape match the hidden state (no slicing in between).",
+                        primitive=name,
+                        weight_path=weight_path,
+                        hidden_paths=gpaths,
+                        context={"y_shape": y_shape, "varshape": g.varshape},
+                    )
+                )
+                continue
+            align = propagate_alignment(usedef, {y: y_align}, g.varshape, through=flows)
+            members = {minfo.hidden_out_var(s): s for s in minfo.hidden_slots if s.path in gpaths}
+            ok = all(
+                v not in align or align[v] == (0, 1 if s.has_state_axis else 0) for v, s in members.items()
+            )
+            if not ok:
+                records.append(
+                    CompilationRecord(
+                        DiagnosticKind.RELATION_EXCLUDED_NON_ELEMENTWISE_TAIL,
+                        DiagnosticLevel.WARNING,
+                        f"{label} reaches {', '.join('`' + path_str(p) + '`' for p in gpaths)} through "
+                        "operations that mix positions (a reduction, a plain matrix product, a slice or "
+                        "reshape); this path is not learned online (instantaneous gradient only).",
+                        primitive=name,
+                        weight_path=weight_path,
+                        hidden_paths=gpaths,
+                    )
+                )
+                continue
+            target_groups.append(g)
+
+        if not target_groups:
+            continue
+        traced_paths = {p for g in target_groups for p in g.hidden_paths}
+        before_hidden = usedef.forward([y], stop=set(hidden_out))
+        covered = not (before_hidden & non_hidden_out) and hidden_all <= traced_paths
+        if hidden_all - hidden_direct:
+            records.append(
+                CompilationRecord(
+                    DiagnosticKind.RELATION_PARTIAL_PATH,
+                    DiagnosticLevel.INFO,
+                    f"{label} also reaches "
+                    f"{', '.join('`' + path_str(p) + '`' for p in sorted(hidden_all - hidden_direct, key=str))} "
+                    "through another trainable ETP primitive; those paths contribute their instantaneous "
+                    "gradient only.",
+                    primitive=name,
+                    weight_path=weight_path,
+                )
+            )
+        rel = HiddenParamOpRelation(
+            index=len(relations),
+            eqn_index=ei,
+            primitive=eqn.primitive,
+            weight_path=weight_path,
+            trainable_names=tuple(names),
+            param_sources=tuple(sources),
+            hidden_groups=tuple(g.index for g in target_groups),
+            hidden_paths=tuple(p for g in target_groups for p in g.hidden_paths),
+            x_shape=x_shape,
+            y_shape=y_shape,
+            covered=covered,
+        )
+        relations.append(rel)
+        records.append(
+            CompilationRecord(
+                DiagnosticKind.RELATION_INCLUDED,
+                DiagnosticLevel.INFO,
+                f"{label} learns online through "
+                f"{', '.join('`' + path_str(p) + '`' for p in rel.hidden_paths)}.",
+                primitive=name,
+                weight_path=weight_path,
+                hidden_paths=rel.hidden_paths,
+                context={"trainable": rel.trainable_names},
+            )
+        )
+    return tuple(relations), tuple(records)
+
+
+def find_hidden_param_op_relations_from_minfo(
+    minfo: ModuleInfo, hidden_groups: tuple[HiddenGroup, ...] | None = None
+) -> tuple[HiddenParamOpRelation, ...]:
+    """Find ETP relations from a ModuleInfo.
+
+    Parameters
+    ----------
+    minfo : ModuleInfo
+        From :func:`extract_module_info`.
+    hidden_groups : tuple of HiddenGroup, optional
+        Precomputed groups (computed if omitted).
+
+    Returns
+    -------
+    tuple of HiddenParamOpRelation
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp
+    >>> import braintrace
+    >>> layer = braintrace.nn.Linear(3, 2)   # no hidden state: no relation
+    >>> info = braintrace.extract_module_info(layer, jnp.zeros(3))
+    >>> braintrace.find_hidden_param_op_relations_from_minfo(info)
+    ()
+    """
+    if hidden_groups is None:
+        hidden_groups = _analyze_groups(minfo)[0]
+    return _analyze(minfo, hidden_groups)[0]
+
+
+def find_hidden_param_op_relations_from_module(model: Any, *args: Any) -> tuple[HiddenParamOpRelation, ...]:
+    """Find ETP relations from a model (see :func:`find_hidden_param_op_relations_from_minfo`)."""
+    return find_hidden_param_op_relations_from_minfo(extract_module_info(model, *args))
