@@ -1,0 +1,258 @@
+"""The learner: a module that wraps a model, keeps its eligibility traces and
+delivers online gradients through ``jax.custom_vjp``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import brainstate
+import jax
+import jax.numpy as jnp
+
+from ..compiler import ETraceGraph, compile_etrace_graph
+from ..compiler.module_info import path_str
+from ..data import MultiStepData, SingleStepData
+from ..errors import NotCompiledError
+from ..executor import ETraceVjpGraphExecutor, StepTraceData
+from .trace_state import EligibilityTrace
+
+__all__ = ["ETraceAlgorithm", "ETraceVjpAlgorithm"]
+
+_VJP_METHODS = ("single-step", "multi-step")
+
+
+class ETraceAlgorithm(brainstate.nn.Module):
+    """Base class of online learners: wraps a model and owns its traces.
+
+    Parameters
+    ----------
+    model : brainstate.nn.Module
+        The model; ``model(*inputs)`` advances one time step.
+    name : str, optional
+
+    Notes
+    -----
+    Call :meth:`compile_graph` once with inputs shaped like one time step
+    before the first call. Calling the learner runs the model's step, updates
+    the traces and, under ``brainstate.transform.grad`` or ``jax.grad``, gives
+    the parameters their online gradients.
+    """
+
+    def __init__(self, model: brainstate.nn.Module, name: str | None = None):
+        super().__init__(name=name)
+        if not isinstance(model, brainstate.nn.Module):
+            raise TypeError(f"{type(self).__name__}: `model` must be a brainstate.nn.Module, got {type(model).__name__}.")
+        self.model = model
+        self.graph: ETraceGraph | None = None
+        self.executor: ETraceVjpGraphExecutor | None = None
+        self.etraces: dict[str, EligibilityTrace] = {}
+        self.step_count = brainstate.ShortTermState(jnp.zeros((), jnp.int32))
+        self._arg_spec: Any = None
+
+    # -- compilation -------------------------------------------------------
+    def compile_graph(self, *example_args: Any) -> "ETraceAlgorithm":
+        """Compile the model's step into an eligibility-trace graph (idempotent, cached).
+
+        Parameters
+        ----------
+        *example_args
+            Inputs of one time step (``SingleStepData`` accepted).
+
+        Returns
+        -------
+        self
+        """
+        if len(example_args) == 1 and isinstance(example_args[0], SingleStepData):
+            example_args = example_args[0].data
+        if len(example_args) == 1 and isinstance(example_args[0], MultiStepData):
+            example_args = jax.tree.map(lambda x: x[0], example_args[0].data)
+        graph = compile_etrace_graph(self.model, *example_args)
+        spec = _spec(example_args)
+        if graph is self.graph and spec == self._arg_spec:
+            return self
+        self.graph = graph
+        self.executor = ETraceVjpGraphExecutor(graph)
+        self._arg_spec = spec
+        self._on_compile()
+        self.init_etrace_state()
+        return self
+
+    def _on_compile(self) -> None:
+        """Hook run after a (new) graph is compiled."""
+
+    def _check_compiled(self) -> None:
+        if self.graph is None:
+            raise NotCompiledError(
+                f"{type(self).__name__} was called before compile_graph. Call "
+                "`learner.compile_graph(*example_inputs)` once, with inputs shaped like one time step, "
+                "before the training loop."
+            )
+
+    # -- states ------------------------------------------------------------
+    def init_etrace_state(self, *args: Any, **kwargs: Any) -> None:
+        """Create the eligibility traces (zeros) for the compiled graph."""
+        self._check_compiled()
+        invals = self.executor.current_invals(*self._example_args())
+        shapes = jax.eval_shape(lambda iv: self.init_traces(self.executor.trace_data(iv)), invals)
+        self.etraces = {
+            key: EligibilityTrace(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), val))
+            for key, val in shapes.items()
+        }
+        self.step_count.value = jnp.zeros((), jnp.int32)
+
+    def _example_args(self) -> tuple:
+        treedef, shapes = self._arg_spec
+        return jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in shapes])
+
+    def reset_state(self, batch_size: int | None = None, **kwargs: Any) -> None:
+        """Zero the traces and the step counter (the model's states are reset by the model).
+
+        Use ``brainstate.nn.reset_all_states(learner, batch_size)`` to reset
+        the model and the traces together; it calls this method.
+        """
+        for st in self.etraces.values():
+            st.value = jax.tree.map(jnp.zeros_like, st.value)
+        self.step_count.value = jnp.zeros((), jnp.int32)
+
+    def get_etrace_of(self, weight: Any) -> dict[str, Any]:
+        """The trace values of one weight.
+
+        Parameters
+        ----------
+        weight : brainstate.ParamState or tuple or str
+            The weight's state object or path (``('Wz', 'weight')`` or ``'Wz.weight'``).
+
+        Returns
+        -------
+        dict
+            ``{trace key: trace value}`` for every relation of that weight.
+
+        Raises
+        ------
+        ValueError
+            If the weight has no online relation.
+        """
+        self._check_compiled()
+        if isinstance(weight, brainstate.State):
+            paths = [p for p, s in self.model.states().items() if s is weight]
+            target = path_str(tuple(paths[0])) if paths else None
+        elif isinstance(weight, str):
+            target = weight
+        else:
+            target = path_str(tuple(weight))
+        prefixes = {
+            self.trace_key_prefix(r)
+            for r in self.graph.hidden_param_op_relations
+            if path_str(r.weight_path) == target
+        }
+        out = {k: st.value for k, st in self.etraces.items() if any(k.startswith(p) for p in prefixes)}
+        if not out:
+            online = ", ".join(sorted({path_str(r.weight_path) for r in self.graph.hidden_param_op_relations}))
+            raise ValueError(
+                f"get_etrace_of: `{target}` has no eligibility trace; it is not learned online "
+                f"(see learner.graph.explain(weight_path=...)). Weights learned online: {online or 'none'}."
+            )
+        return out
+
+    @staticmethod
+    def trace_key_prefix(relation) -> str:
+        return f"{path_str(relation.weight_path)}#{relation.index}"
+
+    def show_graph(self) -> None:
+        """Print the compiled graph and the compiler's warnings."""
+        self._check_compiled()
+        print(self.graph)
+        warn = [str(d) for d in self.graph.diagnostics if d.level.value >= 1]
+        if warn:
+            print("\n".join(warn))
+
+    # -- algorithm hooks (overridden) ---------------------------------------
+    def init_traces(self, data: StepTraceData) -> dict[str, Any]:
+        """Zero traces, ``{key: pytree}``, from one step's trace data (shapes only)."""
+        raise NotImplementedError
+
+    def update_traces(self, traces: Mapping[str, Any], data: StepTraceData, count: jax.Array) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # -- running -------------------------------------------------------------
+    def update(self, *args: Any) -> Any:
+        """Run one step (or a ``MultiStepData`` window) of the model, updating the traces."""
+        raise NotImplementedError
+
+    def _split_args(self, args: tuple) -> tuple[tuple, bool]:
+        if len(args) == 1 and isinstance(args[0], MultiStepData):
+            return args[0].data, True
+        if len(args) == 1 and isinstance(args[0], SingleStepData):
+            return args[0].data, False
+        return args, False
+
+    def _check_args(self, args: tuple, multi: bool) -> None:
+        spec = _spec(jax.tree.map(lambda x: x[0], args) if multi else args)
+        if spec != self._arg_spec:
+            got = [s for s, _ in spec[1]]
+            want = [s for s, _ in self._arg_spec[1]]
+            raise ValueError(
+                f"{type(self).__name__}: the inputs have shapes {got} per time step, but the learner was "
+                f"compiled for {want}. A different batch size or input size needs a new compile: call "
+                "`learner.compile_graph(*inputs_of_one_step)` (and reset the model's states with the new "
+                "batch size)."
+            )
+
+
+def _spec(args: Any) -> tuple:
+    leaves, treedef = jax.tree.flatten(args)
+    return treedef, tuple((tuple(jnp.shape(x)), jnp.result_type(x)) for x in leaves)
+
+
+class ETraceVjpAlgorithm(ETraceAlgorithm):
+    """Base class of the VJP-based learners (D_RTRL, ES_D_RTRL and the SNN rules).
+
+    Subclasses define the traces (:meth:`init_traces`, :meth:`update_traces`)
+    and how a learning signal turns them into gradients
+    (:meth:`trace_contributions`, :meth:`credit_contributions`). The learning
+    signal itself passes through :meth:`_compute_learning_signal`, which
+    target-projection algorithms override.
+
+    Parameters
+    ----------
+    model : brainstate.nn.Module
+    name : str, optional
+    vjp_method : {'single-step', 'multi-step'}
+        ``'single-step'``: every step's loss contributes ``δ^t · ε^t``.
+        ``'multi-step'``: a ``MultiStepData`` window is differentiated exactly
+        (BPTT inside the window) plus trace credit for what came before.
+    """
+
+    def __init__(self, model: brainstate.nn.Module, name: str | None = None, vjp_method: str = "single-step"):
+        super().__init__(model, name=name)
+        if vjp_method not in _VJP_METHODS:
+            raise ValueError(
+                f"{type(self).__name__}: vjp_method must be one of {_VJP_METHODS}, got {vjp_method!r}."
+            )
+        self.vjp_method = vjp_method
+        self._fns: dict[str, Any] = {}
+
+    def _on_compile(self) -> None:
+        self._fns = {}
+
+    def _compute_learning_signal(self, dl_dh: dict[int, jax.Array], **context: Any) -> dict[int, jax.Array]:
+        """Map ``{group index: ∂L/∂h}`` to the learning signal used with the traces (identity)."""
+        return dl_dh
+
+    def trace_contributions(self, traces, data: StepTraceData, delta: dict[int, jax.Array], count) -> dict:
+        """``{relation index: {name: gradient w.r.t. that operand}}`` from the traces at step t."""
+        raise NotImplementedError
+
+    def credit_contributions(self, traces, operands: dict, lam: dict[int, jax.Array], count) -> dict:
+        """Trace credit for a window: ``λ`` (adjoint before the window) contracted with the traces."""
+        raise NotImplementedError
+
+    def update(self, *args: Any) -> Any:
+        from .vjp import run_learner
+
+        self._check_compiled()
+        data, multi = self._split_args(args)
+        self._check_args(data, multi)
+        return run_learner(self, data, multi)

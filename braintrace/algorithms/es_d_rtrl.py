@@ -1,0 +1,211 @@
+r"""ES_D_RTRL: the input/output-dimension online learner (pp-prop).
+
+The D_RTRL trace of a weight is approximated by a product of an input trace
+and an output trace, both exponentially smoothed with decay ``α``:
+
+.. math::
+
+    ε_x^t = α ε_x^{t-1} + x^t, \qquad
+    ε_f^t = α D^t ε_f^{t-1} + (1 - α)\, df^t, \qquad
+    \nabla_w L \mathrel{+}= \mathrm{xy\_to\_dw}\!\left(ε_x^t,
+        \sum_s \frac{ε_f^t[\cdot, s]}{c_t}\, δ^t[\cdot, s]\right),
+
+with the bias correction ``c_t = 1 - α^{k+1}``, ``k`` the number of time steps
+since the last reset. Memory is ``O(B·(I+O)·S)`` per relation. Inputs that
+enter by broadcasting (biases, element-wise weights) keep their exact D_RTRL
+trace, whose size is already ``O(B·O·S)``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import jax.numpy as jnp
+
+from ..primitives import DiagonalRule
+from ..primitives.trace_rules import apply_block, sum_to_shape
+from .base import ETraceVjpAlgorithm
+
+__all__ = ["IODimVjpAlgorithm", "ES_D_RTRL", "pp_prop", "decay_from"]
+
+_DIAGONAL = DiagonalRule()
+
+
+def decay_from(decay_or_rank: Any) -> float:
+    """``α`` from a decay in (0, 1) or an integer rank ``n >= 1`` (``α = (n-1)/(n+1)``).
+
+    Examples
+    --------
+    >>> from braintrace.algorithms.es_d_rtrl import decay_from
+    >>> decay_from(0.9), decay_from(3)
+    (0.9, 0.5)
+    """
+    if isinstance(decay_or_rank, bool):
+        pass
+    elif isinstance(decay_or_rank, numbers.Integral):
+        if decay_or_rank >= 1:
+            return (int(decay_or_rank) - 1) / (int(decay_or_rank) + 1)
+    elif isinstance(decay_or_rank, numbers.Real):
+        if 0.0 < float(decay_or_rank) < 1.0:
+            return float(decay_or_rank)
+    raise ValueError(
+        f"decay_or_rank={decay_or_rank!r} is not valid: give a float decay α in the open interval (0, 1), "
+        "or an integer rank n >= 1 (then α = (n - 1) / (n + 1))."
+    )
+
+
+class IODimVjpAlgorithm(ETraceVjpAlgorithm):
+    r"""Online learning with input/output-dimension eligibility traces (ES_D_RTRL, pp-prop).
+
+    .. math::
+
+        ε_x^t = α ε_x^{t-1} + x^t, \quad
+        ε_f^t = α D^t ε_f^{t-1} + (1-α)\, df^t, \quad
+        \nabla_w L \mathrel{+}= \mathrm{xy\_to\_dw}(ε_x^t, (ε_f^t / c_t) ∘ δ^t)
+
+    Parameters
+    ----------
+    model : brainstate.nn.Module
+    decay_or_rank : float or int
+        A decay ``α`` in ``(0, 1)``, or an integer rank ``n >= 1`` giving
+        ``α = (n - 1)/(n + 1)``.
+    name : str, optional
+    vjp_method : {'single-step', 'multi-step'}, default 'single-step'
+    fast_solve : bool, default True
+        Kept for API symmetry with :class:`ParamDimVjpAlgorithm`; the
+        factored traces need no solver.
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp
+    >>> import braintrace
+    >>> cell = braintrace.nn.GRUCell(3, 4)
+    >>> brainstate.nn.init_all_states(cell)  # doctest: +ELLIPSIS
+    GRUCell(...)
+    >>> learner = braintrace.ES_D_RTRL(cell, decay_or_rank=0.9)
+    >>> learner.compile_graph(jnp.zeros(3))  # doctest: +ELLIPSIS
+    IODimVjpAlgorithm(...)
+    >>> grads = brainstate.transform.grad(lambda x: learner(x).sum(), cell.states(brainstate.ParamState))(jnp.ones(3))
+    >>> len(grads)
+    3
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        decay_or_rank: float | int,
+        name: str | None = None,
+        vjp_method: str = "single-step",
+        fast_solve: bool = True,
+    ):
+        super().__init__(model, name=name, vjp_method=vjp_method)
+        self.decay = decay_from(decay_or_rank)
+        self.fast_solve = bool(fast_solve)
+
+    def _params(self, relation):
+        return self.graph.module_info.jaxpr.eqns[relation.eqn_index].params
+
+    def _names(self, relation):
+        entry = relation.entry
+        diag = tuple(n for n in relation.trainable_names if n in entry.diagonal_names)
+        fact = tuple(n for n in relation.trainable_names if n not in entry.diagonal_names)
+        return diag, fact
+
+    def _x_key(self, r) -> str:
+        return f"{self.trace_key_prefix(r)}:x"
+
+    def _f_key(self, r, gi) -> str:
+        return f"{self.trace_key_prefix(r)}->g{gi}"
+
+    def _factored(self, r) -> bool:
+        return r.entry.x_invar_index is not None and bool(self._names(r)[1])
+
+    def init_traces(self, data):
+        out = {}
+        for r in self.graph.hidden_param_op_relations:
+            diag, fact = self._names(r)
+            ops, params = data.operands[r.index], self._params(r)
+            dtype = data.D[r.hidden_groups[0]].dtype
+            if self._factored(r):
+                x = ops[r.entry.x_invar_index]
+                out[self._x_key(r)] = {"x": jnp.zeros(jnp.shape(x), dtype)}
+            for gi in r.hidden_groups:
+                g = self.graph.hidden_groups[gi]
+                val = {}
+                if diag:
+                    val.update(_DIAGONAL.init(r.entry, ops, params, diag, g.varshape, g.num_state, dtype))
+                if fact and self._factored(r):
+                    val["f"] = jnp.zeros(tuple(g.varshape) + (g.num_state,), dtype)
+                elif fact:
+                    val.update(r.entry.trace_rule.init(r.entry, ops, params, fact, g.varshape, g.num_state, dtype))
+                out[self._f_key(r, gi)] = val
+        return out
+
+    def update_traces(self, traces, data, count):
+        a = self.decay
+        out = dict(traces)
+        for r in self.graph.hidden_param_op_relations:
+            diag, fact = self._names(r)
+            ops, params = data.operands[r.index], self._params(r)
+            if self._factored(r):
+                key = self._x_key(r)
+                x = ops[r.entry.x_invar_index]
+                out[key] = {"x": a * traces[key]["x"] + x.astype(traces[key]["x"].dtype)}
+            for gi in r.hidden_groups:
+                key = self._f_key(r, gi)
+                D, df = data.D[gi], data.df[(r.index, gi)]
+                val = {}
+                if diag:
+                    val.update(_DIAGONAL.update(r.entry, traces[key], ops, params, diag, D, df))
+                if fact and self._factored(r):
+                    val["f"] = a * apply_block(D, traces[key]["f"]) + (1.0 - a) * df
+                elif fact:
+                    val.update(r.entry.trace_rule.update(r.entry, traces[key], ops, params, fact, D, df))
+                out[key] = val
+        return out
+
+    def _contract(self, traces, operands, signal, k):
+        """Gradient contributions with bias correction ``c = 1 - α^(k+1)``."""
+        a = self.decay
+        c = 1.0 - jnp.power(a, k.astype(jnp.float32) + 1.0)
+        c = jnp.where(c > 0, c, 1.0)
+        out = {}
+        for r in self.graph.hidden_param_op_relations:
+            diag, fact = self._names(r)
+            ops, params = operands[r.index], self._params(r)
+            eqn = self.graph.module_info.jaxpr.eqns[r.eqn_index]
+            y_shape = tuple(eqn.outvars[r.entry.y_outvar_index].aval.shape)
+            acc: dict[str, Any] = {}
+
+            def add(parts):
+                for n, v in parts.items():
+                    acc[n] = v if n not in acc else acc[n] + v
+
+            dy = None
+            for gi in r.hidden_groups:
+                tr = traces[self._f_key(r, gi)]
+                if diag:
+                    add(_DIAGONAL.contract(r.entry, tr, ops, params, diag, signal[gi]))
+                if fact and self._factored(r):
+                    term = sum_to_shape(jnp.sum(tr["f"] / c.astype(tr["f"].dtype) * signal[gi], axis=-1), y_shape)
+                    dy = term if dy is None else dy + term
+                elif fact:
+                    add(r.entry.trace_rule.contract(r.entry, tr, ops, params, fact, signal[gi]))
+            if dy is not None:
+                new_ops = list(ops)
+                new_ops[r.entry.x_invar_index] = traces[self._x_key(r)]["x"]
+                add(r.entry.xy_to_dw(tuple(new_ops), params, dy, names=fact))
+            out[r.index] = acc
+        return out
+
+    def trace_contributions(self, traces, data, delta, count):
+        return self._contract(traces, data.operands, delta, count)
+
+    def credit_contributions(self, traces, operands, lam, count):
+        # traces before the window belong to step count - 1, i.e. k = count - 1
+        return self._contract(traces, operands, lam, count - 1)
+
+
+ES_D_RTRL = IODimVjpAlgorithm
+pp_prop = IODimVjpAlgorithm

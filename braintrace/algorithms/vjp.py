@@ -1,0 +1,296 @@
+r"""The ``custom_vjp`` machinery shared by every VJP-based learner.
+
+A learner step is a pure function
+
+    (params, states, traces, count, inputs) -> ((outputs, new states), new traces)
+
+whose forward pass runs the model, computes ``D``, ``df`` and the operands, and
+updates the traces. Its backward pass receives the cotangents of the outputs
+and new states, obtains the instantaneous parameter gradients and the learning
+signals ``δ`` from the step's VJP (hidden states of the previous step held
+constant: no backpropagation through time), and adds the algorithm's trace
+contributions. Parameters reach the ETP operands through parameter-only
+computations (reshape, transpose, sign constraints ...); trace contributions
+are pulled back through them with ``jax.vjp``.
+
+For a parameter leaf whose every effect goes through covered relations (see
+:class:`~braintrace.compiler.HiddenParamOpRelation`) the gradient is the trace
+contribution alone; otherwise it is
+
+.. math:: g = \bar\theta_{\rm imm} + \mathrm{pull}\Big(\sum_r c_r\Big) - \mathrm{pull}\Big(\sum_r i_r\Big)
+
+with ``c_r`` the trace contribution and ``i_r`` the instantaneous part of it
+(``xy_to_dw(x, Σ_s df ⊙ δ)``), so that paths the traces do not carry keep
+their instantaneous gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from ..compiler import evaluate_step
+from ..primitives.trace_rules import sum_to_shape
+
+__all__ = ["run_learner"]
+
+
+class _Layout:
+    """Where parameters, states, inputs and outputs sit in the step's jaxpr."""
+
+    def __init__(self, learner):
+        graph = learner.graph
+        minfo = graph.module_info
+        self.minfo = minfo
+        self.n_args = minfo.num_arg_leaves
+        self.n_out = minfo.num_out_leaves
+        self.n_invars = len(minfo.jaxpr.invars)
+        self.n_outvars = len(minfo.jaxpr.outvars)
+        self.param_slots = minfo.param_slots
+        self.state_slots = tuple(s for s in minfo.slots if s.role != "param")
+        self.param_invars = tuple(i for s in self.param_slots for i in s.invars)
+        self.state_invars = tuple(i for s in self.state_slots for i in s.invars)
+        self.state_outvars = tuple(k for s in self.state_slots for k in s.outvars)
+        covered = graph.covered_params
+        self.uncovered = tuple(
+            i for s in self.param_slots for key, i in zip(s.leaf_keys, s.invars) if (s.path, key) not in covered
+        )
+        self.uncovered_pos = tuple(self.param_invars.index(i) for i in self.uncovered)
+        self.relations = graph.hidden_param_op_relations
+        self.groups = graph.hidden_groups
+        leaf_pos = {}
+        for s in self.param_slots:
+            for key, i in zip(s.leaf_keys, s.invars):
+                leaf_pos[(s.path, key)] = i
+        self.rel_needs_imm = {
+            r.index: any(
+                leaf_pos[src] in self.uncovered for _, srcs in r.param_sources for src in srcs
+            )
+            for r in self.relations
+        }
+        self.hidden_state_pos = {}
+        offset = 0
+        for s in self.state_slots:
+            if s.role == "hidden":
+                self.hidden_state_pos[s.path] = offset
+            offset += len(s.invars)
+
+    def assemble(self, arg_vals, param_vals, state_vals) -> list:
+        iv: list[Any] = [None] * self.n_invars
+        iv[: self.n_args] = list(arg_vals)
+        for i, v in zip(self.param_invars, param_vals):
+            iv[i] = v
+        for i, v in zip(self.state_invars, state_vals):
+            iv[i] = v
+        return iv
+
+    def outputs(self, outvals) -> tuple[tuple, tuple]:
+        return tuple(outvals[: self.n_out]), tuple(outvals[k] for k in self.state_outvars)
+
+    def cotangents(self, out_cts, state_cts) -> list:
+        cot: list[Any] = [None] * self.n_outvars
+        cot[: self.n_out] = list(out_cts)
+        for k, c in zip(self.state_outvars, state_cts):
+            cot[k] = c
+        return cot
+
+    def operands_fn(self, arg_vals, state_vals):
+        """``param_vals -> {relation: {name: operand}}`` (parameter-only computations)."""
+
+        def fn(param_vals):
+            iv = self.assemble(arg_vals, param_vals, state_vals)
+            _, rec = evaluate_step(self.minfo, iv, record=[r.eqn_index for r in self.relations])
+            out = {}
+            for r in self.relations:
+                eqn = self.minfo.jaxpr.eqns[r.eqn_index]
+                index = r.entry.trainable_invars(eqn.params, len(eqn.invars))
+                out[r.index] = {n: rec[r.eqn_index][index[n]] for n in r.trainable_names}
+            return out
+
+        return fn
+
+
+def _full_cotangent(template, partial):
+    return {
+        r: {n: (partial.get(r, {}).get(n) if partial.get(r, {}).get(n) is not None else jnp.zeros_like(v))
+            for n, v in names.items()}
+        for r, names in template.items()
+    }
+
+
+def _imm_contributions(layout, data, delta):
+    """``i_r = xy_to_dw(x, Σ_g Σ_s df ⊙ δ)`` for relations feeding uncovered leaves."""
+    out = {}
+    for r in layout.relations:
+        if not layout.rel_needs_imm[r.index]:
+            continue
+        eqn = layout.minfo.jaxpr.eqns[r.eqn_index]
+        y_shape = tuple(eqn.outvars[r.entry.y_outvar_index].aval.shape)
+        dy = None
+        for gi in r.hidden_groups:
+            term = sum_to_shape(jnp.sum(data.df[(r.index, gi)] * delta[gi], axis=-1), y_shape)
+            dy = term if dy is None else dy + term
+        ops = data.operands[r.index]
+        out[r.index] = r.entry.xy_to_dw(tuple(ops), eqn.params, dy, names=r.trainable_names)
+    return out
+
+
+def _pull_back(layout, arg_vals, param_vals, state_vals, contrib, imm, g_imm):
+    fn = layout.operands_fn(arg_vals, state_vals)
+    template, pull = jax.vjp(fn, tuple(param_vals))
+    (p1,) = pull(_full_cotangent(template, contrib))
+    grads = list(p1)
+    if layout.uncovered:
+        (p2,) = pull(_full_cotangent(template, imm)) if imm else (None,)
+        for pos, gi in zip(layout.uncovered_pos, g_imm):
+            extra = gi if p2 is None else gi - p2[pos]
+            grads[pos] = grads[pos] + extra
+    return tuple(grads)
+
+
+def _deltas(layout, delta_paths):
+    return {g.index: g.pack({p: delta_paths[p] for p in g.hidden_paths}) for g in layout.groups}
+
+
+def _make_single(learner, layout):
+    ex = learner.executor
+
+    def forward(param_vals, state_vals, traces, count, arg_vals):
+        iv = layout.assemble(arg_vals, param_vals, state_vals)
+        data = ex.trace_data(iv)
+        new_traces = learner.update_traces(traces, data, count)
+        return iv, data, new_traces
+
+    @jax.custom_vjp
+    def step(param_vals, state_vals, traces, count, arg_vals):
+        _, data, new_traces = forward(param_vals, state_vals, traces, count, arg_vals)
+        return layout.outputs(data.outvals), new_traces
+
+    def fwd(param_vals, state_vals, traces, count, arg_vals):
+        iv, data, new_traces = forward(param_vals, state_vals, traces, count, arg_vals)
+        outvals, vjp = ex.step_vjp(iv, layout.uncovered)
+        res = (vjp, data._replace(outvals=[]), new_traces, count, param_vals, state_vals, arg_vals)
+        return (layout.outputs(outvals), new_traces), res
+
+    def bwd(res, cts):
+        vjp, data, new_traces, count, param_vals, state_vals, arg_vals = res
+        (out_cts, state_cts), _ = cts
+        g_imm, delta_paths = ex.apply_vjp(vjp, layout.cotangents(out_cts, state_cts))
+        delta = learner._compute_learning_signal(_deltas(layout, delta_paths), data=data, count=count)
+        contrib = learner.trace_contributions(new_traces, data, delta, count)
+        imm = _imm_contributions(layout, data, delta) if layout.uncovered else {}
+        grads = _pull_back(layout, arg_vals, param_vals, state_vals, contrib, imm, g_imm)
+        return grads, None, None, None, None
+
+    step.defvjp(fwd, bwd)
+    return step
+
+
+def _make_scan_single(learner, layout):
+    single = _get(learner, layout, "single")
+
+    def window(param_vals, state_vals, traces, count, arg_seq):
+        def body(carry, args_t):
+            sv, tr, c = carry
+            (outs, sv2), tr2 = single(param_vals, sv, tr, c, args_t)
+            return (sv2, tr2, c + 1), outs
+
+        (sv, tr, _), outs = jax.lax.scan(body, (tuple(state_vals), traces, count), tuple(arg_seq))
+        return (outs, sv), tr
+
+    return window
+
+
+def _make_multi(learner, layout):
+    ex = learner.executor
+
+    def scan_window(param_vals, state_vals, traces, count, arg_seq, differentiable):
+        def body(carry, args_t):
+            sv, tr, c = carry
+            iv = layout.assemble(args_t, param_vals, sv)
+            data = ex.trace_data(jax.lax.stop_gradient(iv) if differentiable else iv)
+            tr = learner.update_traces(tr, data, c)
+            outvals = ex.forward(iv) if differentiable else data.outvals
+            outs, new_sv = layout.outputs(outvals)
+            return (new_sv, tr, c + 1), outs
+
+        (sv, tr, _), outs = jax.lax.scan(body, (tuple(state_vals), traces, count), tuple(arg_seq))
+        return (outs, sv), tr
+
+    @jax.custom_vjp
+    def window(param_vals, state_vals, traces, count, arg_seq):
+        return scan_window(param_vals, state_vals, traces, count, arg_seq, False)
+
+    def fwd(param_vals, state_vals, traces, count, arg_seq):
+        def W(pv, sv0):
+            return scan_window(pv, sv0, traces, count, arg_seq, True)
+
+        primal, vjp, new_traces = jax.vjp(W, tuple(param_vals), tuple(state_vals), has_aux=True)
+        first = tuple(a[0] for a in arg_seq)
+        res = (vjp, traces, count, param_vals, state_vals, first)
+        return (primal, new_traces), res
+
+    def bwd(res, cts):
+        vjp, traces, count, param_vals, state_vals, first = res
+        (outs_ct, sv_ct), _ = cts
+        g_params, g_sv0 = vjp((outs_ct, sv_ct))
+        lam_paths = {p: g_sv0[pos] for p, pos in layout.hidden_state_pos.items()}
+        lam = _deltas(layout, lam_paths)
+        iv0 = layout.assemble(first, param_vals, state_vals)
+        _, rec = evaluate_step(layout.minfo, iv0, record=[r.eqn_index for r in layout.relations])
+        operands = {r.index: rec[r.eqn_index] for r in layout.relations}
+        credit = learner.credit_contributions(traces, operands, lam, count)
+        fn = layout.operands_fn(first, state_vals)
+        template, pull = jax.vjp(fn, tuple(param_vals))
+        (p1,) = pull(_full_cotangent(template, credit))
+        grads = tuple(a + b for a, b in zip(g_params, p1))
+        return grads, None, None, None, None
+
+    window.defvjp(fwd, bwd)
+    return window
+
+
+_BUILDERS = {"single": _make_single, "scan_single": _make_scan_single, "multi": _make_multi}
+
+
+def _get(learner, layout, kind):
+    fns = learner._fns
+    if kind not in fns:
+        fns[kind] = _BUILDERS[kind](learner, layout)
+    return fns[kind]
+
+
+def _layout(learner) -> _Layout:
+    if "layout" not in learner._fns:
+        learner._fns["layout"] = _Layout(learner)
+    return learner._fns["layout"]
+
+
+def run_learner(learner, data: tuple, multi: bool) -> Any:
+    """Run one step (or a window) of ``learner`` and write back states and traces."""
+    layout = _layout(learner)
+    arg_vals = tuple(jax.tree.leaves(data))
+    param_vals = tuple(leaf for s in layout.param_slots for leaf in jax.tree.leaves(s.state.value))
+    state_vals = tuple(leaf for s in layout.state_slots for leaf in jax.tree.leaves(s.state.value))
+    traces = {k: st.value for k, st in learner.etraces.items()}
+    count = learner.step_count.value
+    if multi:
+        kind = "multi" if learner.vjp_method == "multi-step" else "scan_single"
+        steps = int(jnp.shape(arg_vals[0])[0]) if arg_vals else 0
+    else:
+        kind, steps = "single", 1
+    fn = _get(learner, layout, kind)
+    (out_leaves, new_states), new_traces = fn(param_vals, state_vals, traces, count, arg_vals)
+
+    pos = 0
+    for s in layout.state_slots:
+        n = len(s.invars)
+        if s.written:
+            s.state.value = jax.tree.unflatten(s.treedef, list(new_states[pos : pos + n]))
+        pos += n
+    for k, st in learner.etraces.items():
+        st.value = new_traces[k]
+    learner.step_count.value = count + steps
+    return jax.tree.unflatten(layout.minfo.out_treedef, list(out_leaves))

@@ -1,0 +1,231 @@
+r"""Running a compiled graph: the forward step plus what the traces need.
+
+For one time step, :class:`ETraceGraphExecutor` computes, inside one traced
+computation:
+
+* the model's outputs and new state values;
+* the operands (``x`` and trainable inputs) of every online relation;
+* ``D^t``, the exact per-position ``S × S`` blocks of the cut Jacobian
+  ``∂h^t/∂h^{t-1}`` of every hidden group, shape ``(*V, S, S)``;
+* ``df^t``, the derivative of each reached group with respect to each
+  relation's output, shape ``(*V, S)``.
+
+:class:`ETraceVjpGraphExecutor` adds the VJP of the step with respect to the
+parameters and to zero perturbations of the hidden states, whose cotangents are
+the instantaneous parameter gradients and the learning signals ``δ^t``.
+
+Inputs are flat lists aligned with ``graph.module_info.jaxpr.invars``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ..compiler import ETraceGraph, HiddenGroup, evaluate_step
+
+__all__ = ["StepTraceData", "ETraceGraphExecutor", "ETraceVjpGraphExecutor", "zeros_cotangent"]
+
+Path = tuple[Any, ...]
+
+
+class StepTraceData(NamedTuple):
+    """Everything one step hands to the trace updates.
+
+    Attributes
+    ----------
+    outvals : list
+        Values of the jaxpr outputs (model output leaves, then state leaves).
+    operands : dict
+        ``{relation index: operands of its ETP equation}``.
+    D : dict
+        ``{group index: (*V, S, S) blocks}``.
+    df : dict
+        ``{(relation index, group index): (*V, S)}``.
+    """
+
+    outvals: list
+    operands: dict
+    D: dict
+    df: dict
+
+
+def zeros_cotangent(x: Any) -> Any:
+    """A zero cotangent for ``x`` (``float0`` for integer and boolean values)."""
+    dtype = x.dtype if hasattr(x, "dtype") else jnp.result_type(x)
+    if jnp.issubdtype(dtype, jnp.inexact):
+        return jnp.zeros(jnp.shape(x), dtype)
+    return jnp.zeros(jnp.shape(x), jax.dtypes.float0)
+
+
+class ETraceGraphExecutor:
+    """The eligibility trace graph executor.
+
+    Parameters
+    ----------
+    graph : ETraceGraph
+        From :func:`braintrace.compile_etrace_graph`.
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp
+    >>> import braintrace
+    >>> cell = braintrace.nn.VanillaRNNCell(2, 3)
+    >>> brainstate.nn.init_all_states(cell)  # doctest: +ELLIPSIS
+    VanillaRNNCell(...)
+    >>> ex = braintrace.ETraceGraphExecutor(braintrace.compile_etrace_graph(cell, jnp.zeros(2)))
+    >>> data = ex.trace_data(ex.current_invals(jnp.zeros(2)))
+    >>> [d.shape for d in data.D.values()]
+    [(3, 1, 1)]
+    """
+
+    def __init__(self, graph: ETraceGraph):
+        self.graph = graph
+        self.minfo = graph.module_info
+        self._hidden = {s.path: s for s in self.minfo.hidden_slots}
+
+    # -- inputs ------------------------------------------------------------
+    def current_invals(self, *args: Any) -> list[Any]:
+        """Flat inputs from ``args`` and the states' current values."""
+        leaves = jax.tree.leaves(args)
+        for slot in self.minfo.slots:
+            leaves += jax.tree.leaves(slot.state.value)
+        return [jnp.asarray(v) if not hasattr(v, "dtype") else v for v in leaves]
+
+    def hidden_values(self, invals: Sequence[Any]) -> dict[Path, Any]:
+        return {p: invals[s.invars[0]] for p, s in self._hidden.items()}
+
+    def with_hidden(self, invals: Sequence[Any], hidden: Mapping[Path, Any]) -> list[Any]:
+        iv = list(invals)
+        for p, v in hidden.items():
+            iv[self._hidden[p].invars[0]] = v
+        return iv
+
+    def hidden_outputs(self, outvals: Sequence[Any]) -> dict[Path, Any]:
+        return {p: outvals[s.outvars[0]] for p, s in self._hidden.items()}
+
+    # -- forward -----------------------------------------------------------
+    def forward(self, invals: Sequence[Any]) -> list[Any]:
+        """Output values of the step (model output leaves, then state leaves)."""
+        return evaluate_step(self.minfo, invals)[0]
+
+    def _cut_hidden_fn(self, invals, hidden_paths, eqn=None):
+        """``h (subset) [, y perturbation] -> new hidden values`` with ETP data inputs cut."""
+
+        def fn(h_sub, ypert=None):
+            iv = self.with_hidden(invals, h_sub)
+            out, _ = evaluate_step(
+                self.minfo, iv, cut=True, y_perturb=None if eqn is None else {eqn: ypert}
+            )
+            return self.hidden_outputs(out)
+
+        return fn
+
+    def jacobian_blocks(self, invals: Sequence[Any], group: HiddenGroup) -> jax.Array:
+        """Exact per-position blocks ``D[v, s, s'] = ∂h_s^t[v] / ∂h_{s'}^{t-1}[v]`` (cut)."""
+        hvals = self.hidden_values(invals)
+        members = {p: hvals[p] for p in group.hidden_paths}
+        fn = self._cut_hidden_fn(invals, group.hidden_paths)
+        packed = group.pack(members)
+        S = group.num_state
+
+        def packed_fn(hp):
+            out = fn(group.unpack(hp))
+            return group.pack({p: out[p] for p in group.hidden_paths})
+
+        if group.elementwise:
+            cols = []
+            for s in range(S):
+                tangent = jnp.zeros_like(packed).at[..., s].set(1.0)
+                _, col = jax.jvp(packed_fn, (packed,), (tangent,))
+                cols.append(col)
+            return jnp.stack(cols, axis=-1)
+        n = packed.size
+        jac = jax.jacfwd(packed_fn)(packed)  # (*V, S, *V, S)
+        P = n // S
+        jac = jac.reshape(P, S, P, S)
+        blocks = jnp.einsum("aiaj->aij", jac)
+        return blocks.reshape(tuple(group.varshape) + (S, S))
+
+    def output_derivative(self, invals: Sequence[Any], relation, y_shape, dtype) -> dict[int, jax.Array]:
+        """``df[g] = ∂h_g^t / ∂y`` for every group the relation reaches, ``(*V, S)`` each."""
+        fn = self._cut_hidden_fn(invals, (), eqn=relation.eqn_index)
+        zeros = jnp.zeros(y_shape, dtype)
+        _, tout = jax.jvp(lambda q: fn({}, q), (zeros,), (jnp.ones(y_shape, dtype),))
+        out = {}
+        for gi in relation.hidden_groups:
+            g = self.graph.hidden_groups[gi]
+            out[gi] = g.pack({p: tout[p] for p in g.hidden_paths})
+        return out
+
+    def trace_data(self, invals: Sequence[Any]) -> StepTraceData:
+        """Run the step and compute ``operands``, ``D`` and ``df`` for every relation."""
+        rels = self.graph.hidden_param_op_relations
+        outvals, recorded = evaluate_step(self.minfo, invals, record=[r.eqn_index for r in rels])
+        needed = sorted({gi for r in rels for gi in r.hidden_groups})
+        D = {gi: self.jacobian_blocks(invals, self.graph.hidden_groups[gi]) for gi in needed}
+        df = {}
+        for r in rels:
+            eqn = self.minfo.jaxpr.eqns[r.eqn_index]
+            y_aval = eqn.outvars[r.entry.y_outvar_index].aval
+            for gi, val in self.output_derivative(invals, r, tuple(y_aval.shape), y_aval.dtype).items():
+                df[(r.index, gi)] = val
+        return StepTraceData(
+            outvals=outvals,
+            operands={r.index: recorded[r.eqn_index] for r in rels},
+            D=D,
+            df=df,
+        )
+
+
+class ETraceVjpGraphExecutor(ETraceGraphExecutor):
+    """The eligibility trace graph executor for the VJP-based online learning algorithms.
+
+    Adds :meth:`step_vjp`: the step's VJP with respect to chosen parameter
+    leaves and to zero perturbations of the hidden states.
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp
+    >>> import braintrace
+    >>> cell = braintrace.nn.VanillaRNNCell(2, 3)
+    >>> brainstate.nn.init_all_states(cell)  # doctest: +ELLIPSIS
+    VanillaRNNCell(...)
+    >>> ex = braintrace.ETraceVjpGraphExecutor(braintrace.compile_etrace_graph(cell, jnp.zeros(2)))
+    >>> outvals, vjp = ex.step_vjp(ex.current_invals(jnp.zeros(2)), diff_invars=())
+    >>> grads, delta = ex.apply_vjp(vjp, [jnp.ones_like(v) for v in outvals])
+    >>> {k: v.shape for k, v in delta.items()}
+    {('h',): (3,)}
+    """
+
+    def step_vjp(self, invals: Sequence[Any], diff_invars: Sequence[int]) -> tuple[list[Any], Any]:
+        """Outputs and the VJP of the step w.r.t. ``diff_invars`` and hidden perturbations.
+
+        The hidden states' new values carry a zero perturbation ``p``; the
+        cotangent of ``p`` is the learning signal ``δ^t = ∂L^t/∂h^t``.
+        Everything not in ``diff_invars`` (the previous hidden values above
+        all) is held constant. The returned ``vjp`` is a pytree (it can be a
+        ``custom_vjp`` residual); apply it with :meth:`apply_vjp`.
+        """
+        pert = self.graph.hidden_perturbation
+        diff_invars = tuple(diff_invars)
+
+        def fn(diff_vals, p):
+            iv = list(invals)
+            for i, v in zip(diff_invars, diff_vals):
+                iv[i] = v
+            return evaluate_step(self.minfo, iv, hidden_perturb=p)[0]
+
+        return jax.vjp(fn, tuple(invals[i] for i in diff_invars), pert.zeros())
+
+    def apply_vjp(self, vjp: Any, cotangents: Sequence[Any]) -> tuple[tuple[Any, ...], dict[Path, Any]]:
+        """``cotangents`` (one per jaxpr output, ``None`` for zero) -> (param grads, ``{path: δ}``)."""
+        outs = self.minfo.jaxpr.outvars
+        cts = [
+            zeros_cotangent(jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype)) if c is None else c
+            for v, c in zip(outs, cotangents)
+        ]
+        return vjp(cts)
