@@ -26,21 +26,26 @@ MIXED = None
 _ABSENT = object()
 
 
+def _fits(shape, varshape, m: int, e: int) -> bool:
+    """``shape`` is ``V[m:] + E`` up to size-1 (broadcast) axes."""
+    shape = tuple(shape)
+    if m < 0 or len(shape) < e:
+        return False
+    core = shape[: len(shape) - e]
+    if len(core) != len(varshape) - m:
+        return False
+    return all(c == v or c == 1 for c, v in zip(core, varshape[m:]))
+
+
 def layout_of(shape: tuple[int, ...], varshape: tuple[int, ...], state_axis: bool) -> Align | None:
     """Alignment of a variable of ``shape`` (with or without a trailing state axis)."""
-    shape = tuple(shape)
-    core = shape[:-1] if state_axis else shape
-    if state_axis and not shape:
-        return None
-    m = len(varshape) - len(core)
-    if m < 0 or tuple(varshape[m:]) != core:
-        return None
-    return (m, 1 if state_axis else 0)
+    e = 1 if state_axis else 0
+    m = len(varshape) - (len(tuple(shape)) - e)
+    return (m, e) if _fits(shape, varshape, m, e) else None
 
 
 def _shape_of(align: Align, varshape, shape) -> bool:
-    m, e = align
-    return tuple(shape[: len(shape) - e]) == tuple(varshape[m:])
+    return _fits(shape, varshape, align[0], align[1])
 
 
 def _rule(eqn, deps: Mapping[int, Align | None], varshape) -> list[Align | None]:
@@ -53,10 +58,13 @@ def _rule(eqn, deps: Mapping[int, Align | None], varshape) -> list[Align | None]
 
     entry = REGISTRY.get(prim)
     if prim in ELEMENTWISE_PRIMITIVES or (entry is not None and entry.gradient_enabled and entry.x_invar_index is None):
-        if len(aligns) == 1:
-            (a,) = aligns
-            if all(tuple(eqn.invars[k].aval.shape) == out_shape for k in deps) and _shape_of(a, varshape, out_shape):
-                return [a] * len(outs)
+        es = {a[1] for a in aligns}
+        if len(es) == 1:
+            (e,) = es
+            new = (len(varshape) - (len(out_shape) - e), e)
+            same_rank = all(len(eqn.invars[k].aval.shape) == len(out_shape) for k in deps)
+            if same_rank and _shape_of(new, varshape, out_shape):
+                return [new] * len(outs)
         return [MIXED] * len(outs)
 
     name = prim.name
@@ -71,9 +79,11 @@ def _rule(eqn, deps: Mapping[int, Align | None], varshape) -> list[Align | None]
     if name == "broadcast_in_dim":
         bd = tuple(eqn.params["broadcast_dimensions"])
         nd = len(out_shape) - len(in_shape)
-        if bd == tuple(range(nd, len(out_shape))) and out_shape[nd:] == in_shape:
+        if bd == tuple(range(nd, len(out_shape))) and all(
+            i == o or i == 1 for i, o in zip(in_shape, out_shape[nd:])
+        ):
             new = (m - nd, e)
-            if new[0] >= 0 and _shape_of(new, varshape, out_shape):
+            if _shape_of(new, varshape, out_shape):
                 return [new]
         if e == 0 and bd == tuple(range(len(in_shape))) and len(out_shape) == len(in_shape) + 1:
             return [(m, 1)]

@@ -1,0 +1,72 @@
+"""Test helpers that run a learner over a sequence (test code, not shipped)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import brainstate
+import jax
+import jax.numpy as jnp
+import pytest
+
+
+@contextlib.contextmanager
+def x64_mode():
+    prev = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", prev)
+
+
+@pytest.fixture
+def x64():
+    with x64_mode():
+        yield
+
+
+def online_grads(learner, xs, loss, *, jit=True):
+    """Σ_t of the learner's online gradient of ``loss(out_t, t)``, one step at a time.
+
+    Returns ``(grads, total)`` with ``grads`` keyed by ParamState path, as the oracle.
+    """
+    model = learner.model
+    params = model.states(brainstate.ParamState)
+    T = jax.tree.leaves(xs)[0].shape[0]
+    acc, total = None, 0.0
+    for t in range(T):
+        x = jax.tree.map(lambda a: a[t], xs)
+
+        def f(x, t=t):
+            return loss(learner(x), t)
+
+        gfn = brainstate.transform.grad(f, params, return_value=True)
+        if jit:
+            gfn = brainstate.transform.jit(gfn)
+        g, value = gfn(x)
+        acc = g if acc is None else jax.tree.map(jnp.add, acc, g)
+        total = total + value
+    return {k: acc[k] for k in acc}, total
+
+
+def window_grads(learner, xs, loss, K):
+    """Online gradient of the summed loss over windows of ``K`` steps (``MultiStepData``)."""
+    import braintrace
+
+    model = learner.model
+    params = model.states(brainstate.ParamState)
+    T = jax.tree.leaves(xs)[0].shape[0]
+    acc, total = None, 0.0
+    for t0 in range(0, T, K):
+        win = jax.tree.map(lambda a: a[t0 : t0 + K], xs)
+        n = jax.tree.leaves(win)[0].shape[0]
+
+        def f(win, t0=t0, n=n):
+            outs = learner(braintrace.MultiStepData(win))
+            return sum(loss(jax.tree.map(lambda o: o[k], outs), t0 + k) for k in range(n))
+
+        g, value = brainstate.transform.grad(f, params, return_value=True)(win)
+        acc = g if acc is None else jax.tree.map(jnp.add, acc, g)
+        total = total + value
+    return {k: acc[k] for k in acc}, total
