@@ -168,8 +168,9 @@ class IODimVjpAlgorithm(ETraceVjpAlgorithm):
     def _contract(self, traces, operands, signal, k):
         """Gradient contributions with bias correction ``c = 1 - α^(k+1)``."""
         a = self.decay
-        c = 1.0 - jnp.power(a, k.astype(jnp.float32) + 1.0)
-        c = jnp.where(c > 0, c, 1.0)
+        dtype = jnp.result_type(*[v for v in signal.values()]) if signal else jnp.float32
+        c = 1.0 - jnp.power(jnp.asarray(a, dtype), k.astype(dtype) + 1)
+        c = jnp.where(c > 0, c, jnp.ones_like(c))
         out = {}
         for r in self.graph.hidden_param_op_relations:
             diag, fact = self._names(r)
