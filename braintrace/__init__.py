@@ -5,9 +5,12 @@ __version__ = "0.2.0.dev0"
 from . import primitives as primitives
 from .errors import CompilationError as CompilationError, NotSupportedError as NotSupportedError
 from .primitives import (
+    conv as conv,
     element_wise as element_wise,
+    lora_matmul as lora_matmul,
     matmul as matmul,
     register_primitive as register_primitive,
+    sparse_matmul as sparse_matmul,
 )
 
 __all__ = [
@@ -15,7 +18,10 @@ __all__ = [
     "primitives",
     "CompilationError",
     "NotSupportedError",
+    "conv",
     "element_wise",
+    "lora_matmul",
     "matmul",
     "register_primitive",
+    "sparse_matmul",
 ]

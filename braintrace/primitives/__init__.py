@@ -19,6 +19,24 @@ from .trace_rules import (
 )
 from .dense import matmul as matmul, etp_mm_p as etp_mm_p, etp_mv_p as etp_mv_p
 from .elementwise import element_wise as element_wise, etp_elemwise_p as etp_elemwise_p
+from .conv import (
+    ConvRule as ConvRule,
+    conv as conv,
+    etp_conv_batched_p as etp_conv_batched_p,
+    etp_conv_p as etp_conv_p,
+)
+from .sparse import (
+    SparseRule as SparseRule,
+    etp_sparse_mm_p as etp_sparse_mm_p,
+    etp_sparse_mv_p as etp_sparse_mv_p,
+    sparse_matmul as sparse_matmul,
+)
+from .lora import (
+    LoraRule as LoraRule,
+    etp_lora_mm_p as etp_lora_mm_p,
+    etp_lora_mv_p as etp_lora_mv_p,
+    lora_matmul as lora_matmul,
+)
 
 __all__ = [
     "REGISTRY",
@@ -32,7 +50,19 @@ __all__ = [
     "FullJacobianRule",
     "matmul",
     "element_wise",
+    "conv",
+    "sparse_matmul",
+    "lora_matmul",
+    "ConvRule",
+    "SparseRule",
+    "LoraRule",
     "etp_mm_p",
     "etp_mv_p",
     "etp_elemwise_p",
+    "etp_conv_p",
+    "etp_conv_batched_p",
+    "etp_sparse_mv_p",
+    "etp_sparse_mm_p",
+    "etp_lora_mv_p",
+    "etp_lora_mm_p",
 ]

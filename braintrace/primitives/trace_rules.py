@@ -143,6 +143,10 @@ class DiagonalRule:
 
         ε^t[v, s] = \sum_{s'} D^t[v, s, s'] ε^{t-1}[v, s'] + df^t[v, s]\, a^t[v],
         \qquad \bar w = \mathrm{sum\_to\_shape}\Big(\sum_s δ[v, s] ε[v, s]\Big).
+
+    ``sum_to_shape`` assumes NumPy broadcasting. If the primitive's trace rule
+    defines ``diagonal_to_param(entry, operands, params, name, g)``, that
+    method maps the hidden-shaped sum ``g`` back to the input instead.
     """
 
     def init(self, entry, operands, params, names, varshape, num_state, dtype):
@@ -159,10 +163,17 @@ class DiagonalRule:
 
     def contract(self, entry, trace, operands, params, names, delta):
         index = entry.trainable_invars(params, len(operands))
+        # A primitive whose diagonal input does not broadcast NumPy-style (a
+        # conv bias ``(C,)`` added along the channel axis of an NCHW output)
+        # maps the hidden-shaped sum back itself.
+        to_param = getattr(entry.trace_rule, "diagonal_to_param", None)
         out = {}
         for n in names:
             g = jnp.sum(delta * trace[n].astype(delta.dtype), axis=-1)
-            out[n] = sum_to_shape(g, jnp.shape(operands[index[n]]))
+            if to_param is not None:
+                out[n] = to_param(entry, operands, params, n, g)
+            else:
+                out[n] = sum_to_shape(g, jnp.shape(operands[index[n]]))
         return out
 
 

@@ -1,0 +1,184 @@
+r"""Sparse matrix multiplication: ``y = x @ M + b`` with a fixed sparsity pattern.
+
+``M`` has ``nnz`` nonzeros at ``(row(k), col(k))``, ``k = 0 … nnz-1``, whose
+values ``weight[k]`` are the trainable input. Two primitives:
+``etp_sparse_mv`` (``x`` of shape ``(n_rows,)``) and ``etp_sparse_mm`` (``x`` of
+shape ``(..., n_rows)``). ``jax.vmap`` of ``etp_sparse_mv`` binds
+``etp_sparse_mm``. Operands are ``(x, weight, rows, cols[, bias])``; the integer
+index arrays ``rows``/``cols`` are operands, not trainable inputs, and the
+number of columns is the static parameter ``n_cols``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import saiunit as u
+
+from .registry import define_primitive
+from .trace_rules import apply_block, broadcast_leading
+from .units import check_float, mantissa_in, split_unit, with_unit
+
+__all__ = ["sparse_matmul", "etp_sparse_mv_p", "etp_sparse_mm_p", "SparseRule"]
+
+
+def _impl(x, weight, rows, cols, *bias, n_cols):
+    contrib = jnp.take(x, rows, axis=-1) * weight  # (..., nnz)
+    y = jax.ops.segment_sum(jnp.moveaxis(contrib, -1, 0), cols, num_segments=n_cols)
+    y = jnp.moveaxis(y, 0, -1)  # (..., n_cols)
+    if bias:
+        y = y + bias[0]
+    return y
+
+
+def _trainables(params, num_invars):
+    names = {"weight": 1}
+    if num_invars > 4:
+        names["bias"] = 4
+    return names
+
+
+class SparseRule:
+    r"""D_RTRL trace of the nonzero values of a sparse weight.
+
+    Nonzero ``k`` reaches exactly one output, column ``col(k)``, so the trace
+    keeps one entry per nonzero and batch element, layout ``(*B, nnz, S)``
+    (``B`` = the hidden group's leading axes, ``V = (*B, n_cols)``):
+
+    .. math::
+
+        ε^t[b, k, s] = \sum_{s'} D^t[b, col(k), s, s'] ε^{t-1}[b, k, s']
+                       + x^t[b, row(k)]\, df^t[b, col(k), s], \qquad
+        \bar w[k] = \sum_{b, s} δ[b, col(k), s]\, ε[b, k, s].
+
+    Every batch element keeps its own trace; memory is ``|B|·nnz·S``.
+    """
+
+    def init(self, entry, operands, params, names, varshape, num_state, dtype):
+        nnz = operands[1].shape[0]
+        return {"weight": jnp.zeros(tuple(varshape[:-1]) + (nnz, num_state), dtype)}
+
+    def update(self, entry, trace, operands, params, names, D, df):
+        varshape = df.shape[:-1]
+        x, rows, cols = operands[0], operands[2], operands[3]
+        x = broadcast_leading(x, varshape, x.ndim)
+        xr = jnp.take(x, rows, axis=-1).astype(df.dtype)  # (*B, nnz)
+        d_k = jnp.take(D, cols, axis=-3)  # (*B, nnz, S, S)
+        df_k = jnp.take(df, cols, axis=-2)  # (*B, nnz, S)
+        eps = trace["weight"]
+        new = apply_block(d_k, eps.astype(D.dtype)) + xr[..., None] * df_k
+        return {"weight": new.astype(eps.dtype)}
+
+    def contract(self, entry, trace, operands, params, names, delta):
+        delta_k = jnp.take(delta, operands[3], axis=-2)  # (*B, nnz, S)
+        g = jnp.einsum("...ks,...ks->k", trace["weight"].astype(delta.dtype), delta_k)
+        return {"weight": g}
+
+
+_rule = SparseRule()
+_mm = define_primitive(
+    "etp_sparse_mm", _impl, batched=True, trainable_invars_fn=_trainables, trace_rule=_rule
+)
+_mv = define_primitive(
+    "etp_sparse_mv", _impl, batched=False, trainable_invars_fn=_trainables, trace_rule=_rule,
+    batched_partner=_mm,
+)
+etp_sparse_mm_p = _mm.primitive
+etp_sparse_mv_p = _mv.primitive
+
+
+def _structure(sparse_mat: Any) -> tuple[jax.Array, jax.Array, int, int, int]:
+    """``(rows, cols, n_rows, n_cols, nnz)`` of a CSR, CSC or COO matrix, in its data order."""
+    if not isinstance(sparse_mat, (u.sparse.CSR, u.sparse.CSC, u.sparse.COO)):
+        raise TypeError(
+            f"braintrace.sparse_matmul: `sparse_mat` must be a saiunit.sparse.CSR, CSC or COO matrix, "
+            f"got {type(sparse_mat).__name__}. Build one with e.g. `saiunit.sparse.CSR.fromdense(mask)`."
+        )
+    n_rows, n_cols = (int(s) for s in sparse_mat.shape)
+    nnz = int(jnp.shape(u.get_mantissa(sparse_mat.data))[0])
+    if isinstance(sparse_mat, u.sparse.COO):
+        rows, cols = jnp.asarray(sparse_mat.row), jnp.asarray(sparse_mat.col)
+    else:
+        n_major = n_rows if isinstance(sparse_mat, u.sparse.CSR) else n_cols
+        major = jnp.repeat(
+            jnp.arange(n_major, dtype=jnp.int32), jnp.diff(jnp.asarray(sparse_mat.indptr)),
+            total_repeat_length=nnz,
+        )
+        minor = jnp.asarray(sparse_mat.indices)
+        rows, cols = (major, minor) if isinstance(sparse_mat, u.sparse.CSR) else (minor, major)
+    return rows.astype(jnp.int32), cols.astype(jnp.int32), n_rows, n_cols, nnz
+
+
+def sparse_matmul(x: Any, weight_data: Any, *, sparse_mat: Any, bias: Any = None) -> Any:
+    r"""ETP-aware sparse matrix multiplication, ``y = x @ M + b``.
+
+    ``M`` has the sparsity pattern of ``sparse_mat`` and the values
+    ``weight_data`` (in ``sparse_mat``'s data order); only those values (and
+    ``bias``) are trainable. With nonzero ``k`` at ``(row(k), col(k))``:
+
+    .. math:: y_{\ldots c} = \sum_{k:\, col(k) = c} x_{\ldots\, row(k)}\, w_k + b_c
+
+    Parameters
+    ----------
+    x : array or Quantity, shape ``(n_rows,)`` or ``(..., n_rows)``
+        Input. Rank 1 binds ``etp_sparse_mv``, higher ranks ``etp_sparse_mm``
+        (leading axes are batch axes).
+    weight_data : array or Quantity, shape ``(nnz,)``
+        Floating-point values of the nonzeros.
+    sparse_mat : saiunit.sparse.CSR, CSC or COO, shape ``(n_rows, n_cols)``
+        Gives the sparsity pattern; its own values are not used.
+    bias : array or Quantity, shape ``(n_cols,)``, optional
+        Its unit must match ``unit(x) * unit(weight_data)``.
+
+    Returns
+    -------
+    array or Quantity, shape ``(..., n_cols)``
+        With unit ``unit(x) * unit(weight_data)``.
+
+    Raises
+    ------
+    TypeError
+        ``sparse_mat`` of another type; a non-floating-point weight or bias.
+    ValueError
+        ``x``'s last axis is not ``n_rows``; ``weight_data`` is not ``(nnz,)``;
+        a bias of the wrong shape or unit.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import saiunit as u
+    >>> import braintrace
+    >>> mask = jnp.array([[1., 0., 1.], [0., 1., 0.]])
+    >>> csr = u.sparse.CSR.fromdense(mask)
+    >>> braintrace.sparse_matmul(jnp.array([1., 2.]), jnp.array([1., 2., 3.]), sparse_mat=csr).tolist()
+    [1.0, 6.0, 2.0]
+    """
+    rows, cols, n_rows, n_cols, nnz = _structure(sparse_mat)
+    xm, xu = split_unit(x)
+    wm, wu = split_unit(weight_data)
+    if xm.ndim < 1 or xm.shape[-1] != n_rows:
+        raise ValueError(
+            f"braintrace.sparse_matmul: `x` has shape {xm.shape} but `sparse_mat` has shape "
+            f"{(n_rows, n_cols)}; x must be (..., {n_rows})."
+        )
+    if wm.shape != (nnz,):
+        raise ValueError(
+            f"braintrace.sparse_matmul: `weight_data` has shape {wm.shape}; expected ({nnz},), one value "
+            f"per nonzero of `sparse_mat`."
+        )
+    check_float(wm, op="sparse_matmul", arg="weight_data")
+    out_unit = xu * wu
+    ops = [xm, wm, rows, cols]
+    if bias is not None:
+        bm = mantissa_in(bias, out_unit, op="sparse_matmul", arg="bias")
+        check_float(bm, op="sparse_matmul", arg="bias")
+        if bm.shape != (n_cols,):
+            raise ValueError(
+                f"braintrace.sparse_matmul: `bias` has shape {bm.shape}; expected ({n_cols},) to match "
+                f"`sparse_mat` of shape {(n_rows, n_cols)}."
+            )
+        ops.append(bm)
+    prim = etp_sparse_mv_p if xm.ndim == 1 else etp_sparse_mm_p
+    return with_unit(prim.bind(*ops, n_cols=n_cols), out_unit)
