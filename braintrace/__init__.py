@@ -3,6 +3,7 @@
 __version__ = "0.2.0.dev0"
 
 from . import primitives as primitives
+from . import nn as nn
 from .errors import CompilationError as CompilationError, NotSupportedError as NotSupportedError
 from .primitives import (
     conv as conv,
@@ -16,6 +17,7 @@ from .primitives import (
 __all__ = [
     "__version__",
     "primitives",
+    "nn",
     "CompilationError",
     "NotSupportedError",
     "conv",
