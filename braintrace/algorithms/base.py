@@ -238,7 +238,14 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
         self._fns = {}
 
     def _compute_learning_signal(self, dl_dh: dict[int, jax.Array], **context: Any) -> dict[int, jax.Array]:
-        """Map ``{group index: ∂L/∂h}`` to the learning signal used with the traces (identity)."""
+        """Map ``{group index: ∂L/∂h}`` to the learning signal used with the traces (identity).
+
+        ``context`` holds ``data`` (the step's :class:`~braintrace.executor.StepTraceData`),
+        ``count`` (time steps since reset), ``out_cts`` (cotangents of the model's
+        output leaves, i.e. the output error), ``signal`` (what the caller passed
+        to :func:`~braintrace.algorithms.vjp.run_learner`, e.g. a target) and
+        ``traces`` (the traces after this step's update).
+        """
         return dl_dh
 
     def trace_contributions(self, traces, data: StepTraceData, delta: dict[int, jax.Array], count) -> dict:

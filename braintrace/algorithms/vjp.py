@@ -164,25 +164,27 @@ def _make_single(learner, layout):
         return iv, data, new_traces
 
     @jax.custom_vjp
-    def step(param_vals, state_vals, traces, count, arg_vals):
+    def step(param_vals, state_vals, traces, count, arg_vals, signal):
         _, data, new_traces = forward(param_vals, state_vals, traces, count, arg_vals)
         return layout.outputs(data.outvals), new_traces
 
-    def fwd(param_vals, state_vals, traces, count, arg_vals):
+    def fwd(param_vals, state_vals, traces, count, arg_vals, signal):
         iv, data, new_traces = forward(param_vals, state_vals, traces, count, arg_vals)
         outvals, vjp = ex.step_vjp(iv, layout.uncovered)
-        res = (vjp, data._replace(outvals=[]), new_traces, count, param_vals, state_vals, arg_vals)
+        res = (vjp, data._replace(outvals=[]), new_traces, count, param_vals, state_vals, arg_vals, signal)
         return (layout.outputs(outvals), new_traces), res
 
     def bwd(res, cts):
-        vjp, data, new_traces, count, param_vals, state_vals, arg_vals = res
+        vjp, data, new_traces, count, param_vals, state_vals, arg_vals, signal = res
         (out_cts, state_cts), _ = cts
         g_imm, delta_paths = ex.apply_vjp(vjp, layout.cotangents(out_cts, state_cts))
-        delta = learner._compute_learning_signal(_deltas(layout, delta_paths), data=data, count=count)
+        delta = learner._compute_learning_signal(
+            _deltas(layout, delta_paths), data=data, count=count, out_cts=out_cts, signal=signal, traces=new_traces
+        )
         contrib = learner.trace_contributions(new_traces, data, delta, count)
         imm = _imm_contributions(layout, data, delta) if layout.uncovered else {}
         grads = _pull_back(layout, arg_vals, param_vals, state_vals, contrib, imm, g_imm)
-        return grads, None, None, None, None
+        return grads, None, None, None, None, None
 
     step.defvjp(fwd, bwd)
     return step
@@ -191,13 +193,16 @@ def _make_single(learner, layout):
 def _make_scan_single(learner, layout):
     single = _get(learner, layout, "single")
 
-    def window(param_vals, state_vals, traces, count, arg_seq):
-        def body(carry, args_t):
+    def window(param_vals, state_vals, traces, count, arg_seq, signal_seq):
+        def body(carry, inputs):
+            args_t, signal_t = inputs
             sv, tr, c = carry
-            (outs, sv2), tr2 = single(param_vals, sv, tr, c, args_t)
+            (outs, sv2), tr2 = single(param_vals, sv, tr, c, args_t, signal_t)
             return (sv2, tr2, c + 1), outs
 
-        (sv, tr, _), outs = jax.lax.scan(body, (tuple(state_vals), traces, count), tuple(arg_seq))
+        (sv, tr, _), outs = jax.lax.scan(
+            body, (tuple(state_vals), traces, count), (tuple(arg_seq), signal_seq)
+        )
         return (outs, sv), tr
 
     return window
@@ -220,10 +225,10 @@ def _make_multi(learner, layout):
         return (outs, sv), tr
 
     @jax.custom_vjp
-    def window(param_vals, state_vals, traces, count, arg_seq):
+    def window(param_vals, state_vals, traces, count, arg_seq, signal_seq):
         return scan_window(param_vals, state_vals, traces, count, arg_seq, False)
 
-    def fwd(param_vals, state_vals, traces, count, arg_seq):
+    def fwd(param_vals, state_vals, traces, count, arg_seq, signal_seq):
         def W(pv, sv0):
             return scan_window(pv, sv0, traces, count, arg_seq, True)
 
@@ -246,7 +251,7 @@ def _make_multi(learner, layout):
         template, pull = jax.vjp(fn, tuple(param_vals))
         (p1,) = pull(_full_cotangent(template, credit))
         grads = tuple(a + b for a, b in zip(g_params, p1))
-        return grads, None, None, None, None
+        return grads, None, None, None, None, None
 
     window.defvjp(fwd, bwd)
     return window
@@ -268,8 +273,13 @@ def _layout(learner) -> _Layout:
     return learner._fns["layout"]
 
 
-def run_learner(learner, data: tuple, multi: bool) -> Any:
-    """Run one step (or a window) of ``learner`` and write back states and traces."""
+def run_learner(learner, data: tuple, multi: bool, signal: Any = ()) -> Any:
+    """Run one step (or a window) of ``learner`` and write back states and traces.
+
+    ``signal`` (a pytree, time-major for a window) is handed unchanged to the
+    learner's ``_compute_learning_signal`` in the backward pass (e.g. the target
+    of target-projection rules).
+    """
     layout = _layout(learner)
     arg_vals = tuple(jax.tree.leaves(data))
     param_vals = tuple(leaf for s in layout.param_slots for leaf in jax.tree.leaves(s.state.value))
@@ -282,7 +292,7 @@ def run_learner(learner, data: tuple, multi: bool) -> Any:
     else:
         kind, steps = "single", 1
     fn = _get(learner, layout, kind)
-    (out_leaves, new_states), new_traces = fn(param_vals, state_vals, traces, count, arg_vals)
+    (out_leaves, new_states), new_traces = fn(param_vals, state_vals, traces, count, arg_vals, signal)
 
     pos = 0
     for s in layout.state_slots:

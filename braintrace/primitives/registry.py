@@ -279,6 +279,7 @@ def _install_batching(
     x_index: int | None,
     partner: Primitive | None,
     batched: bool,
+    gradient_enabled: bool = False,
 ) -> None:
     """Batching that keeps the primitive's identity.
 
@@ -301,6 +302,10 @@ def _install_batching(
             ops[x_index] = x.reshape((lead[0] * lead[1],) + x.shape[2:])
             y = prim.bind(*ops, **params)
             return y.reshape(lead + y.shape[1:]), 0
+        if x_index is None and gradient_enabled and len(mapped) == len(args) == 1:
+            # an x-free, identity-like primitive (element_wise): y = fn(w) element by
+            # element, so a mapped weight maps its output the same way.
+            return prim.bind(*args, **params), dims[0]
         in_axes = tuple(d for d in dims)
         return jax.vmap(lambda *a: impl(*a, **params), in_axes=in_axes)(*args), 0
 
@@ -344,7 +349,7 @@ def define_primitive(
     prim = Primitive(name)
     _install_rules(prim, impl)
     partner = batched_partner.primitive if batched_partner is not None else None
-    _install_batching(prim, impl, x_invar_index, partner, batched)
+    _install_batching(prim, impl, x_invar_index, partner, batched, gradient_enabled)
     entry = ETPPrimitive(
         primitive=prim,
         impl=impl,

@@ -1,0 +1,144 @@
+r"""Running a learner over whole sequences: the loop users otherwise write by hand.
+
+Both functions return the gradient of the *summed* sequence loss
+
+.. math:: \mathcal{L} = \sum_{t=0}^{T-1} \ell(o^t, y^t)
+
+(divide by ``T`` yourself for a time average; ``loss_fn`` decides how the batch
+is reduced). :func:`online_gradients` accumulates a learner's online gradients
+step by step inside one ``scan`` (memory independent of ``T``);
+:func:`bptt_gradients` differentiates the same loss through the unrolled model
+(memory growing with ``T``), for comparison.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import brainstate
+import jax
+import jax.numpy as jnp
+
+from .algorithms.base import ETraceAlgorithm
+
+__all__ = ["online_gradients", "bptt_gradients"]
+
+LossFn = Callable[[Any, Any], jax.Array]
+
+
+def _reset(model: brainstate.nn.Module, batch_size: int | None) -> None:
+    brainstate.nn.reset_all_states(model, batch_size=batch_size)
+
+
+def online_gradients(
+    learner: ETraceAlgorithm,
+    inputs: Any,
+    targets: Any,
+    loss_fn: LossFn,
+    *,
+    reset: bool = True,
+    batch_size: int | None = None,
+) -> tuple[dict, jax.Array]:
+    r"""Online gradients of a sequence loss, accumulated inside one ``scan``.
+
+    At every step ``t`` the learner runs the model, updates its traces and
+    gives ``∇_θ ℓ(o^t, y^t)`` through its online rule; the gradients are summed
+    over time.
+
+    Parameters
+    ----------
+    learner : ETraceAlgorithm
+        A compiled learner (``learner.compile_graph(...)`` done).
+    inputs : pytree of arrays
+        Time-major inputs, leading axis ``T``.
+    targets : pytree of arrays
+        Time-major targets (anything ``loss_fn`` needs, masks included).
+    loss_fn : callable
+        ``loss_fn(output_t, target_t) -> scalar``.
+    reset : bool, default True
+        Reset the model's states and the traces before the sequence.
+    batch_size : int, optional
+        Batch size used by the reset (``None`` for unbatched models).
+
+    Returns
+    -------
+    grads : dict
+        ``{ParamState path: gradient}`` of the summed loss.
+    loss : scalar
+        The summed loss.
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp
+    >>> import braintrace
+    >>> cell = braintrace.nn.GRUCell(2, 3)
+    >>> brainstate.nn.init_all_states(cell)  # doctest: +ELLIPSIS
+    GRUCell(...)
+    >>> learner = braintrace.D_RTRL(cell).compile_graph(jnp.zeros(2))  # doctest: +SKIP
+    >>> grads, loss = braintrace.online_gradients(
+    ...     learner, jnp.ones((5, 2)), jnp.zeros((5, 3)),
+    ...     lambda o, y: jnp.sum((o - y) ** 2))  # doctest: +SKIP
+    >>> sorted(grads)  # doctest: +SKIP
+    [('Wh', 'weight'), ('Wr', 'weight'), ('Wz', 'weight')]
+    """
+    if learner.graph is None:
+        learner._check_compiled()
+    params = learner.model.states(brainstate.ParamState)
+    if reset:
+        _reset(learner.model, batch_size)
+        learner.reset_state(batch_size)
+
+    def step(acc, xy):
+        x, y = xy
+
+        def loss_t():
+            return loss_fn(learner(x), y)
+
+        g, value = brainstate.transform.grad(loss_t, params, return_value=True)()
+        return jax.tree.map(jnp.add, acc, g), value
+
+    zeros = jax.tree.map(jnp.zeros_like, {k: v.value for k, v in params.items()})
+    grads, losses = brainstate.transform.scan(step, zeros, (inputs, targets))
+    return grads, jnp.sum(losses)
+
+
+def bptt_gradients(
+    model: brainstate.nn.Module,
+    inputs: Any,
+    targets: Any,
+    loss_fn: LossFn,
+    *,
+    reset: bool = True,
+    batch_size: int | None = None,
+) -> tuple[dict, jax.Array]:
+    r"""Backpropagation-through-time gradients of the same summed loss.
+
+    Parameters and return values as :func:`online_gradients`, with the plain
+    model in place of a learner. Memory grows with the sequence length.
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp
+    >>> import braintrace
+    >>> cell = braintrace.nn.GRUCell(2, 3)
+    >>> brainstate.nn.init_all_states(cell)  # doctest: +ELLIPSIS
+    GRUCell(...)
+    >>> grads, loss = braintrace.bptt_gradients(
+    ...     cell, jnp.ones((5, 2)), jnp.zeros((5, 3)), lambda o, y: jnp.sum((o - y) ** 2))
+    >>> sorted(grads)
+    [('Wh', 'weight'), ('Wr', 'weight'), ('Wz', 'weight')]
+    """
+    params = model.states(brainstate.ParamState)
+    if reset:
+        _reset(model, batch_size)
+
+    def total_loss():
+        def step(carry, xy):
+            x, y = xy
+            return carry + loss_fn(model(x), y), None
+
+        total, _ = brainstate.transform.scan(step, jnp.zeros((), jnp.result_type(float)), (inputs, targets))
+        return total
+
+    return brainstate.transform.grad(total_loss, params, return_value=True)()
