@@ -45,7 +45,9 @@ written; ``δ^t`` is the cotangent of ``p``), and ``J^t``:
 - ``mode='diagonal'``: the D_RTRL ground truth: the *cut* Jacobian (the data input
   of every registered ETP primitive treated as a constant, see
   :func:`eval_jaxpr_cut`) restricted to per-position blocks
-  (:func:`position_mask`).
+  (:func:`position_mask`); ``M^t`` is cut the same way, so a weight is traced
+  only along its primitive's own tail (a path through another primitive's data
+  input contributes its instantaneous gradient through the direct term).
 
 Note on outputs that bypass the hidden write. The single-step form above credits
 the output only through ``h^t``. If ``update`` computes its output from values
@@ -288,6 +290,45 @@ class _Flat:
 
     def hnew(self, theta, h, x):
         return self(theta, h, x)[1]
+
+    def readout(self, theta, h, x, hnew):
+        """The step's output with the new hidden values *set* to ``hnew`` (flat).
+
+        The step is traced to a jaxpr; wherever a variable that ``update``
+        writes to a hidden state is defined, its value is replaced by the
+        matching slice of ``hnew``, and every use downstream (however the model
+        reads it: the state, or a local variable) sees the replacement. Its
+        gradient in ``hnew`` is ``δ^t = ∂L^t/∂h^t``, the partial derivative with
+        the other hidden states of the step held fixed.
+        """
+        def traced(th, hh, xx):
+            return self.step(self.unravel_theta(th), self.unravel_h(hh), xx)
+
+        closed = jax.make_jaxpr(traced)(theta, h, x)
+        out_tree = jax.tree.structure(jax.eval_shape(traced, theta, h, x))
+        n_out = len(jax.tree.leaves(jax.eval_shape(lambda *a: traced(*a)[0], theta, h, x)))
+        new_vars = closed.jaxpr.outvars[n_out:]
+        replace = self.unravel_h(hnew)
+        replace_leaves = jax.tree.leaves(replace)
+        override = {}
+        for v, val in zip(new_vars, replace_leaves):
+            if not isinstance(v, jcore.Literal):
+                override[v] = val
+        env = {}
+        for v, c in zip(closed.jaxpr.constvars, closed.consts):
+            env[v] = c
+        for v, a in zip(closed.jaxpr.invars, jax.tree.leaves((theta, h, x))):
+            env[v] = override.get(v, a)
+        for eqn in closed.jaxpr.eqns:
+            vals = [v.val if isinstance(v, jcore.Literal) else env[v] for v in eqn.invars]
+            params = eqn.primitive.get_bind_params(eqn.params)
+            outs = eqn.primitive.bind(*vals, **params)
+            outs = outs if eqn.primitive.multiple_results else [outs]
+            for v, o in zip(eqn.outvars, outs):
+                env[v] = override.get(v, o)
+        leaves = [v.val if isinstance(v, jcore.Literal) else env[v] for v in closed.jaxpr.outvars]
+        out, _ = jax.tree.unflatten(out_tree, leaves)
+        return out
 
 
 # ---------------------------------------------------------------------------
@@ -594,10 +635,13 @@ def rtrl_reference(model, xs, loss: Loss, mode: str = "full", *, online=None, wi
     def transition(h, x):
         """(J used by the trace, M, h^t)."""
         hnew = flat.hnew(theta, h, x)
-        M = jax.jacfwd(lambda th: flat.hnew(th, h, x))(theta)
         if mode == "full":
+            M = jax.jacfwd(lambda th: flat.hnew(th, h, x))(theta)
             J = jax.jacfwd(lambda hh: flat.hnew(theta, hh, x))(h)
         else:
+            # the cut applies to M too: a weight reaches a hidden state through its
+            # primitive's tail only, never through another primitive's data input
+            M = jax.jacfwd(lambda th: cut(th, h, x))(theta)
             J = jax.jacfwd(lambda hh: cut(theta, hh, x))(h) * block
         return J, M, hnew
 
@@ -613,10 +657,12 @@ def rtrl_reference(model, xs, loss: Loss, mode: str = "full", *, online=None, wi
             J, M, hnew = transition(h, x)
             P = J @ P + M
 
-            def lt(th, p, h=h, x=x, t=t):
-                return loss(flat(th, h, x, p)[0], t)
+            def lt(th, h=h, x=x, t=t):
+                return loss(flat(th, h, x)[0], t)
 
-            value, (g_theta, delta) = jax.value_and_grad(lt, argnums=(0, 1))(theta, zero_p)
+            value, g_theta = jax.value_and_grad(lt)(theta)
+            # δ^t = ∂L^t/∂h^t: the output as a function of the new hidden values
+            delta = jax.grad(lambda hn, h=h, x=x, t=t: loss(flat.readout(theta, h, x, hn), t))(hnew)
             # ∂L^t/∂θ|_{h^t fixed} = (∂L^t/∂θ with h^{t-1} fixed) - δ^t M^t
             direct = g_theta - delta @ M
             grad = grad + delta @ P + direct

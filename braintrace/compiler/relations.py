@@ -262,18 +262,42 @@ def _analyze(
             continue
         traced_paths = {p for g in target_groups for p in g.hidden_paths}
         before_hidden = usedef.forward([y], stop=set(hidden_out))
-        covered = not (before_hidden & non_hidden_out) and hidden_all <= traced_paths
-        if hidden_all - hidden_direct:
+        # covered: every effect of y reaches the outputs through traced hidden
+        # states, and no path from y to a hidden state passes another trainable
+        # primitive (df, computed with those data inputs cut, would miss it)
+        on_path = reach_all & usedef.backward(list(hidden_out))
+        blocked_on_path = any(
+            i != ei and is_blocking(i)
+            and any((not is_literal(v)) and v in on_path for v in jaxpr.eqns[i].invars)
+            and any(o in on_path for o in jaxpr.eqns[i].outvars)
+            for i in range(len(jaxpr.eqns))
+        )
+        covered = (
+            not (before_hidden & non_hidden_out) and hidden_all <= traced_paths and not blocked_on_path
+        )
+        blockers = {
+            i
+            for v in reach_direct
+            for i, _ in usedef.consumers.get(v, ())
+            if i != ei and is_blocking(i)
+            and any(o in hidden_out for o in usedef.forward(jaxpr.eqns[i].outvars))
+        }
+        if blockers:
+            via = sorted({jaxpr.eqns[i].primitive.name for i in blockers})
+            reached = sorted(
+                {hidden_out[o] for i in blockers for o in usedef.forward(jaxpr.eqns[i].outvars) if o in hidden_out},
+                key=str,
+            )
             records.append(
                 CompilationRecord(
                     DiagnosticKind.RELATION_PARTIAL_PATH,
                     DiagnosticLevel.INFO,
-                    f"{label} also reaches "
-                    f"{', '.join('`' + path_str(p) + '`' for p in sorted(hidden_all - hidden_direct, key=str))} "
-                    "through another trainable ETP primitive; those paths contribute their instantaneous "
-                    "gradient only.",
+                    f"{label} also reaches {', '.join('`' + path_str(p) + '`' for p in reached)} through "
+                    f"another trainable ETP primitive ({', '.join(via)}); those paths contribute their "
+                    "instantaneous gradient only.",
                     primitive=name,
                     weight_path=weight_path,
+                    hidden_paths=tuple(reached),
                 )
             )
         rel = HiddenParamOpRelation(
