@@ -11,7 +11,7 @@ import brainstate
 import jax
 import jax.numpy as jnp
 
-from ..compiler import ETraceGraph, compile_etrace_graph
+from ..compiler import ETraceGraph, HiddenParamOpRelation, compile_etrace_graph
 from ..compiler.module_info import path_str
 from ..data import MultiStepData, SingleStepData
 from ..errors import NotCompiledError
@@ -38,9 +38,23 @@ class ETraceAlgorithm(brainstate.nn.Module):
     before the first call. Calling the learner runs the model's step, updates
     the traces and, under ``brainstate.transform.grad`` or ``jax.grad``, gives
     the parameters their online gradients.
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp
+    >>> import braintrace
+    >>> cell = braintrace.nn.VanillaRNNCell(2, 3)
+    >>> brainstate.nn.init_all_states(cell)  # doctest: +ELLIPSIS
+    VanillaRNNCell(...)
+    >>> learner = braintrace.D_RTRL(cell)
+    >>> isinstance(learner, braintrace.ETraceAlgorithm), learner.graph is None
+    (True, True)
+    >>> _ = learner.compile_graph(jnp.zeros(2))
+    >>> learner(jnp.ones(2)).shape
+    (3,)
     """
 
-    def __init__(self, model: brainstate.nn.Module, name: str | None = None):
+    def __init__(self, model: brainstate.nn.Module, name: str | None = None) -> None:
         super().__init__(name=name)
         if not isinstance(model, brainstate.nn.Module):
             raise TypeError(f"{type(self).__name__}: `model` must be a brainstate.nn.Module, got {type(model).__name__}.")
@@ -94,8 +108,10 @@ class ETraceAlgorithm(brainstate.nn.Module):
     def init_etrace_state(self, *args: Any, **kwargs: Any) -> None:
         """Create the eligibility traces (zeros) for the compiled graph."""
         self._check_compiled()
-        invals = self.executor.current_invals(*self._example_args())
-        shapes = jax.eval_shape(lambda iv: self.init_traces(self.executor.trace_data(iv)), invals)
+        executor = self.executor
+        assert executor is not None  # set together with the graph
+        invals = executor.current_invals(*self._example_args())
+        shapes = jax.eval_shape(lambda iv: self.init_traces(executor.trace_data(iv)), invals)
         self.etraces = {
             key: EligibilityTrace(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), val))
             for key, val in shapes.items()
@@ -135,6 +151,7 @@ class ETraceAlgorithm(brainstate.nn.Module):
             If the weight has no online relation.
         """
         self._check_compiled()
+        assert self.graph is not None
         if isinstance(weight, brainstate.State):
             paths = [p for p, s in self.model.states().items() if s is weight]
             target = path_str(tuple(paths[0])) if paths else None
@@ -157,12 +174,13 @@ class ETraceAlgorithm(brainstate.nn.Module):
         return out
 
     @staticmethod
-    def trace_key_prefix(relation) -> str:
+    def trace_key_prefix(relation: HiddenParamOpRelation) -> str:
         return f"{path_str(relation.weight_path)}#{relation.index}"
 
     def show_graph(self) -> None:
         """Print the compiled graph and the compiler's warnings."""
         self._check_compiled()
+        assert self.graph is not None
         print(self.graph)
         warn = [str(d) for d in self.graph.diagnostics if d.level.value >= 1]
         if warn:
@@ -201,6 +219,12 @@ class ETraceAlgorithm(brainstate.nn.Module):
             )
 
 
+def _window_length(seq) -> int:
+    for v in list(seq.D.values()) + list(seq.df.values()) + list(seq.x.values()):
+        return int(v.shape[0])
+    raise ValueError("empty window")
+
+
 def _spec(args: Any) -> tuple:
     leaves, treedef = jax.tree.flatten(args)
     return treedef, tuple((tuple(jnp.shape(x)), jnp.result_type(x)) for x in leaves)
@@ -223,9 +247,25 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
         ``'single-step'``: every step's loss contributes ``δ^t · ε^t``.
         ``'multi-step'``: a ``MultiStepData`` window is differentiated exactly
         (BPTT inside the window) plus trace credit for what came before.
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp
+    >>> import braintrace
+    >>> cell = braintrace.nn.VanillaRNNCell(2, 3)
+    >>> brainstate.nn.init_all_states(cell)  # doctest: +ELLIPSIS
+    VanillaRNNCell(...)
+    >>> learner = braintrace.ES_D_RTRL(cell, decay_or_rank=0.9, vjp_method="multi-step")
+    >>> isinstance(learner, braintrace.ETraceVjpAlgorithm)
+    True
+    >>> _ = learner.compile_graph(jnp.zeros(2))
+    >>> learner(braintrace.MultiStepData(jnp.ones((4, 2)))).shape
+    (4, 3)
     """
 
-    def __init__(self, model: brainstate.nn.Module, name: str | None = None, vjp_method: str = "single-step"):
+    def __init__(
+        self, model: brainstate.nn.Module, name: str | None = None, vjp_method: str = "single-step"
+    ) -> None:
         super().__init__(model, name=name)
         if vjp_method not in _VJP_METHODS:
             raise ValueError(
@@ -248,13 +288,64 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
         """
         return dl_dh
 
-    def trace_contributions(self, traces, data: StepTraceData, delta: dict[int, jax.Array], count) -> dict:
+    def trace_contributions(
+        self, traces: Mapping[str, Any], data: StepTraceData, delta: dict[int, jax.Array], count: jax.Array
+    ) -> dict:
         """``{relation index: {name: gradient w.r.t. that operand}}`` from the traces at step t."""
         raise NotImplementedError
 
-    def credit_contributions(self, traces, operands: dict, lam: dict[int, jax.Array], count) -> dict:
+    def credit_contributions(
+        self, traces: Mapping[str, Any], operands: dict, lam: dict[int, jax.Array], count: jax.Array
+    ) -> dict:
         """Trace credit for a window: ``λ`` (adjoint before the window) contracted with the traces."""
         raise NotImplementedError
+
+    # -- windows ----------------------------------------------------------------
+    def window_update(self, traces, seq, count):
+        """Advance the traces over a window of ``K`` steps: ``(new traces, aux)``.
+
+        ``seq`` is a :class:`~braintrace.executor.WindowTraceData`. The default
+        applies :meth:`update_traces` step by step and keeps every step's traces
+        as ``aux``; learners override it with a fused window update.
+        """
+        K = _window_length(seq)
+        relations = self.graph.hidden_param_op_relations
+
+        def body(tr, k):
+            tr = self.update_traces(tr, seq.step(k, relations), count + k)
+            return tr, tr
+
+        return jax.lax.scan(body, dict(traces), jnp.arange(K))
+
+    def window_contributions(self, traces, aux, seq, delta_seq, count):
+        """``Σ_k`` of this window's trace contributions (default: step by step)."""
+        K = _window_length(seq)
+        relations = self.graph.hidden_param_op_relations
+
+        def body(acc, k):
+            tr_k = jax.tree.map(lambda a: a[k], aux)
+            c = self.trace_contributions(tr_k, seq.step(k, relations), {g: d[k] for g, d in delta_seq.items()}, count + k)
+            return (c if acc is None else jax.tree.map(jnp.add, acc, c)), None
+
+        first = body(None, 0)[0]
+        if K == 1:
+            return first
+        acc, _ = jax.lax.scan(lambda a, k: body(a, k), first, jnp.arange(1, K))
+        return acc
+
+    @property
+    def window_fusion(self) -> bool:
+        """Whether a window's traces are advanced by :meth:`window_update` in one pass.
+
+        True when the learner defines its own window update and keeps the plain
+        learning signal (a learning signal that needs each step's traces is
+        computed step by step).
+        """
+        cls = type(self)
+        return (
+            cls.window_update is not ETraceVjpAlgorithm.window_update
+            and cls._compute_learning_signal is ETraceVjpAlgorithm._compute_learning_signal
+        )
 
     def update(self, *args: Any) -> Any:
         from .vjp import run_learner

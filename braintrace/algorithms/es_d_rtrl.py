@@ -19,13 +19,17 @@ trace, whose size is already ``O(B·O·S)``.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Mapping
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
 from ..primitives import DiagonalRule
-from ..primitives.trace_rules import apply_block, sum_to_shape
+from ..primitives.trace_rules import accumulate_sources, apply_block, sum_to_shape
+from ..executor import StepTraceData
 from .base import ETraceVjpAlgorithm
+from .d_rtrl import window_adjoints, window_propagators
 
 __all__ = ["IODimVjpAlgorithm", "ES_D_RTRL", "pp_prop", "decay_from"]
 
@@ -44,7 +48,7 @@ def decay_from(decay_or_rank: Any) -> float:
     if isinstance(decay_or_rank, bool):
         pass
     elif isinstance(decay_or_rank, numbers.Integral):
-        if decay_or_rank >= 1:
+        if int(decay_or_rank) >= 1:
             return (int(decay_or_rank) - 1) / (int(decay_or_rank) + 1)
     elif isinstance(decay_or_rank, numbers.Real):
         if 0.0 < float(decay_or_rank) < 1.0:
@@ -80,15 +84,15 @@ class IODimVjpAlgorithm(ETraceVjpAlgorithm):
     --------
     >>> import brainstate, jax.numpy as jnp
     >>> import braintrace
-    >>> cell = braintrace.nn.GRUCell(3, 4)
+    >>> cell = braintrace.nn.MGUCell(3, 4)
     >>> brainstate.nn.init_all_states(cell)  # doctest: +ELLIPSIS
-    GRUCell(...)
+    MGUCell(...)
     >>> learner = braintrace.ES_D_RTRL(cell, decay_or_rank=0.9)
     >>> learner.compile_graph(jnp.zeros(3))  # doctest: +ELLIPSIS
     IODimVjpAlgorithm(...)
     >>> grads = brainstate.transform.grad(lambda x: learner(x).sum(), cell.states(brainstate.ParamState))(jnp.ones(3))
-    >>> len(grads)
-    3
+    >>> sorted(grads)
+    [('Wf', 'weight'), ('Wh', 'weight')]
     """
 
     def __init__(
@@ -98,7 +102,7 @@ class IODimVjpAlgorithm(ETraceVjpAlgorithm):
         name: str | None = None,
         vjp_method: str = "single-step",
         fast_solve: bool = True,
-    ):
+    ) -> None:
         super().__init__(model, name=name, vjp_method=vjp_method)
         self.decay = decay_from(decay_or_rank)
         self.fast_solve = bool(fast_solve)
@@ -121,7 +125,8 @@ class IODimVjpAlgorithm(ETraceVjpAlgorithm):
     def _factored(self, r) -> bool:
         return r.entry.x_invar_index is not None and bool(self._names(r)[1])
 
-    def init_traces(self, data):
+    def init_traces(self, data: StepTraceData) -> dict[str, Any]:
+        assert self.graph is not None  # the learner calls its hooks after compile_graph
         out = {}
         for r in self.graph.hidden_param_op_relations:
             diag, fact = self._names(r)
@@ -142,7 +147,8 @@ class IODimVjpAlgorithm(ETraceVjpAlgorithm):
                 out[self._f_key(r, gi)] = val
         return out
 
-    def update_traces(self, traces, data, count):
+    def update_traces(self, traces: Mapping[str, Any], data: StepTraceData, count: jax.Array) -> dict[str, Any]:
+        assert self.graph is not None  # the learner calls its hooks after compile_graph
         a = self.decay
         out = dict(traces)
         for r in self.graph.hidden_param_op_relations:
@@ -200,10 +206,103 @@ class IODimVjpAlgorithm(ETraceVjpAlgorithm):
             out[r.index] = acc
         return out
 
-    def trace_contributions(self, traces, data, delta, count):
+    # fused windows ---------------------------------------------------------
+    def window_update(self, traces: Mapping[str, Any], seq: Any, count: jax.Array) -> tuple[dict, dict]:
+        """Advance ``ε_x``, ``ε_f`` (kept per step as ``aux``) and the exact diagonal traces over a window."""
+        assert self.graph is not None
+        a = self.decay
+        out, aux = dict(traces), {}
+        for r in self.graph.hidden_param_op_relations:
+            diag, fact = self._names(r)
+            ops, params = seq.operands[r.index], self._params(r)
+            if self._factored(r):
+                key = self._x_key(r)
+
+                def xbody(e, xk):
+                    e = a * e + xk.astype(e.dtype)
+                    return e, e
+
+                eK, e_seq = jax.lax.scan(xbody, traces[key]["x"], seq.x[r.index])
+                out[key], aux[key] = {"x": eK}, e_seq
+            for gi in r.hidden_groups:
+                key = self._f_key(r, gi)
+                D_seq, df_seq = seq.D[gi], seq.df[(r.index, gi)]
+                val = {}
+                exact = diag + (fact if not self._factored(r) else ())
+                if exact:
+                    R0, u_seq = window_propagators(D_seq, df_seq)
+                    zero = jnp.zeros_like(u_seq[0])
+                    for names, rule in ((diag, _DIAGONAL), (fact if not self._factored(r) else (), r.entry.trace_rule)):
+                        if names:
+                            prop = rule.update(r.entry, traces[key], ops, params, names, R0, zero)
+                            src = accumulate_sources(rule, r.entry, prop, ops, seq.x.get(r.index), params, names, u_seq)
+                            val.update({k: (prop[k] + src[k]).astype(prop[k].dtype) for k in prop})
+                if fact and self._factored(r):
+
+                    def fbody(f, inp):
+                        D, df = inp
+                        f = a * apply_block(D, f) + (1.0 - a) * df
+                        return f, f
+
+                    fK, f_seq = jax.lax.scan(fbody, traces[key]["f"], (D_seq, df_seq))
+                    val["f"], aux[key] = fK, f_seq
+                out[key] = val
+        return out, aux
+
+    def window_contributions(
+        self, traces: Mapping[str, Any], aux: Any, seq: Any, delta_seq: dict[int, jax.Array], count: jax.Array
+    ) -> dict:
+        """``Σ_k`` of the per-step contributions, as one matrix product per relation."""
+        assert self.graph is not None
+        a = self.decay
+        out = {}
+        for r in self.graph.hidden_param_op_relations:
+            diag, fact = self._names(r)
+            ops, params = seq.operands[r.index], self._params(r)
+            eqn = self.graph.module_info.jaxpr.eqns[r.eqn_index]
+            y_shape = tuple(eqn.outvars[r.entry.y_outvar_index].aval.shape)
+            exact = diag + (fact if not self._factored(r) else ())
+            acc: dict[str, Any] = {}
+            dy_f, dy_e = None, None
+            for gi in r.hidden_groups:
+                key = self._f_key(r, gi)
+                delta = delta_seq[gi]
+                K = delta.shape[0]
+                if exact:
+                    A0, A_seq = window_adjoints(seq.D[gi], delta)
+                    for names, rule in ((diag, _DIAGONAL), (fact if not self._factored(r) else (), r.entry.trace_rule)):
+                        if names:
+                            for n, v in rule.contract(r.entry, traces[key], ops, params, names, A0).items():
+                                acc[n] = v if n not in acc else acc[n] + v
+                    c = jax.vmap(lambda ck: sum_to_shape(ck, y_shape))(jnp.sum(A_seq * seq.df[(r.index, gi)], axis=-1))
+                    dy_e = c if dy_e is None else dy_e + c
+                if fact and self._factored(r):
+                    k = count.astype(delta.dtype) + jnp.arange(K, dtype=delta.dtype)
+                    corr = 1.0 - jnp.power(jnp.asarray(a, delta.dtype), k + 1)
+                    corr = jnp.where(corr > 0, corr, jnp.ones_like(corr))
+                    f_seq = aux[key].astype(delta.dtype)
+                    scale = corr.reshape((K,) + (1,) * (f_seq.ndim - 1))
+                    term = jax.vmap(lambda ck: sum_to_shape(ck, y_shape))(jnp.sum(f_seq / scale * delta, axis=-1))
+                    dy_f = term if dy_f is None else dy_f + term
+            if dy_e is not None:
+                src = r.entry.xy_to_dw_seq(tuple(ops), seq.x.get(r.index), params, dy_e, names=exact)
+                for n, v in src.items():
+                    acc[n] = v if n not in acc else acc[n] + v
+            if dy_f is not None:
+                src = r.entry.xy_to_dw_seq(tuple(ops), aux[self._x_key(r)], params, dy_f, names=fact)
+                for n, v in src.items():
+                    acc[n] = v if n not in acc else acc[n] + v
+            out[r.index] = acc
+        return out
+
+    def trace_contributions(
+        self, traces: Mapping[str, Any], data: StepTraceData, delta: dict[int, jax.Array], count: jax.Array
+    ) -> dict:
         return self._contract(traces, data.operands, delta, count)
 
-    def credit_contributions(self, traces, operands, lam, count):
+    def credit_contributions(
+        self, traces: Mapping[str, Any], operands: dict, lam: dict[int, jax.Array], count: jax.Array
+    ) -> dict:
         # traces before the window belong to step count - 1, i.e. k = count - 1
         return self._contract(traces, operands, lam, count - 1)
 

@@ -21,7 +21,10 @@ contribution alone; otherwise it is
 
 with ``c_r`` the trace contribution and ``i_r`` the instantaneous part of it
 (``xy_to_dw(x, Σ_s df ⊙ δ)``), so that paths the traces do not carry keep
-their instantaneous gradient.
+their instantaneous gradient. ``i_r`` always uses the true ``δ = ∂L^t/∂h^t``
+(the part of ``\bar\theta_{\rm imm}`` it cancels); ``c_r`` uses the signal
+returned by the learner's ``_compute_learning_signal`` (a random projection
+for e-prop with random feedback or OSTTP).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from ..compiler import evaluate_step
+from ..executor import WindowTraceData
 from ..primitives.trace_rules import sum_to_shape
 
 __all__ = ["run_learner"]
@@ -178,11 +182,14 @@ def _make_single(learner, layout):
         vjp, data, new_traces, count, param_vals, state_vals, arg_vals, signal = res
         (out_cts, state_cts), _ = cts
         g_imm, delta_paths = ex.apply_vjp(vjp, layout.cotangents(out_cts, state_cts))
+        true_delta = _deltas(layout, delta_paths)
         delta = learner._compute_learning_signal(
-            _deltas(layout, delta_paths), data=data, count=count, out_cts=out_cts, signal=signal, traces=new_traces
+            true_delta, data=data, count=count, out_cts=out_cts, signal=signal, traces=new_traces
         )
         contrib = learner.trace_contributions(new_traces, data, delta, count)
-        imm = _imm_contributions(layout, data, delta) if layout.uncovered else {}
+        # the instantaneous part removed from ``g_imm`` is the one ``g_imm`` holds:
+        # computed with the true δ, whatever signal the algorithm uses for its traces
+        imm = _imm_contributions(layout, data, true_delta) if layout.uncovered else {}
         grads = _pull_back(layout, arg_vals, param_vals, state_vals, contrib, imm, g_imm)
         return grads, None, None, None, None, None
 
@@ -208,31 +215,142 @@ def _make_scan_single(learner, layout):
     return window
 
 
-def _make_multi(learner, layout):
+def _first_operands(layout, first_args, param_vals, state_vals) -> dict:
+    iv0 = layout.assemble(first_args, param_vals, state_vals)
+    _, rec = evaluate_step(layout.minfo, iv0, record=[r.eqn_index for r in layout.relations])
+    return {r.index: rec[r.eqn_index] for r in layout.relations}
+
+
+def _x_of(layout, operands) -> dict:
+    return {
+        r.index: operands[r.index][r.entry.x_invar_index]
+        for r in layout.relations
+        if r.entry.x_invar_index is not None
+    }
+
+
+def _window_forward(learner, layout, param_vals, state_vals, arg_seq, mode):
+    """Scan the window's steps: final states, stacked outputs, stacked trace data (and VJPs).
+
+    ``mode``: ``'plain'`` (no derivatives), ``'vjp'`` (each step's VJP is kept,
+    stacked) or ``'differentiable'`` (outputs differentiable through the whole
+    window; the trace data is computed on stopped values).
+    """
     ex = learner.executor
 
-    def scan_window(param_vals, state_vals, traces, count, arg_seq, differentiable):
-        def body(carry, args_t):
-            sv, tr, c = carry
-            iv = layout.assemble(args_t, param_vals, sv)
-            data = ex.trace_data(jax.lax.stop_gradient(iv) if differentiable else iv)
-            tr = learner.update_traces(tr, data, c)
-            outvals = ex.forward(iv) if differentiable else data.outvals
-            outs, new_sv = layout.outputs(outvals)
-            return (new_sv, tr, c + 1), outs
+    def body(sv, args_t):
+        iv = layout.assemble(args_t, param_vals, sv)
+        vjp = None
+        if mode == "differentiable":
+            data = ex.trace_data(jax.lax.stop_gradient(iv))
+            outvals = ex.forward(iv)
+        else:
+            data = ex.trace_data(iv)
+            outvals = data.outvals
+            if mode == "vjp":
+                outvals, vjp = ex.step_vjp(iv, layout.uncovered)
+        outs, new_sv = layout.outputs(outvals)
+        return new_sv, (outs, _x_of(layout, data.operands), data.D, data.df, vjp)
 
-        (sv, tr, _), outs = jax.lax.scan(body, (tuple(state_vals), traces, count), tuple(arg_seq))
-        return (outs, sv), tr
+    sv, (outs, xs, D, df, vjps) = jax.lax.scan(body, tuple(state_vals), tuple(arg_seq))
+    first = tuple(a[0] for a in arg_seq)
+    operands = _first_operands(layout, first, param_vals, state_vals)
+    return sv, outs, WindowTraceData(operands=operands, x=xs, D=D, df=df), vjps
+
+
+def _make_window(learner, layout):
+    """A ``MultiStepData`` window with single-step learning rules, traces advanced once per window.
+
+    The gradient equals the sum of the single steps' online gradients; the
+    traces are read and written once per window (see ``window_update`` and
+    ``window_contributions`` of the learner).
+    """
+    ex = learner.executor
 
     @jax.custom_vjp
     def window(param_vals, state_vals, traces, count, arg_seq, signal_seq):
-        return scan_window(param_vals, state_vals, traces, count, arg_seq, False)
+        sv, outs, seq, _ = _window_forward(learner, layout, param_vals, state_vals, arg_seq, "plain")
+        new_traces, _ = learner.window_update(traces, seq, count)
+        return (outs, sv), new_traces
+
+    def fwd(param_vals, state_vals, traces, count, arg_seq, signal_seq):
+        sv, outs, seq, vjps = _window_forward(learner, layout, param_vals, state_vals, arg_seq, "vjp")
+        new_traces, aux = learner.window_update(traces, seq, count)
+        first = tuple(a[0] for a in arg_seq)
+        res = (vjps, seq, traces, aux, count, param_vals, state_vals, first)
+        return ((outs, sv), new_traces), res
+
+    def bwd(res, cts):
+        vjps, seq, traces, aux, count, param_vals, state_vals, first = res
+        (outs_ct, sv_ct), _ = cts
+        K = jax.tree.leaves(outs_ct)[0].shape[0] if jax.tree.leaves(outs_ct) else _steps(seq)
+        # single-step rule: a step's new states get no cotangent from the next step
+        last = jnp.arange(K) == K - 1
+        state_ct_seq = tuple(
+            jnp.where(last.reshape((K,) + (1,) * jnp.ndim(c)), c[None], jnp.zeros_like(c)[None])
+            if c is not None and jnp.issubdtype(jnp.result_type(c), jnp.inexact) else None
+            for c in sv_ct
+        )
+
+        def body(acc, inp):
+            vjp, o_ct, s_ct = inp
+            g, delta_paths = ex.apply_vjp(vjp, layout.cotangents(o_ct, s_ct))
+            acc = tuple(a + b for a, b in zip(acc, g))
+            return acc, _deltas(layout, delta_paths)
+
+        zeros = tuple(jnp.zeros_like(param_vals[pos]) for pos in layout.uncovered_pos)
+        g_imm, delta_seq = jax.lax.scan(body, zeros, (vjps, tuple(outs_ct), state_ct_seq))
+        contrib = learner.window_contributions(traces, aux, seq, delta_seq, count)
+        imm = _window_imm(layout, seq, delta_seq) if layout.uncovered else {}
+        grads = _pull_back(layout, first, param_vals, state_vals, contrib, imm, g_imm)
+        return grads, None, None, None, None, None
+
+    window.defvjp(fwd, bwd)
+    return window
+
+
+def _steps(seq) -> int:
+    for v in list(seq.D.values()) + list(seq.x.values()):
+        return int(v.shape[0])
+    return 0
+
+
+def _window_imm(layout, seq, delta_seq):
+    """``Σ_k xy_to_dw(x_k, Σ_g Σ_s df_k ⊙ δ_k)`` for relations feeding uncovered leaves."""
+    out = {}
+    for r in layout.relations:
+        if not layout.rel_needs_imm[r.index]:
+            continue
+        eqn = layout.minfo.jaxpr.eqns[r.eqn_index]
+        y_shape = tuple(eqn.outvars[r.entry.y_outvar_index].aval.shape)
+        dy = None
+        for gi in r.hidden_groups:
+            term = jax.vmap(lambda c: sum_to_shape(c, y_shape))(
+                jnp.sum(seq.df[(r.index, gi)] * delta_seq[gi], axis=-1)
+            )
+            dy = term if dy is None else dy + term
+        out[r.index] = r.entry.xy_to_dw_seq(
+            tuple(seq.operands[r.index]), seq.x.get(r.index), eqn.params, dy, names=r.trainable_names
+        )
+    return out
+
+
+def _make_multi(learner, layout):
+    """``vjp_method='multi-step'``: exact BPTT inside the window plus trace credit before it."""
+
+    @jax.custom_vjp
+    def window(param_vals, state_vals, traces, count, arg_seq, signal_seq):
+        sv, outs, seq, _ = _window_forward(learner, layout, param_vals, state_vals, arg_seq, "plain")
+        new_traces, _ = learner.window_update(traces, seq, count)
+        return (outs, sv), new_traces
 
     def fwd(param_vals, state_vals, traces, count, arg_seq, signal_seq):
         def W(pv, sv0):
-            return scan_window(pv, sv0, traces, count, arg_seq, True)
+            sv, outs, seq, _ = _window_forward(learner, layout, pv, sv0, arg_seq, "differentiable")
+            return (outs, sv), jax.lax.stop_gradient(seq)
 
-        primal, vjp, new_traces = jax.vjp(W, tuple(param_vals), tuple(state_vals), has_aux=True)
+        primal, vjp, seq = jax.vjp(W, tuple(param_vals), tuple(state_vals), has_aux=True)
+        new_traces, _ = learner.window_update(traces, seq, count)
         first = tuple(a[0] for a in arg_seq)
         res = (vjp, traces, count, param_vals, state_vals, first)
         return (primal, new_traces), res
@@ -243,9 +361,7 @@ def _make_multi(learner, layout):
         g_params, g_sv0 = vjp((outs_ct, sv_ct))
         lam_paths = {p: g_sv0[pos] for p, pos in layout.hidden_state_pos.items()}
         lam = _deltas(layout, lam_paths)
-        iv0 = layout.assemble(first, param_vals, state_vals)
-        _, rec = evaluate_step(layout.minfo, iv0, record=[r.eqn_index for r in layout.relations])
-        operands = {r.index: rec[r.eqn_index] for r in layout.relations}
+        operands = _first_operands(layout, first, param_vals, state_vals)
         credit = learner.credit_contributions(traces, operands, lam, count)
         fn = layout.operands_fn(first, state_vals)
         template, pull = jax.vjp(fn, tuple(param_vals))
@@ -257,7 +373,12 @@ def _make_multi(learner, layout):
     return window
 
 
-_BUILDERS = {"single": _make_single, "scan_single": _make_scan_single, "multi": _make_multi}
+_BUILDERS = {
+    "single": _make_single,
+    "scan_single": _make_scan_single,
+    "window": _make_window,
+    "multi": _make_multi,
+}
 
 
 def _get(learner, layout, kind):
@@ -287,7 +408,10 @@ def run_learner(learner, data: tuple, multi: bool, signal: Any = ()) -> Any:
     traces = {k: st.value for k, st in learner.etraces.items()}
     count = learner.step_count.value
     if multi:
-        kind = "multi" if learner.vjp_method == "multi-step" else "scan_single"
+        if learner.vjp_method == "multi-step":
+            kind = "multi"
+        else:
+            kind = "window" if learner.window_fusion else "scan_single"
         steps = int(jnp.shape(arg_vals[0])[0]) if arg_vals else 0
     else:
         kind, steps = "single", 1

@@ -25,11 +25,48 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ..compiler import ETraceGraph, HiddenGroup, evaluate_step
+from ..compiler import ETraceGraph, HiddenGroup, HiddenParamOpRelation, evaluate_step
 
-__all__ = ["StepTraceData", "ETraceGraphExecutor", "ETraceVjpGraphExecutor", "zeros_cotangent"]
+__all__ = ["StepTraceData", "WindowTraceData", "ETraceGraphExecutor", "ETraceVjpGraphExecutor", "zeros_cotangent"]
 
 Path = tuple[Any, ...]
+
+
+class WindowTraceData(NamedTuple):
+    """What a window of ``K`` steps hands to the trace updates.
+
+    Attributes
+    ----------
+    operands : dict
+        ``{relation index: operands}`` at the window's first step (the
+        trainable inputs and any structure are the same at every step).
+    x : dict
+        ``{relation index: (K, *x.shape)}`` data inputs (x-free relations absent).
+    D : dict
+        ``{group index: (K, *V, S, S)}``.
+    df : dict
+        ``{(relation index, group index): (K, *V, S)}``.
+    """
+
+    operands: dict
+    x: dict
+    D: dict
+    df: dict
+
+    def step(self, k: Any, relations) -> "StepTraceData":
+        """The :class:`StepTraceData` of step ``k`` (without ``outvals``)."""
+        ops = {}
+        for r in relations:
+            o = list(self.operands[r.index])
+            if r.index in self.x:
+                o[r.entry.x_invar_index] = self.x[r.index][k]
+            ops[r.index] = o
+        return StepTraceData(
+            outvals=[],
+            operands=ops,
+            D={g: v[k] for g, v in self.D.items()},
+            df={key: v[k] for key, v in self.df.items()},
+        )
 
 
 class StepTraceData(NamedTuple):
@@ -45,6 +82,18 @@ class StepTraceData(NamedTuple):
         ``{group index: (*V, S, S) blocks}``.
     df : dict
         ``{(relation index, group index): (*V, S)}``.
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp
+    >>> import braintrace
+    >>> cell = braintrace.nn.VanillaRNNCell(2, 3)
+    >>> brainstate.nn.init_all_states(cell)  # doctest: +ELLIPSIS
+    VanillaRNNCell(...)
+    >>> ex = braintrace.ETraceGraphExecutor(braintrace.compile_etrace_graph(cell, jnp.zeros(2)))
+    >>> data = ex.trace_data(ex.current_invals(jnp.zeros(2)))
+    >>> type(data).__name__, {k: v.shape for k, v in data.df.items()}
+    ('StepTraceData', {(0, 0): (3, 1)})
     """
 
     outvals: list
@@ -54,7 +103,28 @@ class StepTraceData(NamedTuple):
 
 
 def zeros_cotangent(x: Any) -> Any:
-    """A zero cotangent for ``x`` (``float0`` for integer and boolean values)."""
+    """A zero cotangent for ``x`` (``float0`` for integer and boolean values).
+
+    Parameters
+    ----------
+    x : array or scalar
+        A primal value.
+
+    Returns
+    -------
+    array
+        Zeros shaped like ``x``: of ``x``'s dtype if it is inexact, else of
+        dtype ``jax.dtypes.float0`` (what JAX expects for non-differentiable values).
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> from braintrace.executor import zeros_cotangent
+    >>> zeros_cotangent(jnp.ones(2)).tolist()
+    [0.0, 0.0]
+    >>> zeros_cotangent(jnp.arange(3)).dtype == jax.dtypes.float0
+    True
+    """
     dtype = x.dtype if hasattr(x, "dtype") else jnp.result_type(x)
     if jnp.issubdtype(dtype, jnp.inexact):
         return jnp.zeros(jnp.shape(x), dtype)
@@ -82,7 +152,7 @@ class ETraceGraphExecutor:
     [(3, 1, 1)]
     """
 
-    def __init__(self, graph: ETraceGraph):
+    def __init__(self, graph: ETraceGraph) -> None:
         self.graph = graph
         self.minfo = graph.module_info
         self._hidden = {s.path: s for s in self.minfo.hidden_slots}
@@ -150,7 +220,9 @@ class ETraceGraphExecutor:
         blocks = jnp.einsum("aiaj->aij", jac)
         return blocks.reshape(tuple(group.varshape) + (S, S))
 
-    def output_derivative(self, invals: Sequence[Any], relation, y_shape, dtype) -> dict[int, jax.Array]:
+    def output_derivative(
+        self, invals: Sequence[Any], relation: HiddenParamOpRelation, y_shape: tuple[int, ...], dtype: Any
+    ) -> dict[int, jax.Array]:
         """``df[g] = ∂h_g^t / ∂y`` for every group the relation reaches, ``(*V, S)`` each."""
         fn = self._cut_hidden_fn(invals, (), eqn=relation.eqn_index)
         zeros = jnp.zeros(y_shape, dtype)

@@ -7,14 +7,15 @@ shape ``(..., I)``, any number of leading batch axes). ``jax.vmap`` of
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from .registry import define_primitive
-from .trace_rules import apply_block, broadcast_leading
-from .units import check_float, mantissa_in, split_unit, with_unit
+from .registry import ETPPrimitive, define_primitive
+from .trace_rules import Array, apply_block, broadcast_leading
+from .units import check_float, mantissa_in, split_unit, unit_product, with_unit
 
 __all__ = ["matmul", "etp_mv_p", "etp_mm_p", "DenseRule"]
 
@@ -39,11 +40,29 @@ class DenseRule:
         \bar W[i, o] = \sum_{b, s} δ[b, o, s]\, ε[b, i, o, s].
     """
 
-    def init(self, entry, operands, params, names, varshape, num_state, dtype):
+    def init(
+        self,
+        entry: ETPPrimitive,
+        operands: Sequence[Array],
+        params: Mapping[str, Any],
+        names: tuple[str, ...],
+        varshape: tuple[int, ...],
+        num_state: int,
+        dtype: Any,
+    ) -> dict[str, Array]:
         x, w = operands[0], operands[1]
         return {"weight": jnp.zeros(tuple(varshape[:-1]) + (w.shape[0], varshape[-1], num_state), dtype)}
 
-    def update(self, entry, trace, operands, params, names, D, df):
+    def update(
+        self,
+        entry: ETPPrimitive,
+        trace: Mapping[str, Array],
+        operands: Sequence[Array],
+        params: Mapping[str, Any],
+        names: tuple[str, ...],
+        D: Array,
+        df: Array,
+    ) -> dict[str, Array]:
         varshape = df.shape[:-1]
         x = broadcast_leading(operands[0], varshape, operands[0].ndim)
         eps = trace["weight"]
@@ -51,7 +70,22 @@ class DenseRule:
         new = new + x.astype(df.dtype)[..., :, None, None] * df[..., None, :, :]
         return {"weight": new.astype(eps.dtype)}
 
-    def contract(self, entry, trace, operands, params, names, delta):
+    def accumulate(self, entry, template, operands, x_seq, params, names, u_seq):
+        """``Σ_k x_k ⊗ u_k`` per batch element: one matrix product over the window."""
+        varshape = u_seq.shape[1:-1]
+        x = jax.vmap(lambda xk: broadcast_leading(xk, varshape, xk.ndim))(x_seq).astype(u_seq.dtype)
+        acc = jnp.einsum("k...i,k...os->...ios", x, u_seq)
+        return {"weight": acc.astype(template["weight"].dtype)}
+
+    def contract(
+        self,
+        entry: ETPPrimitive,
+        trace: Mapping[str, Array],
+        operands: Sequence[Array],
+        params: Mapping[str, Any],
+        names: tuple[str, ...],
+        delta: Array,
+    ) -> dict[str, Array]:
         g = jnp.einsum("...ios,...os->io", trace["weight"].astype(delta.dtype), delta)
         return {"weight": g}
 
@@ -113,7 +147,7 @@ def matmul(x: Any, weight: Any, bias: Any = None) -> Any:
             f"the last axis of x ({xm.shape[-1]}) must equal the first axis of weight ({wm.shape[0]})."
         )
     check_float(wm, op="matmul", arg="weight")
-    out_unit = xu * wu
+    out_unit = unit_product(xu, wu)
     ops = [xm, wm]
     if bias is not None:
         bm = mantissa_in(bias, out_unit, op="matmul", arg="bias")

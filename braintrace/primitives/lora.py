@@ -8,13 +8,15 @@ Two primitives: ``etp_lora_mv`` (``x`` of shape ``(I,)``) and ``etp_lora_mm``
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
-from .registry import define_primitive
-from .trace_rules import apply_block, broadcast_leading
-from .units import check_float, mantissa_in, split_unit, with_unit
+from .registry import ETPPrimitive, define_primitive
+from .trace_rules import Array, apply_block, broadcast_leading
+from .units import check_float, mantissa_in, split_unit, unit_product, with_unit
 
 __all__ = ["lora_matmul", "etp_lora_mv_p", "etp_lora_mm_p", "LoraRule"]
 
@@ -53,15 +55,46 @@ class LoraRule:
     trace (the D_RTRL setting: weights change between windows, not inside
     them). Separate traces for ``B`` and ``A`` contracted one by one would
     multiply sums where the gradient needs a sum of products.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import braintrace
+    >>> P = braintrace.primitives
+    >>> entry = P.get_etp_primitive(P.etp_lora_mv_p)
+    >>> isinstance(entry.trace_rule, P.LoraRule)
+    True
+    >>> ops = (jnp.ones(4), jnp.ones((4, 2)), jnp.ones((2, 3)))  # x, B (I, r), A (r, O)
+    >>> trace = entry.trace_rule.init(entry, ops, {"alpha": 1.0}, ("B", "A"), (3,), 1, jnp.float32)
+    >>> {k: v.shape for k, v in trace.items()}                  # one (I, O, S) trace of W = αBA
+    {'W': (4, 3, 1)}
     """
 
-    def init(self, entry, operands, params, names, varshape, num_state, dtype):
+    def init(
+        self,
+        entry: ETPPrimitive,
+        operands: Sequence[Array],
+        params: Mapping[str, Any],
+        names: tuple[str, ...],
+        varshape: tuple[int, ...],
+        num_state: int,
+        dtype: Any,
+    ) -> dict[str, Array]:
         if not any(n in ("B", "A") for n in names):
             return {}
         i, o = operands[1].shape[0], operands[2].shape[1]
         return {"W": jnp.zeros(tuple(varshape[:-1]) + (i, o, num_state), dtype)}
 
-    def update(self, entry, trace, operands, params, names, D, df):
+    def update(
+        self,
+        entry: ETPPrimitive,
+        trace: Mapping[str, Array],
+        operands: Sequence[Array],
+        params: Mapping[str, Any],
+        names: tuple[str, ...],
+        D: Array,
+        df: Array,
+    ) -> dict[str, Array]:
         if "W" not in trace:
             return {}
         varshape = df.shape[:-1]
@@ -71,7 +104,24 @@ class LoraRule:
         new = new + x.astype(df.dtype)[..., :, None, None] * df[..., None, :, :]
         return {"W": new.astype(eps.dtype)}
 
-    def contract(self, entry, trace, operands, params, names, delta):
+    def accumulate(self, entry, template, operands, x_seq, params, names, u_seq):
+        """``Σ_k x_k ⊗ u_k`` per batch element for the effective-weight trace."""
+        if "W" not in template:
+            return {}
+        varshape = u_seq.shape[1:-1]
+        x = jax.vmap(lambda xk: broadcast_leading(xk, varshape, xk.ndim))(x_seq).astype(u_seq.dtype)
+        acc = jnp.einsum("k...i,k...os->...ios", x, u_seq)
+        return {"W": acc.astype(template["W"].dtype)}
+
+    def contract(
+        self,
+        entry: ETPPrimitive,
+        trace: Mapping[str, Array],
+        operands: Sequence[Array],
+        params: Mapping[str, Any],
+        names: tuple[str, ...],
+        delta: Array,
+    ) -> dict[str, Array]:
         if "W" not in trace:
             return {}
         B, A, alpha = operands[1], operands[2], params["alpha"]
@@ -163,7 +213,7 @@ def lora_matmul(x: Any, B: Any, A: Any, *, alpha: float = 1.0, bias: Any = None)
             f"braintrace.lora_matmul: `alpha` must be a concrete Python number (a static scale), got "
             f"{type(alpha).__name__}."
         ) from None
-    out_unit = xu * bu * au
+    out_unit = unit_product(xu, bu, au)
     ops = [xm, bm_, am]
     if bias is not None:
         bias_m = mantissa_in(bias, out_unit, op="lora_matmul", arg="bias")

@@ -77,6 +77,15 @@ class ETPPrimitive:
         The D_RTRL trace rule of the other (x-dependent) trainable inputs.
     batched_partner : ETPPrimitive or None
         For an unbatched primitive, the batched form that ``jax.vmap`` binds.
+
+    Examples
+    --------
+    >>> import braintrace
+    >>> entry = braintrace.primitives.get_etp_primitive(braintrace.primitives.etp_mv_p)
+    >>> entry.name, entry.x_invar_index, entry.batched_partner.name
+    ('etp_mv', 0, 'etp_mm')
+    >>> entry.trainable_invars({}, 3)
+    {'weight': 1, 'bias': 2}
     """
 
     primitive: Primitive
@@ -143,6 +152,45 @@ class ETPPrimitive:
         _, vjp = jax.vjp(f, {name: base[i] for name, i in index.items()})
         return vjp(dy.astype(jnp.result_type(dy)))[0]
 
+    def xy_to_dw_seq(
+        self,
+        operands: tuple,
+        x_seq: jax.Array,
+        params: Mapping[str, Any],
+        dy_seq: jax.Array,
+        names: tuple[str, ...] | None = None,
+    ) -> dict[str, jax.Array]:
+        r"""``Σ_k xy_to_dw(x_k, dy_k)`` over a leading window axis, as one VJP.
+
+        .. math:: \bar w = \sum_k \left(\frac{\partial y_k}{\partial w}\right)^\top \bar y_k
+
+        The trainable inputs are those of ``operands``; ``x_seq`` (``K`` data
+        inputs) replaces the data input. The window axis is vmapped with the
+        weights unmapped, so dense products become one large matrix product.
+        """
+        index = self.trainable_invars(params, len(operands))
+        if names is not None:
+            index = {k: v for k, v in index.items() if k in names}
+        if self.x_invar_index is None:
+            return self.xy_to_dw(operands, params, jnp.sum(dy_seq, axis=0), tuple(index))
+        base = list(operands)
+        xi = self.x_invar_index
+
+        def f(trainables):
+            ops = list(base)
+            for name, i in index.items():
+                ops[i] = trainables[name]
+
+            def one(xk):
+                o = list(ops)
+                o[xi] = xk
+                return self.impl(*o, **params)
+
+            return jax.vmap(one)(x_seq)
+
+        _, vjp = jax.vjp(f, {name: base[i] for name, i in index.items()})
+        return vjp(dy_seq)[0]
+
     def diagonal_factor(self, operands: tuple, params: Mapping[str, Any], name: str) -> jax.Array:
         r"""``∂y[v]/∂w[broadcast(v)]`` of a diagonal trainable input, shaped like ``y``."""
         i = self.trainable_invars(params, len(operands))[name]
@@ -198,12 +246,51 @@ REGISTRY = PrimitiveRegistry()
 
 
 def get_etp_primitive(primitive: Any) -> ETPPrimitive | None:
-    """Return the registry entry of ``primitive`` (``None`` for ordinary primitives)."""
+    """Return the registry entry of ``primitive`` (``None`` for ordinary primitives).
+
+    Parameters
+    ----------
+    primitive : jax.extend.core.Primitive
+        Any JAX primitive, e.g. ``eqn.primitive`` of a jaxpr equation.
+
+    Returns
+    -------
+    ETPPrimitive or None
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> import braintrace
+    >>> jaxpr = jax.make_jaxpr(braintrace.matmul)(jnp.ones(3), jnp.ones((3, 2)))
+    >>> braintrace.primitives.get_etp_primitive(jaxpr.eqns[0].primitive).name
+    'etp_mv'
+    >>> braintrace.primitives.get_etp_primitive(jax.lax.add_p) is None
+    True
+    """
     return REGISTRY.get(primitive)
 
 
 def is_etp_primitive(primitive: Any) -> bool:
-    """Whether ``primitive`` is a registered ETP primitive."""
+    """Whether ``primitive`` is a registered ETP primitive.
+
+    Parameters
+    ----------
+    primitive : jax.extend.core.Primitive
+        Any JAX primitive.
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> import jax
+    >>> import braintrace
+    >>> braintrace.primitives.is_etp_primitive(braintrace.primitives.etp_conv_p)
+    True
+    >>> braintrace.primitives.is_etp_primitive(jax.lax.dot_general_p)
+    False
+    """
     return primitive in REGISTRY
 
 

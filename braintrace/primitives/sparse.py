@@ -11,15 +11,16 @@ number of columns is the static parameter ``n_cols``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import saiunit as u
 
-from .registry import define_primitive
-from .trace_rules import apply_block, broadcast_leading
-from .units import check_float, mantissa_in, split_unit, with_unit
+from .registry import ETPPrimitive, define_primitive
+from .trace_rules import Array, apply_block, broadcast_leading
+from .units import check_float, mantissa_in, split_unit, unit_product, with_unit
 
 __all__ = ["sparse_matmul", "etp_sparse_mv_p", "etp_sparse_mm_p", "SparseRule"]
 
@@ -54,13 +55,48 @@ class SparseRule:
         \bar w[k] = \sum_{b, s} δ[b, col(k), s]\, ε[b, k, s].
 
     Every batch element keeps its own trace; memory is ``|B|·nnz·S``.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> import saiunit as u
+    >>> import braintrace
+    >>> P = braintrace.primitives
+    >>> csr = u.sparse.CSR.fromdense(jnp.array([[1., 0., 1.], [0., 1., 0.]]))
+    >>> x, w = jnp.ones((4, 2)), jnp.ones(3)                    # batch of 4, 3 nonzeros
+    >>> jaxpr = jax.make_jaxpr(lambda x, w: braintrace.sparse_matmul(x, w, sparse_mat=csr))(x, w)
+    >>> eqn = jaxpr.eqns[-1]
+    >>> entry = P.get_etp_primitive(eqn.primitive)
+    >>> isinstance(entry.trace_rule, P.SparseRule)
+    True
+    >>> ops = (x, w, jnp.array([0, 0, 1]), jnp.array([0, 2, 1]))
+    >>> entry.trace_rule.init(entry, ops, eqn.params, ("weight",), (4, 3), 1, jnp.float32)["weight"].shape
+    (4, 3, 1)
     """
 
-    def init(self, entry, operands, params, names, varshape, num_state, dtype):
+    def init(
+        self,
+        entry: ETPPrimitive,
+        operands: Sequence[Array],
+        params: Mapping[str, Any],
+        names: tuple[str, ...],
+        varshape: tuple[int, ...],
+        num_state: int,
+        dtype: Any,
+    ) -> dict[str, Array]:
         nnz = operands[1].shape[0]
         return {"weight": jnp.zeros(tuple(varshape[:-1]) + (nnz, num_state), dtype)}
 
-    def update(self, entry, trace, operands, params, names, D, df):
+    def update(
+        self,
+        entry: ETPPrimitive,
+        trace: Mapping[str, Array],
+        operands: Sequence[Array],
+        params: Mapping[str, Any],
+        names: tuple[str, ...],
+        D: Array,
+        df: Array,
+    ) -> dict[str, Array]:
         varshape = df.shape[:-1]
         x, rows, cols = operands[0], operands[2], operands[3]
         x = broadcast_leading(x, varshape, x.ndim)
@@ -71,7 +107,25 @@ class SparseRule:
         new = apply_block(d_k, eps.astype(D.dtype)) + xr[..., None] * df_k
         return {"weight": new.astype(eps.dtype)}
 
-    def contract(self, entry, trace, operands, params, names, delta):
+    def accumulate(self, entry, template, operands, x_seq, params, names, u_seq):
+        """``Σ_k x_k[row] u_k[col]`` per batch element, in one pass over the window."""
+        varshape = u_seq.shape[1:-1]
+        rows, cols = operands[2], operands[3]
+        x = jax.vmap(lambda xk: broadcast_leading(xk, varshape, xk.ndim))(x_seq)
+        xr = jnp.take(x, rows, axis=-1).astype(u_seq.dtype)  # (K, *B, nnz)
+        u_k = jnp.take(u_seq, cols, axis=-2)  # (K, *B, nnz, S)
+        acc = jnp.sum(xr[..., None] * u_k, axis=0)
+        return {"weight": acc.astype(template["weight"].dtype)}
+
+    def contract(
+        self,
+        entry: ETPPrimitive,
+        trace: Mapping[str, Array],
+        operands: Sequence[Array],
+        params: Mapping[str, Any],
+        names: tuple[str, ...],
+        delta: Array,
+    ) -> dict[str, Array]:
         delta_k = jnp.take(delta, operands[3], axis=-2)  # (*B, nnz, S)
         g = jnp.einsum("...ks,...ks->k", trace["weight"].astype(delta.dtype), delta_k)
         return {"weight": g}
@@ -169,7 +223,7 @@ def sparse_matmul(x: Any, weight_data: Any, *, sparse_mat: Any, bias: Any = None
             f"per nonzero of `sparse_mat`."
         )
     check_float(wm, op="sparse_matmul", arg="weight_data")
-    out_unit = xu * wu
+    out_unit = unit_product(xu, wu)
     ops = [xm, wm, rows, cols]
     if bias is not None:
         bm = mantissa_in(bias, out_unit, op="sparse_matmul", arg="bias")

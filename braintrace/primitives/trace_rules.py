@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "TraceRule",
+    "accumulate_sources",
     "FullJacobianRule",
     "DiagonalRule",
     "apply_block",
@@ -43,6 +44,15 @@ class TraceRule(Protocol):
 
     ``names`` are the trainable inputs the rule handles; the trace is a dict
     whose keys the rule chooses (LoRA keeps one trace for ``B`` and ``A``).
+    Pass an object with these three methods as ``trace_rule`` to
+    :func:`braintrace.register_primitive`.
+
+    Examples
+    --------
+    >>> import braintrace
+    >>> entry = braintrace.primitives.get_etp_primitive(braintrace.primitives.etp_mv_p)
+    >>> all(callable(getattr(entry.trace_rule, m)) for m in ("init", "update", "contract"))
+    True
     """
 
     def init(
@@ -82,6 +92,56 @@ class TraceRule(Protocol):
     ) -> dict[str, Array]:
         """``Σ_{v,s} δ[v,s] ε[v,s,·]``, one gradient per name, shaped like the input."""
         ...
+
+
+def accumulate_sources(
+    rule: Any,
+    entry: "ETPPrimitive",
+    template: Mapping[str, Array],
+    operands: Sequence[Array],
+    x_seq: Array | None,
+    params: Mapping[str, Any],
+    names: tuple[str, ...],
+    u_seq: Array,
+) -> dict[str, Array]:
+    r"""``Σ_k u_k ⊗ ∂y_k/∂w`` over a window, in the rule's trace layout.
+
+    ``u_seq`` has shape ``(K, *V, S)``; ``x_seq`` holds the ``K`` data inputs
+    (``None`` for x-free primitives). A rule may define
+    ``accumulate(entry, template, operands, x_seq, params, names, u_seq)`` (one
+    pass, e.g. a matrix product over the window); otherwise the sources are
+    added one step at a time.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> import braintrace
+    >>> from braintrace.primitives.trace_rules import accumulate_sources
+    >>> entry = braintrace.primitives.get_etp_primitive(braintrace.primitives.etp_mv_p)
+    >>> ops, x_seq = (jnp.ones(2), jnp.ones((2, 3))), jnp.ones((4, 2))
+    >>> template = {"weight": jnp.zeros((2, 3, 1))}
+    >>> acc = accumulate_sources(entry.trace_rule, entry, template, ops, x_seq, {}, ("weight",), jnp.ones((4, 3, 1)))
+    >>> acc["weight"][0, 0, 0].item()
+    4.0
+    """
+    fn = getattr(rule, "accumulate", None)
+    if fn is not None:
+        return fn(entry, template, operands, x_seq, params, names, u_seq)
+    S = u_seq.shape[-1]
+    eye = jnp.broadcast_to(jnp.eye(S, dtype=u_seq.dtype), tuple(u_seq.shape[1:]) + (S,))
+    xi = entry.x_invar_index
+
+    def body(acc, inp):
+        xk, uk = inp
+        ops = list(operands)
+        if xi is not None:
+            ops[xi] = xk
+        return rule.update(entry, acc, ops, params, names, eye, uk), None
+
+    zeros = {k: jnp.zeros_like(v) for k, v in template.items()}
+    xs = x_seq if (xi is not None and x_seq is not None) else jnp.zeros((u_seq.shape[0],), u_seq.dtype)
+    acc, _ = jax.lax.scan(body, zeros, (xs, u_seq))
+    return acc
 
 
 def apply_block(D: Array, eps: Array, extra_axes: int = 0, at: int | None = None) -> Array:
@@ -147,12 +207,46 @@ class DiagonalRule:
     ``sum_to_shape`` assumes NumPy broadcasting. If the primitive's trace rule
     defines ``diagonal_to_param(entry, operands, params, name, g)``, that
     method maps the hidden-shaped sum ``g`` back to the input instead.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> import braintrace
+    >>> P = braintrace.primitives
+    >>> entry = P.get_etp_primitive(P.etp_elemwise_p)
+    >>> isinstance(entry.trace_rule, P.DiagonalRule)
+    True
+    >>> w = jnp.zeros(3)
+    >>> eqn = jax.make_jaxpr(lambda w: braintrace.element_wise(w, jnp.exp))(w).eqns[0]
+    >>> trace = entry.trace_rule.init(entry, (w,), eqn.params, ("weight",), (3,), 1, jnp.float32)
+    >>> trace = entry.trace_rule.update(entry, trace, (w,), eqn.params, ("weight",),
+    ...                                 jnp.zeros((3, 1, 1)), jnp.full((3, 1), 2.0))
+    >>> trace["weight"][:, 0].tolist()     # df * d exp(w)/dw at w = 0
+    [2.0, 2.0, 2.0]
     """
 
-    def init(self, entry, operands, params, names, varshape, num_state, dtype):
+    def init(
+        self,
+        entry: ETPPrimitive,
+        operands: Sequence[Array],
+        params: Mapping[str, Any],
+        names: tuple[str, ...],
+        varshape: tuple[int, ...],
+        num_state: int,
+        dtype: Any,
+    ) -> dict[str, Array]:
         return {n: jnp.zeros(tuple(varshape) + (num_state,), dtype) for n in names}
 
-    def update(self, entry, trace, operands, params, names, D, df):
+    def update(
+        self,
+        entry: ETPPrimitive,
+        trace: Mapping[str, Array],
+        operands: Sequence[Array],
+        params: Mapping[str, Any],
+        names: tuple[str, ...],
+        D: Array,
+        df: Array,
+    ) -> dict[str, Array]:
         varshape = df.shape[:-1]
         out = {}
         for n in names:
@@ -161,7 +255,23 @@ class DiagonalRule:
             out[n] = (apply_block(D, eps.astype(D.dtype)) + df * a[..., None]).astype(eps.dtype)
         return out
 
-    def contract(self, entry, trace, operands, params, names, delta):
+    def accumulate(self, entry, template, operands, x_seq, params, names, u_seq):
+        varshape = u_seq.shape[1:-1]
+        out = {}
+        for n in names:
+            a = _to_varshape(entry.diagonal_factor(tuple(operands), params, n), varshape)
+            out[n] = (jnp.sum(u_seq, axis=0) * a[..., None]).astype(template[n].dtype)
+        return out
+
+    def contract(
+        self,
+        entry: ETPPrimitive,
+        trace: Mapping[str, Array],
+        operands: Sequence[Array],
+        params: Mapping[str, Any],
+        names: tuple[str, ...],
+        delta: Array,
+    ) -> dict[str, Array]:
         index = entry.trainable_invars(params, len(operands))
         # A primitive whose diagonal input does not broadcast NumPy-style (a
         # conv bias ``(C,)`` added along the channel axis of an NCHW output)
@@ -189,9 +299,32 @@ class FullJacobianRule:
 
     It is the default for primitives registered without a compact rule; its
     memory is ``|V|·S·|w|``, so give a compact rule for large weights.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import braintrace
+    >>> P = braintrace.primitives
+    >>> entry = P.get_etp_primitive(P.etp_mv_p)          # y = x @ W, W of shape (2, 3)
+    >>> rule, ops = P.FullJacobianRule(), (jnp.ones(2), jnp.ones((2, 3)))
+    >>> trace = rule.init(entry, ops, {}, ("weight",), (3,), 1, jnp.float32)
+    >>> trace["weight"].shape                            # (*V, S, |W|)
+    (3, 1, 6)
+    >>> trace = rule.update(entry, trace, ops, {}, ("weight",), jnp.zeros((3, 1, 1)), jnp.ones((3, 1)))
+    >>> rule.contract(entry, trace, ops, {}, ("weight",), jnp.ones((3, 1)))["weight"].tolist()
+    [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
     """
 
-    def init(self, entry, operands, params, names, varshape, num_state, dtype):
+    def init(
+        self,
+        entry: ETPPrimitive,
+        operands: Sequence[Array],
+        params: Mapping[str, Any],
+        names: tuple[str, ...],
+        varshape: tuple[int, ...],
+        num_state: int,
+        dtype: Any,
+    ) -> dict[str, Array]:
         index = entry.trainable_invars(params, len(operands))
         return {
             n: jnp.zeros(tuple(varshape) + (num_state, int(jnp.size(operands[index[n]]))), dtype)
@@ -213,7 +346,16 @@ class FullJacobianRule:
         jac = jac.reshape(jac.shape[:y_ndim] + (-1,))
         return jnp.broadcast_to(jac, tuple(varshape) + jac.shape[-1:])
 
-    def update(self, entry, trace, operands, params, names, D, df):
+    def update(
+        self,
+        entry: ETPPrimitive,
+        trace: Mapping[str, Array],
+        operands: Sequence[Array],
+        params: Mapping[str, Any],
+        names: tuple[str, ...],
+        D: Array,
+        df: Array,
+    ) -> dict[str, Array]:
         varshape = df.shape[:-1]
         out = {}
         for n in names:
@@ -226,7 +368,15 @@ class FullJacobianRule:
             out[n] = (prop + df[..., :, None] * jac[..., None, :]).astype(trace[n].dtype)
         return out
 
-    def contract(self, entry, trace, operands, params, names, delta):
+    def contract(
+        self,
+        entry: ETPPrimitive,
+        trace: Mapping[str, Array],
+        operands: Sequence[Array],
+        params: Mapping[str, Any],
+        names: tuple[str, ...],
+        delta: Array,
+    ) -> dict[str, Array]:
         index = entry.trainable_invars(params, len(operands))
         out = {}
         for n in names:
