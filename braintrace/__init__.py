@@ -1,4 +1,28 @@
-"""braintrace: online learning of recurrent and spiking networks by eligibility-trace propagation."""
+"""braintrace: online learning of recurrent and spiking networks by eligibility-trace propagation.
+
+Write the model with ``brainstate``, route each weight that should learn online
+through an ETP primitive (:func:`matmul`, :func:`element_wise`, :func:`conv`,
+:func:`sparse_matmul`, :func:`lora_matmul`), wrap the model in a learner
+(:class:`D_RTRL`, :class:`ES_D_RTRL`) and differentiate its output.
+``__version__`` is the package version. The deprecated v0.1 class API
+(``MatMulOp``, ``ETraceParam``, ...) is served lazily from
+:mod:`braintrace.legacy`; importing braintrace does not warn.
+
+Examples
+--------
+>>> import brainstate, jax.numpy as jnp
+>>> import braintrace
+>>> braintrace.__version__.startswith("0.")
+True
+>>> cell = braintrace.nn.VanillaRNNCell(2, 3)
+>>> brainstate.nn.init_all_states(cell)  # doctest: +ELLIPSIS
+VanillaRNNCell(...)
+>>> learner = braintrace.D_RTRL(cell)
+>>> _ = learner.compile_graph(jnp.zeros(2))
+>>> grads = brainstate.transform.grad(lambda x: learner(x).sum(), cell.states(brainstate.ParamState))(jnp.ones(2))
+>>> sorted(grads)
+[('W', 'weight')]
+"""
 
 __version__ = "0.2.0.dev0"
 
@@ -103,3 +127,19 @@ __all__ = [
     "register_primitive",
     "sparse_matmul",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Serve the deprecated v0.1 names (``MatMulOp``, ``ETraceParam``, ...) lazily.
+
+    They live in one table, :data:`braintrace.legacy.DEPRECATIONS`; the module
+    (also reachable as ``braintrace.legacy``) is imported on the first miss, so
+    ``import braintrace`` alone never warns. Each legacy class warns
+    (``DeprecationWarning``) when first instantiated.
+    """
+    if name.startswith("__"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    legacy = importlib.import_module(f"{__name__}.legacy")
+    return legacy if name == "legacy" else legacy.resolve(name, __name__)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -34,14 +35,14 @@ class SingleStepData:
 
     data: tuple
 
-    def __init__(self, *data: Any):
+    def __init__(self, *data: Any) -> None:
         object.__setattr__(self, "data", tuple(data))
 
-    def tree_flatten(self):
+    def tree_flatten(self) -> tuple[tuple[tuple[Any, ...]], None]:
         return (self.data,), None
 
     @classmethod
-    def tree_unflatten(cls, aux, children):
+    def tree_unflatten(cls, aux: None, children: Sequence[Any]) -> SingleStepData:
         return cls(*children[0])
 
 
@@ -75,7 +76,7 @@ class MultiStepData:
 
     data: tuple
 
-    def __init__(self, *data: Any):
+    def __init__(self, *data: Any) -> None:
         leaves = jax.tree.leaves(data)
         lengths = {int(jax.numpy.shape(x)[0]) for x in leaves if jax.numpy.ndim(x) > 0}
         if any(jax.numpy.ndim(x) == 0 for x in leaves) or len(lengths) > 1:
@@ -90,11 +91,11 @@ class MultiStepData:
         leaves = jax.tree.leaves(self.data)
         return int(jax.numpy.shape(leaves[0])[0]) if leaves else 0
 
-    def tree_flatten(self):
+    def tree_flatten(self) -> tuple[tuple[tuple[Any, ...]], None]:
         return (self.data,), None
 
     @classmethod
-    def tree_unflatten(cls, aux, children):
+    def tree_unflatten(cls, aux: None, children: Sequence[Any]) -> MultiStepData:
         obj = object.__new__(cls)
         object.__setattr__(obj, "data", tuple(children[0]))
         return obj

@@ -17,7 +17,22 @@ __all__ = [
 
 
 class BraintraceError(Exception):
-    """Base class of every exception raised by braintrace."""
+    """Base class of every exception raised by braintrace.
+
+    Catch it to handle any braintrace failure at once; the concrete classes
+    also derive from ``ValueError`` or ``TypeError``.
+
+    Examples
+    --------
+    >>> import braintrace
+    >>> issubclass(braintrace.CompilationError, braintrace.BraintraceError)
+    True
+    >>> try:
+    ...     braintrace.D_RTRL(object())
+    ... except TypeError as err:
+    ...     print(type(err).__name__)
+    TypeError
+    """
 
 
 class NotSupportedError(BraintraceError, ValueError):

@@ -1,4 +1,22 @@
-"""Layer 4: the online learners."""
+"""Layer 4: the online learners.
+
+:class:`D_RTRL` keeps one eligibility trace per parameter (exact for
+element-wise recurrences), :class:`ES_D_RTRL` factors it into input and output
+traces (memory ``O(I + O)`` per weight). Both derive from
+:class:`ETraceVjpAlgorithm`.
+
+Examples
+--------
+>>> import brainstate, jax.numpy as jnp
+>>> import braintrace
+>>> cell = braintrace.nn.VanillaRNNCell(2, 3)
+>>> brainstate.nn.init_all_states(cell)  # doctest: +ELLIPSIS
+VanillaRNNCell(...)
+>>> learner = braintrace.algorithms.ES_D_RTRL(cell, decay_or_rank=0.9)
+>>> _ = learner.compile_graph(jnp.zeros(2))
+>>> learner(jnp.ones(2)).shape
+(3,)
+"""
 
 from .base import ETraceAlgorithm as ETraceAlgorithm, ETraceVjpAlgorithm as ETraceVjpAlgorithm
 from .d_rtrl import D_RTRL as D_RTRL, ParamDimVjpAlgorithm as ParamDimVjpAlgorithm

@@ -258,6 +258,7 @@ class ParamDimVjpAlgorithm(ETraceVjpAlgorithm):
                 c = jnp.sum(A_seq * seq.df[(r.index, gi)], axis=-1)
                 c = jax.vmap(lambda ck: sum_to_shape(ck, y_shape))(c)
                 dy_seq = c if dy_seq is None else dy_seq + c
+            assert dy_seq is not None  # a relation reaches at least one hidden group
             src = r.entry.xy_to_dw_seq(tuple(ops), seq.x.get(r.index), params, dy_seq, names=r.trainable_names)
             for n, v in src.items():
                 acc[n] = v if n not in acc else acc[n] + v

@@ -56,7 +56,7 @@ class GradExpon(brainstate.nn.Module):
     [1.5, 1.5]
     """
 
-    def __init__(self, params: Any, decay: float = 1.0, name: str | None = None):
+    def __init__(self, params: Any, decay: float = 1.0, name: str | None = None) -> None:
         super().__init__(name=name)
         if not 0.0 <= float(decay) <= 1.0:
             raise ValueError(f"GradExpon: `decay` must lie in [0, 1], got {decay}.")

@@ -1,4 +1,21 @@
-"""Layer 2: from a model's step to an eligibility-trace graph, with diagnostics."""
+"""Layer 2: from a model's step to an eligibility-trace graph, with diagnostics.
+
+The compiler traces one step of a model, finds which weights (through which
+ETP primitives) reach which hidden states (:class:`HiddenParamOpRelation`),
+groups coupled hidden states (:class:`HiddenGroup`) and records every decision
+(:class:`CompilationRecord`). :func:`compile_etrace_graph` runs it all.
+
+Examples
+--------
+>>> import brainstate, jax.numpy as jnp
+>>> import braintrace
+>>> cell = braintrace.nn.LSTMCell(2, 3)
+>>> brainstate.nn.init_all_states(cell)  # doctest: +ELLIPSIS
+LSTMCell(...)
+>>> graph = braintrace.compiler.compile_etrace_graph(cell, jnp.zeros(2))
+>>> len(graph.hidden_groups), len(graph.hidden_param_op_relations)
+(1, 4)
+"""
 
 from .diagnostics import (
     CompilationRecord as CompilationRecord,

@@ -80,6 +80,16 @@ class DiagnosticKind(enum.Enum):
         blocks are computed exactly by probing every position (slower).
     STATE_MISMATCH
         A state's declared type does not match how the step uses it.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import braintrace
+    >>> graph = braintrace.compile_etrace_graph(braintrace.nn.Linear(3, 2), jnp.zeros(3))
+    >>> braintrace.DiagnosticKind.RELATION_EXCLUDED_NON_TEMPORAL in {d.kind for d in graph.diagnostics}
+    True
+    >>> braintrace.DiagnosticKind.RELATION_INCLUDED.value
+    'relation_included'
     """
 
     RELATION_INCLUDED = "relation_included"

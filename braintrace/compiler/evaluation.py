@@ -61,10 +61,21 @@ def evaluate_step(
         Values of ``minfo.jaxpr.outvars``.
     recorded : dict
         ``{eqn_index: operands}`` for the recorded equations.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import braintrace
+    >>> layer = braintrace.nn.Linear(3, 2, w_init=jnp.ones((3, 2)))
+    >>> info = braintrace.extract_module_info(layer, jnp.zeros(3))
+    >>> params = [layer.weight.value["bias"], layer.weight.value["weight"]]  # the state leaves, in order
+    >>> outs, recorded = braintrace.compiler.evaluate_step(info, [jnp.ones(3), *params], record=[0])
+    >>> outs[0].tolist(), [op.shape for op in recorded[0]]
+    ([3.0, 3.0], [(3,), (3, 2), (2,)])
     """
     jaxpr = minfo.jaxpr
     y_perturb = dict(y_perturb or {})
-    record = set(record)
+    record_set = set(record)
     env: dict[Any, Any] = {}
 
     def read(e, v):
@@ -80,7 +91,7 @@ def evaluate_step(
         ops = [read(env, v) for v in eqn.invars]
         entry = REGISTRY.get(eqn.primitive)
         if entry is not None:
-            if i in record:
+            if i in record_set:
                 recorded[i] = list(ops)
             if cut and entry.x_invar_index is not None:
                 ops[entry.x_invar_index] = jax.lax.stop_gradient(ops[entry.x_invar_index])

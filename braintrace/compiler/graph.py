@@ -50,12 +50,12 @@ class ETraceGraph:
     --------
     >>> import brainstate, jax.numpy as jnp
     >>> import braintrace
-    >>> cell = braintrace.nn.GRUCell(4, 8)
+    >>> cell = braintrace.nn.MGUCell(4, 8)
     >>> brainstate.nn.init_all_states(cell, batch_size=2)  # doctest: +ELLIPSIS
-    GRUCell(...)
-    >>> graph = braintrace.compile_etrace_graph(cell, jnp.zeros((2, 4)))  # doctest: +SKIP
-    >>> [r.weight_path for r in graph.hidden_param_op_relations]  # doctest: +SKIP
-    [('Wz', 'weight'), ('Wh', 'weight')]
+    MGUCell(...)
+    >>> graph = braintrace.compile_etrace_graph(cell, jnp.zeros((2, 4)))
+    >>> [r.weight_path for r in graph.hidden_param_op_relations]
+    [('Wf', 'weight'), ('Wh', 'weight')]
     """
 
     module_info: ModuleInfo

@@ -62,7 +62,7 @@ class HiddenGroup:
     >>> brainstate.nn.init_all_states(cell)  # doctest: +ELLIPSIS
     LSTMCell(...)
     >>> [g.hidden_paths for g in braintrace.find_hidden_groups_from_module(cell, jnp.zeros(2))]
-    [(('c',), ('h',))]
+    [(('h',), ('c',))]
     """
 
     index: int

@@ -89,6 +89,7 @@ def _eval_inlining(jaxpr: jcore.Jaxpr, consts: Sequence[Any], *args: Any) -> lis
         invals = [read(v) for v in eqn.invars]
         if eqn.primitive in _INLINE_PRIMITIVES:
             sub = _sub_closed_jaxpr(eqn)
+            assert sub is not None  # every inlined primitive carries a sub-jaxpr
             outs = _eval_inlining(sub.jaxpr, sub.consts, *invals)
         else:
             outs = eval_eqn(eqn, invals)
@@ -119,9 +120,9 @@ class UseDef:
         for i, eqn in enumerate(jaxpr.eqns):
             for v in eqn.outvars:
                 self.producer[v] = i
-            for k, v in enumerate(eqn.invars):
-                if not is_literal(v):
-                    self.consumers.setdefault(v, []).append((i, k))
+            for k, iv in enumerate(eqn.invars):
+                if not is_literal(iv):
+                    self.consumers.setdefault(iv, []).append((i, k))
 
     def forward(
         self,

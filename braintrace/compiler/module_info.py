@@ -62,6 +62,15 @@ class StateSlot:
         Indices into ``jaxpr.outvars`` of the new value's leaves.
     written : bool
         Whether the step writes the state.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import braintrace
+    >>> info = braintrace.extract_module_info(braintrace.nn.Linear(3, 2), jnp.zeros(3))
+    >>> slot = info.param_slots[0]
+    >>> slot.path, slot.role, slot.leaf_keys, slot.written
+    (('weight',), 'param', (('bias',), ('weight',)), False)
     """
 
     path: Path
@@ -131,7 +140,8 @@ class ModuleInfo:
     records: tuple[CompilationRecord, ...] = ()
 
     @property
-    def jaxpr(self):
+    def jaxpr(self) -> Any:
+        # a jax.extend.core.Jaxpr; typed Any: jax types its avals as AbstractValue (no shape)
         return self.closed_jaxpr.jaxpr
 
     def slots_of(self, role: str) -> tuple[StateSlot, ...]:
@@ -149,10 +159,10 @@ class ModuleInfo:
     def other_slots(self) -> tuple[StateSlot, ...]:
         return self.slots_of(OTHER)
 
-    def hidden_in_var(self, slot: StateSlot):
+    def hidden_in_var(self, slot: StateSlot) -> Any:
         return self.jaxpr.invars[slot.invars[0]]
 
-    def hidden_out_var(self, slot: StateSlot):
+    def hidden_out_var(self, slot: StateSlot) -> Any:
         return self.jaxpr.outvars[slot.outvars[0]]
 
     def param_leaf_of_invar(self) -> dict[Any, tuple[StateSlot, tuple[Any, ...]]]:
@@ -212,7 +222,7 @@ def extract_module_info(model: brainstate.nn.Module, *args: Any) -> ModuleInfo:
     out_treedef = jax.tree.structure(out_shapes)
     arg_leaves, arg_treedef = jax.tree.flatten(args)
     n_args = len(arg_leaves)
-    n_out = out_treedef.num_leaves
+    n_out = len(jax.tree.leaves(out_shapes))
 
     paths = _state_paths(model)
     records: list[CompilationRecord] = []

@@ -63,7 +63,29 @@ class HiddenPerturbation:
 
 
 def add_hidden_perturbation_from_minfo(minfo: ModuleInfo) -> HiddenPerturbation:
-    """Add hidden-state perturbations from a ModuleInfo (see :class:`HiddenPerturbation`)."""
+    """Add hidden-state perturbations from a ModuleInfo (see :class:`HiddenPerturbation`).
+
+    Parameters
+    ----------
+    minfo : ModuleInfo
+        The traced step (:func:`braintrace.extract_module_info`).
+
+    Returns
+    -------
+    HiddenPerturbation
+        One perturbation per hidden state, shaped like its new value.
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp
+    >>> import braintrace
+    >>> cell = braintrace.nn.LSTMCell(2, 3)
+    >>> brainstate.nn.init_all_states(cell)  # doctest: +ELLIPSIS
+    LSTMCell(...)
+    >>> info = braintrace.extract_module_info(cell, jnp.zeros(2))
+    >>> braintrace.add_hidden_perturbation_from_minfo(info).shapes
+    ((3,), (3,))
+    """
     slots = minfo.hidden_slots
     outs = [minfo.hidden_out_var(s) for s in slots]
     return HiddenPerturbation(
@@ -75,5 +97,28 @@ def add_hidden_perturbation_from_minfo(minfo: ModuleInfo) -> HiddenPerturbation:
 
 
 def add_hidden_perturbation_in_module(model: Any, *args: Any) -> HiddenPerturbation:
-    """Add hidden-state perturbations from a model (see :class:`HiddenPerturbation`)."""
+    """Add hidden-state perturbations from a model (see :class:`HiddenPerturbation`).
+
+    Parameters
+    ----------
+    model : brainstate.nn.Module
+        The model, its states initialised.
+    *args
+        Inputs of one time step.
+
+    Returns
+    -------
+    HiddenPerturbation
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp
+    >>> import braintrace
+    >>> cell = braintrace.nn.VanillaRNNCell(2, 3)
+    >>> brainstate.nn.init_all_states(cell, batch_size=4)  # doctest: +ELLIPSIS
+    VanillaRNNCell(...)
+    >>> pert = braintrace.add_hidden_perturbation_in_module(cell, jnp.zeros((4, 2)))
+    >>> pert.hidden_paths, pert.shapes
+    ((('h',),), ((4, 3),))
+    """
     return add_hidden_perturbation_from_minfo(extract_module_info(model, *args))

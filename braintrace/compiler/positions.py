@@ -53,7 +53,7 @@ def _rule(eqn, deps: Mapping[int, Align | None], varshape) -> list[Align | None]
     outs = eqn.outvars
     if any(a is MIXED for a in deps.values()):
         return [MIXED] * len(outs)
-    aligns = set(deps.values())
+    aligns = {a for a in deps.values() if a is not None}  # none is MIXED here
     out_shape = tuple(outs[0].aval.shape) if outs and hasattr(outs[0].aval, "shape") else ()
 
     entry = REGISTRY.get(prim)
@@ -73,7 +73,9 @@ def _rule(eqn, deps: Mapping[int, Align | None], varshape) -> list[Align | None]
             (a,) = aligns
             return _concat(eqn, a, varshape, out_shape)
         return [MIXED] * len(outs)
-    ((k, a),) = deps.items()
+    ((k, dep),) = deps.items()
+    assert dep is not None  # MIXED returned above
+    a = dep
     in_shape = tuple(eqn.invars[k].aval.shape)
     m, e = a
     if name == "broadcast_in_dim":

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ..primitives import REGISTRY
+from ..primitives import REGISTRY, ETPPrimitive
 from .diagnostics import CompilationRecord, DiagnosticKind, DiagnosticLevel
 from .hidden_groups import HiddenGroup, _analyze as _analyze_groups
 from .jaxpr_tools import UseDef, is_literal
@@ -93,8 +93,10 @@ class HiddenParamOpRelation:
     covered: bool
 
     @property
-    def entry(self):
-        return REGISTRY.get(self.primitive)
+    def entry(self) -> ETPPrimitive:
+        entry = REGISTRY.get(self.primitive)
+        assert entry is not None  # relations are built for registered primitives only
+        return entry
 
 
 def _weight_label(prim_name: str, path: Path | None) -> str:
@@ -360,5 +362,28 @@ def find_hidden_param_op_relations_from_minfo(
 
 
 def find_hidden_param_op_relations_from_module(model: Any, *args: Any) -> tuple[HiddenParamOpRelation, ...]:
-    """Find ETP relations from a model (see :func:`find_hidden_param_op_relations_from_minfo`)."""
+    """Find ETP relations from a model (see :func:`find_hidden_param_op_relations_from_minfo`).
+
+    Parameters
+    ----------
+    model : brainstate.nn.Module
+        The model, its states initialised.
+    *args
+        Inputs of one time step.
+
+    Returns
+    -------
+    tuple of HiddenParamOpRelation
+        One per (ETP equation, weight) that learns online.
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp
+    >>> import braintrace
+    >>> cell = braintrace.nn.MGUCell(2, 3)
+    >>> brainstate.nn.init_all_states(cell)  # doctest: +ELLIPSIS
+    MGUCell(...)
+    >>> [r.weight_path for r in braintrace.find_hidden_param_op_relations_from_module(cell, jnp.zeros(2))]
+    [('Wf', 'weight'), ('Wh', 'weight')]
+    """
     return find_hidden_param_op_relations_from_minfo(extract_module_info(model, *args))

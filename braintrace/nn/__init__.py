@@ -4,6 +4,18 @@ Drop-in replacements for ``brainstate.nn`` modules whose trainable operations
 go through :func:`braintrace.matmul`, :func:`braintrace.element_wise`,
 :func:`braintrace.conv`, :func:`braintrace.sparse_matmul` and
 :func:`braintrace.lora_matmul`, so their weights learn online.
+
+Examples
+--------
+>>> import brainstate, jax.numpy as jnp
+>>> import braintrace
+>>> cell = braintrace.nn.GRUCell(3, 8)
+>>> brainstate.nn.init_all_states(cell, batch_size=2)  # doctest: +ELLIPSIS
+GRUCell(...)
+>>> cell(jnp.ones((2, 3))).shape
+(2, 8)
+>>> braintrace.nn.ValinaRNNCell is braintrace.nn.VanillaRNNCell   # the seeds' spelling, kept as an alias
+True
 """
 
 from . import surrogate as surrogate

@@ -10,7 +10,7 @@ The convolution goes through :func:`braintrace.conv`. Inputs are channel-last
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import brainstate
 import jax
@@ -29,7 +29,7 @@ _SPATIAL = ("", "W", "HW", "DHW")  # spatial layout letters, indexed by the numb
 def _tuple(value: int | Sequence[int], n: int, label: str, arg: str) -> tuple[int, ...]:
     if isinstance(value, int) and not isinstance(value, bool):
         return (value,) * n
-    out = tuple(value)
+    out = tuple(cast(Sequence[int], value))
     if len(out) != n or not all(isinstance(v, int) and v >= 1 for v in out):
         raise ValueError(f"{label}: `{arg}`={value!r} must be a positive int or {n} positive ints.")
     return out

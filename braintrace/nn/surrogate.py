@@ -18,7 +18,20 @@ name                      pseudo-derivative :math:`g_\alpha(x)`                 
 ``'arctan'``              :math:`\alpha / \big(2 (1 + (\pi \alpha x / 2)^2)\big)`  2
 ========================  ===================================================  ==============
 
-``'super_spike'`` is accepted as a name for ``'fast_sigmoid'``.
+``'super_spike'`` is accepted as a name for ``'fast_sigmoid'``. :data:`SURROGATES`
+maps each name to its function (read-only).
+
+Examples
+--------
+>>> import jax, jax.numpy as jnp
+>>> from braintrace.nn import surrogate
+>>> sorted(surrogate.SURROGATES)
+['arctan', 'fast_sigmoid', 'sigmoid', 'super_spike']
+>>> x = jnp.array([-1.0, 0.0, 2.0])
+>>> surrogate.SURROGATES["sigmoid"](x).tolist()
+[0.0, 1.0, 1.0]
+>>> float(jax.grad(lambda v: surrogate.sigmoid(v, alpha=4.0))(0.0))   # alpha * 1/2 * 1/2
+1.0
 """
 
 from __future__ import annotations

@@ -1,7 +1,24 @@
 """Layer 1: the ETP primitives, their JAX rules and eligibility-trace rules.
 
 Each operator binds a real JAX primitive that the compiler recognises by
-identity. :data:`REGISTRY` is the one table describing them.
+identity. :data:`REGISTRY` is the one table describing them. The ``etp_*_p``
+names are those :class:`jax.extend.core.Primitive` objects: ``etp_mv_p`` /
+``etp_mm_p`` (:func:`matmul`, unbatched / batched ``x``), ``etp_elemwise_p``
+(:func:`element_wise`), ``etp_conv_p`` / ``etp_conv_batched_p`` (:func:`conv`),
+``etp_sparse_mv_p`` / ``etp_sparse_mm_p`` (:func:`sparse_matmul`) and
+``etp_lora_mv_p`` / ``etp_lora_mm_p`` (:func:`lora_matmul`).
+
+Examples
+--------
+>>> import jax, jax.numpy as jnp
+>>> import braintrace
+>>> from braintrace import primitives as P
+>>> [e.primitive for e in jax.make_jaxpr(braintrace.matmul)(jnp.ones((2, 3)), jnp.ones((3, 4))).eqns]
+[etp_mm]
+>>> P.etp_mm_p in P.REGISTRY, P.etp_mv_p.name, P.etp_lora_mm_p.name
+(True, 'etp_mv', 'etp_lora_mm')
+>>> jax.vmap(braintrace.element_wise)(jnp.ones((2, 3))).shape   # vmap keeps the primitive
+(2, 3)
 """
 
 from .registry import (

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .registry import define_primitive
-from .trace_rules import DiagonalRule, FullJacobianRule, broadcast_leading
-from .units import check_float, mantissa_in, split_unit, with_unit
+from .registry import ETPPrimitive, define_primitive
+from .trace_rules import Array, DiagonalRule, FullJacobianRule, broadcast_leading
+from .units import check_float, mantissa_in, split_unit, unit_product, with_unit
 
 __all__ = ["conv", "etp_conv_p", "etp_conv_batched_p", "ConvRule"]
 
@@ -117,6 +117,20 @@ class ConvRule:
     input channels); with ``batch_group_count > 1`` the rule falls back to
     :class:`FullJacobianRule`. A bias handed to this rule gets the diagonal trace
     of :class:`DiagonalRule`, summed back along the output's channel axis.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> import braintrace
+    >>> P = braintrace.primitives
+    >>> x, k = jnp.ones((5, 5, 2)), jnp.ones((3, 3, 2, 4))     # HWC input, HWIO kernel
+    >>> eqn = jax.make_jaxpr(lambda x, k: braintrace.conv(x, k))(x, k).eqns[-1]
+    >>> entry = P.get_etp_primitive(eqn.primitive)
+    >>> isinstance(entry.trace_rule, P.ConvRule)
+    True
+    >>> trace = entry.trace_rule.init(entry, (x, k), eqn.params, ("weight",), (5, 5, 4), 1, jnp.float32)
+    >>> trace["weight"].shape                                   # (*V, Kin = 2·3·3, S)
+    (5, 5, 4, 18, 1)
     """
 
     _full = FullJacobianRule()
@@ -130,7 +144,16 @@ class ConvRule:
     def _fallback(self, params) -> bool:
         return params["batch_group_count"] != 1
 
-    def init(self, entry, operands, params, names, varshape, num_state, dtype):
+    def init(
+        self,
+        entry: ETPPrimitive,
+        operands: Sequence[Array],
+        params: Mapping[str, Any],
+        names: tuple[str, ...],
+        varshape: tuple[int, ...],
+        num_state: int,
+        dtype: Any,
+    ) -> dict[str, Array]:
         w, rest = self._split(params, names)
         if self._fallback(params):
             return self._full.init(entry, operands, params, names, varshape, num_state, dtype)
@@ -141,7 +164,16 @@ class ConvRule:
             out["weight"] = jnp.zeros(tuple(varshape) + (kin, num_state), dtype)
         return out
 
-    def update(self, entry, trace, operands, params, names, D, df):
+    def update(
+        self,
+        entry: ETPPrimitive,
+        trace: Mapping[str, Array],
+        operands: Sequence[Array],
+        params: Mapping[str, Any],
+        names: tuple[str, ...],
+        D: Array,
+        df: Array,
+    ) -> dict[str, Array]:
         if self._fallback(params):
             return self._full.update(entry, trace, operands, params, names, D, df)
         w, rest = self._split(params, names)
@@ -163,7 +195,15 @@ class ConvRule:
             out["weight"] = new.reshape(eps.shape).astype(eps.dtype)
         return out
 
-    def contract(self, entry, trace, operands, params, names, delta):
+    def contract(
+        self,
+        entry: ETPPrimitive,
+        trace: Mapping[str, Array],
+        operands: Sequence[Array],
+        params: Mapping[str, Any],
+        names: tuple[str, ...],
+        delta: Array,
+    ) -> dict[str, Array]:
         if self._fallback(params):
             return self._full.contract(entry, trace, operands, params, names, delta)
         w, rest = self._split(params, names)
@@ -185,7 +225,9 @@ class ConvRule:
             out["weight"] = jnp.transpose(g, perm)
         return out
 
-    def diagonal_to_param(self, entry, operands, params, name, g):
+    def diagonal_to_param(
+        self, entry: ETPPrimitive, operands: Sequence[Array], params: Mapping[str, Any], name: str, g: Array
+    ) -> Array:
         """Sum a hidden-shaped ``g`` to the bias ``(C_out,)``: all axes but ``y``'s channel axis."""
         pre, c_out, post = _around_channel(g.shape, operands, params, entry.batched)
         return g.reshape(pre, c_out, post).sum(axis=(0, 2))
@@ -389,7 +431,7 @@ def conv(
         feature_group_count=g,
         batch_group_count=1,
     )
-    out_unit = xu * ku
+    out_unit = unit_product(xu, ku)
     ops = [xm.astype(km.dtype), km]
     if bias is not None:
         bm = mantissa_in(bias, out_unit, op="conv", arg="bias")

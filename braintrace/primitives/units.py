@@ -8,19 +8,26 @@ dimensionless.
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import operator
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
 import saiunit as u
 
-__all__ = ["split_unit", "with_unit", "mantissa_in", "check_float"]
+__all__ = ["split_unit", "with_unit", "mantissa_in", "check_float", "unit_product"]
 
 
 def split_unit(x: Any) -> tuple[jax.Array, u.Unit]:
     """``(mantissa, unit)`` of an array or quantity (unit is unitless for arrays)."""
     m, unit = u.split_mantissa_unit(x)
     return jnp.asarray(m), unit
+
+
+def unit_product(*units: u.Unit) -> u.Unit:
+    """The unit of a product of values with ``units`` (saiunit types ``Unit * Unit`` as ``Unit | Quantity``)."""
+    return cast(u.Unit, functools.reduce(operator.mul, units))
 
 
 def with_unit(y: jax.Array, unit: u.Unit) -> Any:

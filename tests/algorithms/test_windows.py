@@ -1,0 +1,100 @@
+"""Fused windows: a single-step learner fed ``MultiStepData`` windows advances its
+traces once per window; its gradient must equal the step-by-step one exactly."""
+
+import numpy as np
+import pytest
+
+import brainstate
+import braintrace
+import jax
+import jax.numpy as jnp
+
+import oracle as O
+from algorithms.test_primitive_learning import CASES, data as prim_data
+from learning import online_grads, window_grads, x64  # noqa: F401
+
+T = 6
+
+
+def make_data(n_in=3, n_out=2, batch=None, seed=1):
+    rng = np.random.RandomState(seed)
+    lead = (T,) if batch is None else (T, batch)
+    xs = jnp.asarray(rng.randn(*lead, n_in))
+    targets = jnp.asarray(rng.randn(*lead, n_out))
+    return xs, lambda out, t: 0.5 * jnp.sum((out - targets[t]) ** 2)
+
+
+ZOO = {
+    "gru": lambda b: O.make_gru(3, 4, 2, batch=b),
+    "rnn": lambda b: O.make_rnn(3, 4, 2, batch=b),
+    "leaky_decay": lambda b: O.make_leaky(3, 4, 2, batch=b, learn_decay=True),
+    "adaptive_grouped": lambda b: O.make_adaptive(3, 4, 2, batch=b, grouped=True),
+    "adaptive": lambda b: O.make_adaptive(3, 4, 2, batch=b),
+}
+
+LEARNERS = {
+    "d_rtrl": lambda m: braintrace.D_RTRL(m),
+    "es_d_rtrl": lambda m: braintrace.ES_D_RTRL(m, 0.8),
+}
+
+
+def reset(model, h0):
+    for k, st in O.hidden_states(model).items():
+        st.value = h0[k]
+
+
+@pytest.mark.parametrize("learner", list(LEARNERS))
+@pytest.mark.parametrize(
+    "name,K", [("gru", 2), ("gru", 6), ("rnn", 3), ("leaky_decay", 3), ("adaptive_grouped", 2), ("adaptive", 3)]
+)
+def test_window_equals_step_by_step(x64, name, learner, K):
+    model = ZOO[name](2)
+    xs, loss = make_data(batch=2)
+    h0 = O.get_hidden(model)
+    stepwise_learner = LEARNERS[learner](model).compile_graph(xs[0])
+    assert stepwise_learner.window_fusion
+    stepwise, _ = online_grads(stepwise_learner, xs, loss)
+    traces_after = {k: v.value for k, v in stepwise_learner.etraces.items()}
+    reset(model, h0)
+    windowed_learner = LEARNERS[learner](model).compile_graph(xs[0])
+    windowed, _ = window_grads(windowed_learner, xs, loss, K)
+    assert O.tree_max_rel_err(windowed, stepwise) < 1e-10
+    # the traces after the sequence are the same too
+    for k, v in windowed_learner.etraces.items():
+        assert O.tree_max_rel_err(v.value, traces_after[k]) < 1e-10
+    assert int(windowed_learner.step_count.value) == T
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_window_equals_step_by_step_for_every_primitive(x64, case):
+    make, xshape = CASES[case]
+    model = make(True, 2)
+    xs, loss = prim_data(model, xshape, 2)
+    h0 = O.get_hidden(model)
+    stepwise, _ = online_grads(braintrace.D_RTRL(model).compile_graph(xs[0]), xs, loss)
+    reset(model, h0)
+    windowed, _ = window_grads(braintrace.D_RTRL(model).compile_graph(xs[0]), xs, loss, 2)
+    assert O.tree_max_rel_err(windowed, stepwise) < 1e-10
+
+
+def test_online_gradients_window_option_matches_and_checks_divisibility():
+    cell = braintrace.nn.GRUCell(3, 5)
+    brainstate.nn.init_all_states(cell, batch_size=2)
+    learner = braintrace.D_RTRL(cell)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        learner.compile_graph(jnp.zeros((2, 3)))
+    xs = jnp.asarray(np.random.RandomState(0).randn(8, 2, 3), jnp.float32)
+    ys = jnp.zeros((8, 2, 5))
+
+    def loss(o, y):
+        return jnp.mean((o - y) ** 2)
+
+    g1, l1 = braintrace.online_gradients(learner, xs, ys, loss, batch_size=2)
+    g2, l2 = braintrace.online_gradients(learner, xs, ys, loss, batch_size=2, window=4)
+    assert O.tree_max_rel_err(g2, g1) < 1e-4
+    assert abs(float(l1) - float(l2)) < 1e-5
+    with pytest.raises(ValueError, match="divisor"):
+        braintrace.online_gradients(learner, xs, ys, loss, batch_size=2, window=3)
