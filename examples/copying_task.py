@@ -9,6 +9,7 @@ Run::
 
     python examples/copying_task.py            # about half a minute on a laptop CPU
     python examples/copying_task.py --steps 600 --hidden 64
+    python examples/copying_task.py --plot curves.png   # the three loss curves
 """
 
 from __future__ import annotations
@@ -117,18 +118,34 @@ def main(argv=None):
     parser.add_argument("--delay", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plot", help="write the loss curves to this PNG")
     args = parser.parse_args(argv)
 
     chance = 1.0 / args.symbols
     print(f"copying task: {args.length} symbols of {args.symbols}, delay {args.delay}, "
           f"GRU({args.hidden}), batch {args.batch}, {args.steps} Adam steps (chance accuracy {chance:.2f})")
     print(f"{'method':<10} {'first loss':>10} {'last loss':>10} {'recall acc':>10} {'time (s)':>9}")
-    results = {}
+    results, curves = {}, {}
     for method in args.methods.split(","):
         losses, acc, elapsed = train(method, args)
         first, last = np.mean(losses[:10]), np.mean(losses[-10:])
-        results[method] = (first, last, acc)
+        results[method], curves[method] = (first, last, acc), losses
         print(f"{method:<10} {first:>10.3f} {last:>10.3f} {acc:>10.2f} {elapsed:>9.1f}")
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5, 3))
+        for method, losses in curves.items():
+            k = max(1, len(losses) // 30)
+            ax.plot(np.convolve(losses, np.ones(k) / k, mode="valid"), label=f"{method} (acc {results[method][2]:.2f})")
+        ax.set(xlabel="Adam step", ylabel="loss per step", yscale="log", title="copying task, GRU")
+        ax.legend(frameon=False)
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=80)
+        print(f"wrote {args.plot}")
     return results
 
 
