@@ -51,7 +51,7 @@ def is_literal(v: Any) -> bool:
 
 
 def _sub_closed_jaxpr(eqn) -> jcore.ClosedJaxpr | None:
-    for key in ("jaxpr", "call_jaxpr"):
+    for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
         sub = eqn.params.get(key)
         if isinstance(sub, jcore.ClosedJaxpr):
             return sub
@@ -61,8 +61,9 @@ def _sub_closed_jaxpr(eqn) -> jcore.ClosedJaxpr | None:
 
 
 def custom_rule_body(eqn) -> jcore.ClosedJaxpr | None:
-    """The primal body of a ``custom_jvp_call``/``custom_vjp_call`` equation."""
-    if eqn.primitive in CUSTOM_RULE_PRIMITIVES:
+    """The body of a call-like equation: ``custom_jvp_call``/``custom_vjp_call``
+    (primal body) or a nested ``jit`` (e.g. inside a custom-derivative body)."""
+    if eqn.primitive in CUSTOM_RULE_PRIMITIVES or eqn.primitive in _INLINE_PRIMITIVES:
         return _sub_closed_jaxpr(eqn)
     return None
 

@@ -250,3 +250,46 @@ def test_warnings_are_emitted_once_per_compile():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         braintrace.compile_etrace_graph(cell, jnp.zeros(2))  # cached: no second warning
+
+
+class LibraryFunctions(brainstate.nn.Module):
+    """Tail and transition written with jax.nn / jnp library functions (jit- and custom_jvp-wrapped)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = brainstate.ParamState(jnp.ones((3, 4)) * 0.1)
+        self.v = brainstate.HiddenState(jnp.zeros(4))
+
+    def update(self, x):
+        y = braintrace.matmul(x, self.w.value)
+        act = jax.nn.relu(y) + jax.nn.softplus(y) + jax.nn.gelu(y) + jnp.clip(y, -1.0, 1.0)
+        v = jnp.where(self.v.value > 1.0, 0.0, 0.9 * self.v.value) + jax.nn.silu(act)
+        self.v.value = v
+        return v
+
+
+def test_library_functions_in_the_step_are_seen_through():
+    graph = braintrace.compile_etrace_graph(LibraryFunctions(), jnp.zeros(3))
+    (g,) = graph.hidden_groups
+    assert g.elementwise
+    assert [r.weight_path for r in graph.hidden_param_op_relations] == [("w",)]
+    assert not graph.select(min_level=DiagnosticLevel.WARNING)
+
+
+class ScanModel(brainstate.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = brainstate.ParamState(jnp.ones((3, 3)) * 0.1)
+        self.h = brainstate.HiddenState(jnp.zeros(3))
+
+    def update(self, x):
+        def body(h, _):
+            return jnp.tanh(braintrace.matmul(h, self.w.value) + x), None
+
+        self.h.value, _ = jax.lax.scan(body, self.h.value, None, length=2)
+        return self.h.value
+
+
+def test_scan_touching_a_weight_is_refused():
+    with pytest.raises(braintrace.NotSupportedError, match=r"scan.*(weight `w`|hidden state `h`)"):
+        braintrace.compile_etrace_graph(ScanModel(), jnp.zeros(3))
