@@ -8,7 +8,6 @@ be described in the docstring of the module that exports them.
 
 import importlib
 import inspect
-import typing
 
 import pytest
 
@@ -65,7 +64,7 @@ def test_docstring_with_examples(label, module, name, obj):
 def _signatures(obj):
     if inspect.isfunction(obj):
         yield obj.__qualname__, obj
-    elif inspect.isclass(obj) and obj.__module__.startswith("braintrace") and not issubclass(obj, typing.Protocol):
+    elif inspect.isclass(obj) and obj.__module__.startswith("braintrace") and not getattr(obj, "_is_protocol", False):
         for attr, value in vars(obj).items():
             if attr.startswith("_") and attr not in ("__init__", "__call__"):
                 continue

@@ -15,7 +15,7 @@ from ..compiler import ETraceGraph, HiddenParamOpRelation, compile_etrace_graph
 from ..compiler.module_info import path_str
 from ..data import MultiStepData, SingleStepData
 from ..errors import NotCompiledError
-from ..executor import ETraceVjpGraphExecutor, StepTraceData
+from ..executor import ETraceVjpGraphExecutor, StepTraceData, WindowTraceData
 from .trace_state import EligibilityTrace
 
 __all__ = ["ETraceAlgorithm", "ETraceVjpAlgorithm"]
@@ -301,7 +301,9 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
         raise NotImplementedError
 
     # -- windows ----------------------------------------------------------------
-    def window_update(self, traces, seq, count):
+    def window_update(
+        self, traces: Mapping[str, Any], seq: WindowTraceData, count: jax.Array
+    ) -> tuple[dict[str, Any], Any]:
         """Advance the traces over a window of ``K`` steps: ``(new traces, aux)``.
 
         ``seq`` is a :class:`~braintrace.executor.WindowTraceData`. The default
@@ -309,6 +311,7 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
         as ``aux``; learners override it with a fused window update.
         """
         K = _window_length(seq)
+        assert self.graph is not None
         relations = self.graph.hidden_param_op_relations
 
         def body(tr, k):
@@ -317,9 +320,17 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
 
         return jax.lax.scan(body, dict(traces), jnp.arange(K))
 
-    def window_contributions(self, traces, aux, seq, delta_seq, count):
+    def window_contributions(
+        self,
+        traces: Mapping[str, Any],
+        aux: Any,
+        seq: WindowTraceData,
+        delta_seq: dict[int, jax.Array],
+        count: jax.Array,
+    ) -> dict:
         """``Σ_k`` of this window's trace contributions (default: step by step)."""
         K = _window_length(seq)
+        assert self.graph is not None
         relations = self.graph.hidden_param_op_relations
 
         def body(acc, k):

@@ -46,6 +46,23 @@ class WindowTraceData(NamedTuple):
         ``{group index: (K, *V, S, S)}``.
     df : dict
         ``{(relation index, group index): (K, *V, S)}``.
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp
+    >>> import braintrace
+    >>> from braintrace.executor import WindowTraceData
+    >>> cell = braintrace.nn.VanillaRNNCell(2, 3)
+    >>> brainstate.nn.init_all_states(cell)  # doctest: +ELLIPSIS
+    VanillaRNNCell(...)
+    >>> relations = braintrace.compile_etrace_graph(cell, jnp.zeros(2)).hidden_param_op_relations
+    >>> K = 4                                                  # a window of 4 steps
+    >>> seq = WindowTraceData(operands={0: (jnp.zeros(5), jnp.ones((5, 3)))},
+    ...                       x={0: jnp.arange(20.0).reshape(K, 5)},
+    ...                       D={0: jnp.zeros((K, 3, 1, 1))}, df={(0, 0): jnp.ones((K, 3, 1))})
+    >>> step = seq.step(2, relations)                          # the StepTraceData of step 2
+    >>> step.operands[0][0].tolist(), step.D[0].shape
+    ([10.0, 11.0, 12.0, 13.0, 14.0], (3, 1, 1))
     """
 
     operands: dict
@@ -53,13 +70,15 @@ class WindowTraceData(NamedTuple):
     D: dict
     df: dict
 
-    def step(self, k: Any, relations) -> "StepTraceData":
+    def step(self, k: Any, relations: Sequence[HiddenParamOpRelation]) -> "StepTraceData":
         """The :class:`StepTraceData` of step ``k`` (without ``outvals``)."""
         ops = {}
         for r in relations:
             o = list(self.operands[r.index])
             if r.index in self.x:
-                o[r.entry.x_invar_index] = self.x[r.index][k]
+                xi = r.entry.x_invar_index
+                assert xi is not None  # x-free relations have no entry in x
+                o[xi] = self.x[r.index][k]
             ops[r.index] = o
         return StepTraceData(
             outvals=[],

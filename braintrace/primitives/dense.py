@@ -70,7 +70,16 @@ class DenseRule:
         new = new + x.astype(df.dtype)[..., :, None, None] * df[..., None, :, :]
         return {"weight": new.astype(eps.dtype)}
 
-    def accumulate(self, entry, template, operands, x_seq, params, names, u_seq):
+    def accumulate(
+        self,
+        entry: ETPPrimitive,
+        template: Mapping[str, Array],
+        operands: Sequence[Array],
+        x_seq: Array | None,
+        params: Mapping[str, Any],
+        names: tuple[str, ...],
+        u_seq: Array,
+    ) -> dict[str, Array]:
         """``Σ_k x_k ⊗ u_k`` per batch element: one matrix product over the window."""
         varshape = u_seq.shape[1:-1]
         x = jax.vmap(lambda xk: broadcast_leading(xk, varshape, xk.ndim))(x_seq).astype(u_seq.dtype)

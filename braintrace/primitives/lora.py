@@ -104,7 +104,16 @@ class LoraRule:
         new = new + x.astype(df.dtype)[..., :, None, None] * df[..., None, :, :]
         return {"W": new.astype(eps.dtype)}
 
-    def accumulate(self, entry, template, operands, x_seq, params, names, u_seq):
+    def accumulate(
+        self,
+        entry: ETPPrimitive,
+        template: Mapping[str, Array],
+        operands: Sequence[Array],
+        x_seq: Array | None,
+        params: Mapping[str, Any],
+        names: tuple[str, ...],
+        u_seq: Array,
+    ) -> dict[str, Array]:
         """``Σ_k x_k ⊗ u_k`` per batch element for the effective-weight trace."""
         if "W" not in template:
             return {}

@@ -107,7 +107,16 @@ class SparseRule:
         new = apply_block(d_k, eps.astype(D.dtype)) + xr[..., None] * df_k
         return {"weight": new.astype(eps.dtype)}
 
-    def accumulate(self, entry, template, operands, x_seq, params, names, u_seq):
+    def accumulate(
+        self,
+        entry: ETPPrimitive,
+        template: Mapping[str, Array],
+        operands: Sequence[Array],
+        x_seq: Array | None,
+        params: Mapping[str, Any],
+        names: tuple[str, ...],
+        u_seq: Array,
+    ) -> dict[str, Array]:
         """``Σ_k x_k[row] u_k[col]`` per batch element, in one pass over the window."""
         varshape = u_seq.shape[1:-1]
         rows, cols = operands[2], operands[3]

@@ -255,7 +255,16 @@ class DiagonalRule:
             out[n] = (apply_block(D, eps.astype(D.dtype)) + df * a[..., None]).astype(eps.dtype)
         return out
 
-    def accumulate(self, entry, template, operands, x_seq, params, names, u_seq):
+    def accumulate(
+        self,
+        entry: ETPPrimitive,
+        template: Mapping[str, Array],
+        operands: Sequence[Array],
+        x_seq: Array | None,
+        params: Mapping[str, Any],
+        names: tuple[str, ...],
+        u_seq: Array,
+    ) -> dict[str, Array]:
         varshape = u_seq.shape[1:-1]
         out = {}
         for n in names:
