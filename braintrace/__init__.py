@@ -69,6 +69,17 @@ from .algorithms import (
     ParamDimVjpAlgorithm as ParamDimVjpAlgorithm,
     pp_prop as pp_prop,
 )
+from .algorithms import (
+    EProp as EProp,
+    FixedRandomFeedback as FixedRandomFeedback,
+    KappaFilter as KappaFilter,
+    OSTLFeedforward as OSTLFeedforward,
+    OSTLRecurrent as OSTLRecurrent,
+    OSTTP as OSTTP,
+    OTPE as OTPE,
+    OTTT as OTTT,
+    PresynapticTrace as PresynapticTrace,
+)
 from .primitives import (
     conv as conv,
     element_wise as element_wise,
@@ -118,6 +129,15 @@ __all__ = [
     "pp_prop",
     "EligibilityTrace",
     "GradExpon",
+    "EProp",
+    "OSTLRecurrent",
+    "OSTLFeedforward",
+    "OTTT",
+    "OTPE",
+    "OSTTP",
+    "PresynapticTrace",
+    "KappaFilter",
+    "FixedRandomFeedback",
     "online_gradients",
     "bptt_gradients",
     "conv",

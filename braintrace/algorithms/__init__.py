@@ -22,6 +22,16 @@ from .base import ETraceAlgorithm as ETraceAlgorithm, ETraceVjpAlgorithm as ETra
 from .d_rtrl import D_RTRL as D_RTRL, ParamDimVjpAlgorithm as ParamDimVjpAlgorithm
 from .es_d_rtrl import ES_D_RTRL as ES_D_RTRL, IODimVjpAlgorithm as IODimVjpAlgorithm, pp_prop as pp_prop
 from .trace_state import EligibilityTrace as EligibilityTrace, GradExpon as GradExpon
+from .helpers import (
+    FixedRandomFeedback as FixedRandomFeedback,
+    KappaFilter as KappaFilter,
+    PresynapticTrace as PresynapticTrace,
+)
+from .eprop import EProp as EProp
+from .ostl import OSTLFeedforward as OSTLFeedforward, OSTLRecurrent as OSTLRecurrent
+from .ottt import OTTT as OTTT
+from .otpe import OTPE as OTPE
+from .osttp import OSTTP as OSTTP
 
 __all__ = [
     "ETraceAlgorithm",
@@ -33,4 +43,13 @@ __all__ = [
     "pp_prop",
     "EligibilityTrace",
     "GradExpon",
+    "EProp",
+    "OSTLRecurrent",
+    "OSTLFeedforward",
+    "OTTT",
+    "OTPE",
+    "OSTTP",
+    "PresynapticTrace",
+    "KappaFilter",
+    "FixedRandomFeedback",
 ]

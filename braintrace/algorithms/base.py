@@ -283,8 +283,11 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
         ``context`` holds ``data`` (the step's :class:`~braintrace.executor.StepTraceData`),
         ``count`` (time steps since reset), ``out_cts`` (cotangents of the model's
         output leaves, i.e. the output error), ``signal`` (what the caller passed
-        to :func:`~braintrace.algorithms.vjp.run_learner`, e.g. a target) and
-        ``traces`` (the traces after this step's update).
+        to :func:`~braintrace.algorithms.vjp.run_learner`, e.g. a target),
+        ``traces`` (the traces after this step's update) and ``invals`` (the
+        step's flat jaxpr inputs, to re-evaluate the step). The gradient
+        contributions use the returned signal; the instantaneous part they
+        replace (see :mod:`braintrace.algorithms.vjp`) uses ``dl_dh``.
         """
         return dl_dh
 

@@ -184,7 +184,13 @@ def _make_single(learner, layout):
         g_imm, delta_paths = ex.apply_vjp(vjp, layout.cotangents(out_cts, state_cts))
         true_delta = _deltas(layout, delta_paths)
         delta = learner._compute_learning_signal(
-            true_delta, data=data, count=count, out_cts=out_cts, signal=signal, traces=new_traces
+            true_delta,
+            data=data,
+            count=count,
+            out_cts=out_cts,
+            signal=signal,
+            traces=new_traces,
+            invals=layout.assemble(arg_vals, param_vals, state_vals),
         )
         contrib = learner.trace_contributions(new_traces, data, delta, count)
         # the instantaneous part removed from ``g_imm`` is the one ``g_imm`` holds:

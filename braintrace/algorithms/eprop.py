@@ -1,0 +1,263 @@
+r"""EProp: eligibility propagation (Bellec et al., 2020) on the D_RTRL traces.
+
+e-prop factorises the gradient of a recurrent spiking network into a
+*learning signal* per neuron and an *eligibility trace* per synapse. In the
+notation of DESIGN.md §3 the eligibility vector of e-prop is the D_RTRL trace
+
+.. math:: ε_w^t = D^t ε_w^{t-1} + df^t \otimes \frac{\partial y^t}{\partial w},
+
+and the gradient contribution at step ``t`` is :math:`L^t \cdot \bar ε_w^t`
+with :math:`L^t` the true signal ``δ^t`` (``'symmetric'``), the same-step
+total signal (``'total'``) or a fixed random projection of the output error
+(``'random'``), and :math:`\bar ε` the κ-filtered trace
+(:class:`~braintrace.KappaFilter`). See :class:`EProp`.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+
+from ..errors import CompilationError
+from ..executor import StepTraceData
+from .d_rtrl import ParamDimVjpAlgorithm
+from .helpers import (
+    FixedRandomFeedback,
+    KappaFilter,
+    _abort_compile,
+    _as_key,
+    _reference_correction,
+    _with_reference,
+    layer_size,
+    output_batch_shape,
+    output_error,
+    output_groups,
+    project_to_group,
+    total_learning_signal,
+)
+
+__all__ = ["EProp"]
+
+_FEEDBACK = ("symmetric", "total", "random")
+
+
+class EProp(ParamDimVjpAlgorithm):
+    r"""e-prop: D_RTRL eligibility traces with e-prop's learning signal and κ filter.
+
+    Notation: ``h_g`` the states of hidden group ``g`` (per-position shape
+    ``V``, ``S`` states), ``o^t`` the model's outputs, ``e^t = ∂L^t/∂o^t``
+    the output error, ``D^t`` / ``df^t`` as in DESIGN.md §3, ``δ_g^t`` the
+    learners' learning signal: ``∂L^t/∂h_g^t`` with the *other* hidden states'
+    new values held fixed. :math:`\hat δ_g^t` is the same-step *total*
+    derivative, every other value of the step (other hidden states included)
+    responding. An *output group* is a hidden group whose new value reaches an
+    output without passing the data input of an ETP primitive (a
+    :class:`~braintrace.nn.LeakyRateReadout` is one; a spiking layer read out
+    through a trainable weight is not).
+
+    .. math::
+
+        ε_w^t &= D^t ε_w^{t-1} + df^t \otimes \frac{\partial y^t}{\partial w}
+            \qquad\text{(D_RTRL trace: e-prop's eligibility vector)} \\
+        \bar ε_w^t &= κ\, \bar ε_w^{t-1} + ε_w^t
+            \qquad\text{(relations into non-output groups; } \bar ε = ε \text{ if } κ = 0) \\
+        L_g^t &= \begin{cases}
+            δ_g^t & \text{'symmetric'} \\
+            \hat δ_g^t & \text{'total', or 'random' and } g \text{ an output group} \\
+            \mathrm{reshape}\big(e^t B_g,\ (*V_g, S_g)\big) & \text{'random', } g \text{ not an output group}
+        \end{cases} \\
+        \nabla_w L &\mathrel{+}= L_g^t \cdot \bar ε_w^t
+
+    ``'symmetric'`` with ``kappa_filter_decay=0`` is exactly
+    :class:`~braintrace.D_RTRL`. A weight whose output also reaches the loss
+    through another trainable weight (the input weights of a layer feeding a
+    readout) keeps, as in D_RTRL, the instantaneous gradient of the paths its
+    traces do not carry: with ``'symmetric'`` that is the path through the
+    readout's new value (so a layer read out *only* through a stateful readout
+    has ``δ = 0`` and learns from its instantaneous gradient); with
+    ``'total'`` and ``'random'`` the signal stands for the whole same-step
+    credit and only paths that bypass the group's new value keep it.
+
+    *The κ filter.* In e-prop a leaky readout :math:`r^t = κ r^{t-1} + z^t W`
+    makes the loss at step ``t`` depend on a hidden neuron's activity at every
+    earlier step; filtering the eligibility traces with the readout's ``κ``
+    credits that memory (Bellec et al., eq. 11). Here the filter acts on the
+    eligibility vector ε, contracted with the signal of step ``t``, so the
+    neuron's pseudo-derivative (inside ``L^t``) enters at step ``t`` (e-prop
+    filters :math:`ψ^{t'} ε^{t'}`); the two agree for units with a constant
+    gain. Output groups are not filtered: a readout's own trace already
+    carries its leak exactly. The filtered values are traces: updated in the
+    forward pass, reset with the traces. Use ``'total'`` or ``'random'`` with
+    a stateful readout (with ``'symmetric'`` the filtered trace meets
+    ``δ = 0`` there).
+
+    *Random feedback.* Output errors of every output leaf are read as
+    ``(*b, n_k)`` (``b`` the batch axes shared by the outputs) and
+    concatenated to :math:`e^t` of shape ``(*b, n_out)``. For each non-output
+    group ``g`` learned online, ``V_g`` must start with ``b``; :math:`B_g` has
+    shape ``(n_out, prod(V_g[len(b):])·S_g)``, entries
+    :math:`\mathcal N(0, 0.1^2)` drawn at compile time from
+    ``random_feedback_key``, and column ``j`` is the C-order flat index of
+    (position, state) over ``V_g[len(b):] + (S_g,)``; each batch element's
+    error goes to the same batch element. Output groups keep their true
+    signal, so a readout learns from the true error, as in e-prop. The
+    matrices are in :attr:`feedback_matrices` (a
+    :class:`~braintrace.FixedRandomFeedback` per group). The random signal
+    carries no pseudo-derivative (e-prop multiplies it by :math:`ψ^t` inside
+    its eligibility trace).
+
+    Parameters
+    ----------
+    model : brainstate.nn.Module
+        The model; weights learned online go through ETP primitives.
+    feedback : {'symmetric', 'total', 'random'}, default 'symmetric'
+    kappa_filter_decay : float, default 0.0
+        ``κ`` in ``[0, 1)``; typically the decay of the leaky readout.
+    random_feedback_key : int or jax PRNG key, optional
+        Seed of the random feedback matrices; ``None`` draws one from
+        ``brainstate.random`` at compile time.
+    name : str, optional
+    vjp_method : {'single-step', 'multi-step'}, default 'single-step'
+        ``'multi-step'`` (BPTT inside a ``MultiStepData`` window) only with
+        ``'symmetric'`` and ``κ = 0`` (it is then D_RTRL's hybrid); otherwise
+        refused, the window's exact gradient would bypass the rule.
+    fast_solve : bool, default True
+        As in :class:`~braintrace.D_RTRL`.
+
+    Attributes
+    ----------
+    feedback_matrices : dict
+        ``{group index: FixedRandomFeedback}`` (``'random'``, after compiling).
+
+    Raises
+    ------
+    ValueError
+        A bad ``feedback`` or ``kappa_filter_decay``, or ``'multi-step'`` with
+        another feedback or ``κ > 0``.
+    CompilationError
+        (compile time, ``'random'``) output leaves that disagree on their
+        batch axes, or a hidden group whose leading axes are not those.
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp
+    >>> import braintrace
+    >>> net = brainstate.nn.Sequential(
+    ...     braintrace.nn.Linear(3, 4), braintrace.nn.LIF(4, tau=10., dt=1.),
+    ...     braintrace.nn.LeakyRateReadout(4, 2, decay=0.8))
+    >>> _ = brainstate.nn.init_all_states(net)
+    >>> learner = braintrace.EProp(net, 'random', kappa_filter_decay=0.8, random_feedback_key=0)
+    >>> _ = learner.compile_graph(jnp.zeros(3))
+    >>> [fb.matrix.shape for fb in learner.feedback_matrices.values()]
+    [(2, 4)]
+    >>> params = net.states(brainstate.ParamState)
+    >>> grads = brainstate.transform.grad(lambda x: learner(x).sum(), params)(jnp.ones(3))
+    >>> len(grads)
+    2
+
+    References
+    ----------
+    .. [1] Bellec, G., Scherr, F., Subramoney, A., Hajek, E., Salaj, D.,
+       Legenstein, R., & Maass, W. (2020). A solution to the learning dilemma
+       for recurrent networks of spiking neurons. Nature Communications, 11, 3625.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        feedback: str = "symmetric",
+        kappa_filter_decay: float = 0.0,
+        random_feedback_key: Any = None,
+        name: str | None = None,
+        vjp_method: str = "single-step",
+        fast_solve: bool = True,
+    ) -> None:
+        super().__init__(model, name=name, vjp_method=vjp_method, fast_solve=fast_solve)
+        if feedback not in _FEEDBACK:
+            raise ValueError(f"EProp: feedback must be one of {_FEEDBACK}, got {feedback!r}.")
+        kappa = kappa_filter_decay
+        if not (isinstance(kappa, numbers.Real) and not isinstance(kappa, bool) and 0.0 <= float(kappa) < 1.0):
+            raise ValueError(f"EProp: kappa_filter_decay must be a real number in [0, 1), got {kappa!r}.")
+        if vjp_method == "multi-step" and (feedback != "symmetric" or float(kappa) > 0):
+            what = f"feedback={feedback!r} replaces the learning signal" if feedback != "symmetric" else (
+                "the κ filter stands in for the readout's memory of earlier steps"
+            )
+            raise ValueError(
+                f"EProp: vjp_method='multi-step' differentiates a window exactly (BPTT) with the true "
+                f"learning signal, but {what}; the two do not combine into one rule. Use "
+                "vjp_method='single-step' (MultiStepData windows then run step by step)."
+            )
+        self.feedback: str = feedback
+        self.kappa: float = float(kappa)
+        self.random_feedback_key: Any = random_feedback_key
+        self.feedback_matrices: dict[int, FixedRandomFeedback] = {}
+        self._outputs: frozenset[int] = frozenset()
+        self._hidden: tuple[int, ...] = ()
+        self._batch: tuple[int, ...] = ()
+
+    def _on_compile(self) -> None:
+        super()._on_compile()
+        graph = self.graph
+        assert graph is not None  # compile_graph sets it before this hook
+        self._outputs = output_groups(graph)
+        online = sorted({gi for r in graph.hidden_param_op_relations for gi in r.hidden_groups})
+        self._hidden = tuple(gi for gi in online if gi not in self._outputs)
+        self.feedback_matrices = {}
+        if self.feedback == "random" and self._hidden:
+            try:
+                self._batch, n_out = output_batch_shape(graph, "EProp")
+                sizes = [layer_size(graph.hidden_groups[gi], self._batch, "EProp") for gi in self._hidden]
+            except CompilationError as err:  # forget the half-installed graph first
+                _abort_compile(self, str(err))
+            keys = jax.random.split(_as_key(self.random_feedback_key), len(self._hidden))
+            self.feedback_matrices = {
+                gi: FixedRandomFeedback(n_out, n, k) for gi, n, k in zip(self._hidden, sizes, keys)
+            }
+
+    # -- the κ filter -----------------------------------------------------------
+    def _filtered_keys(self) -> list[tuple[str, str]]:
+        if self.kappa == 0.0 or self.graph is None:
+            return []
+        return [
+            (self._key(r, gi), f"{self._key(r, gi)}:kappa")
+            for r in self.graph.hidden_param_op_relations
+            for gi in r.hidden_groups
+            if gi in self._hidden
+        ]
+
+    def init_traces(self, data: StepTraceData) -> dict[str, Any]:
+        out = super().init_traces(data)
+        for key, fkey in self._filtered_keys():
+            out[fkey] = jax.tree.map(lambda v: v, out[key])
+        return out
+
+    def update_traces(self, traces: Mapping[str, Any], data: StepTraceData, count: jax.Array) -> dict[str, Any]:
+        out = super().update_traces(traces, data, count)
+        for key, fkey in self._filtered_keys():
+            out[fkey] = KappaFilter.rule(traces[fkey], out[key], self.kappa)
+        return out
+
+    def trace_contributions(
+        self, traces: Mapping[str, Any], data: StepTraceData, delta: dict, count: jax.Array
+    ) -> dict:
+        view = dict(traces)
+        for key, fkey in self._filtered_keys():
+            view[key] = traces[fkey]
+        return _reference_correction(self, self._contract(view, data.operands, delta), data, delta)
+
+    # -- the learning signal ----------------------------------------------------
+    def _compute_learning_signal(self, dl_dh: dict, **context: Any) -> dict:
+        assert self.graph is not None  # the learner calls its hooks after compile_graph
+        if self.feedback == "symmetric":
+            return dl_dh
+        total = total_learning_signal(self.graph, context["invals"], context["out_cts"])
+        out = {gi: total.get(gi, d) for gi, d in dl_dh.items()}
+        if self.feedback == "random":
+            err = output_error(context["out_cts"], self._batch)
+            for gi, fb in self.feedback_matrices.items():
+                g = self.graph.hidden_groups[gi]
+                out[gi] = project_to_group(fb.matrix, err, g, dl_dh[gi].dtype)
+        return _with_reference(self, out, dl_dh, total)

@@ -1,0 +1,205 @@
+r"""OTTT: online training through time (Xiao et al., 2022).
+
+OTTT keeps no synapse-shaped trace at all: only a presynaptic trace of each
+weight's data input, and pairs it with the postsynaptic factor and learning
+signal of the current step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from ..executor import StepTraceData
+from .base import ETraceVjpAlgorithm
+from .helpers import (
+    PresynapticTrace,
+    _add,
+    _check_decay,
+    _check_presynaptic,
+    _diag_to_param,
+    _dy,
+    _eqn,
+    _names,
+    _with_x,
+)
+
+__all__ = ["OTTT"]
+
+_MODES = ("A", "O")
+
+_WHY = (
+    "OTTT's presynaptic trace â = leak·â + x stands in for the eligibility trace only when each position "
+    "holds a single state that decays by the scalar `leak`."
+)
+
+
+class OTTT(ETraceVjpAlgorithm):
+    r"""Online training through time: a presynaptic trace per weight input.
+
+    Notation as in DESIGN.md §3: an ETP primitive ``y = op(x, w)``, ``df^t =
+    ∂h^t/∂y^t``, ``δ^t = ∂L^t/∂h^t``, ``λ`` = ``leak``.
+
+    .. math::
+
+        \hat a^t &= \begin{cases}
+            λ\, \hat a^{t-1} + x^t & \text{mode 'A' (accumulated)} \\
+            x^t & \text{mode 'O' (instantaneous)}
+        \end{cases} \\
+        \nabla_w L &\mathrel{+}= \mathrm{xy\_to\_dw}\Big(\hat a^t,\ \sum_s df^t[\cdot, s]\, δ^t[\cdot, s]\Big)
+
+    ``xy_to_dw`` is the primitive's own VJP with ``x`` replaced by
+    :math:`\hat a`, so every primitive whose output is linear in ``x``
+    (dense, sparse, conv, LoRA) works. Inputs that enter by broadcasting
+    (biases, element-wise weights) keep the same kind of trace of their
+    factor :math:`a^t = ∂y^t/∂w` (1 for a bias):
+    :math:`\hat a_w^t = λ \hat a_w^{t-1} + a^t`,
+    :math:`\nabla_w L \mathrel{+}= \sum_{v}\sum_s df^t δ^t \hat a_w^t`.
+
+    *Exactness.* The D_RTRL trace is :math:`\sum_k (\prod D)\, df \otimes x`;
+    OTTT replaces the products of ``D`` by powers of ``λ`` and every past
+    ``df`` by the current one. Mode 'A' therefore equals D_RTRL (and BPTT) on a
+    leaky linear layer :math:`h^t = λ h^{t-1} + \mathrm{op}(x^t, w)`, and
+    both modes equal D_RTRL over one step from zero traces. On LIF neurons it
+    drops the reset's contribution to ``D``.
+
+    Parameters
+    ----------
+    model : brainstate.nn.Module
+    mode : {'A', 'O'}, default 'A'
+    leak : float
+        ``λ`` in ``[0, 1]``, keyword-only and required (it is not inferred
+        from the model; give the membrane decay per step). Mode 'O' keeps no
+        trace and does not use it.
+    name : str, optional
+    vjp_method : {'single-step'}, default 'single-step'
+        ``'multi-step'`` is refused: OTTT keeps no postsynaptic factor between
+        steps, so there is no trace to credit the adjoint at a window start
+        with. ``MultiStepData`` windows run step by step.
+
+    Raises
+    ------
+    TypeError
+        ``leak`` missing.
+    ValueError
+        A bad ``mode`` or ``leak``, or ``vjp_method='multi-step'``.
+    CompilationError
+        (compile time) a weight reaching a hidden group with ``num_state > 1``
+        (an ALIF neuron, an LSTM cell), or an x-free primitive with
+        non-broadcast trainable inputs.
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp
+    >>> import braintrace
+    >>> readout = braintrace.nn.LeakyRateReadout(3, 2, decay=0.8)
+    >>> _ = brainstate.nn.init_all_states(readout)
+    >>> learner = braintrace.OTTT(readout, leak=0.8).compile_graph(jnp.zeros(3))
+    >>> grads = brainstate.transform.grad(lambda x: learner(x).sum(), readout.states(brainstate.ParamState))(jnp.ones(3))
+    >>> grads[('weight',)]['weight'].tolist()
+    [[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]]
+
+    References
+    ----------
+    .. [1] Xiao, M., Meng, Q., Zhang, Z., He, D., & Lin, Z. (2022). Online
+       training through time for spiking neural networks. NeurIPS 35.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        mode: str = "A",
+        *,
+        leak: float,
+        name: str | None = None,
+        vjp_method: str = "single-step",
+    ) -> None:
+        super().__init__(model, name=name, vjp_method=vjp_method)
+        if mode not in _MODES:
+            raise ValueError(f"OTTT: mode must be one of {_MODES}, got {mode!r}.")
+        if leak is None:
+            raise TypeError("OTTT: `leak` is required (the membrane decay per step, a float in [0, 1]).")
+        self.leak = _check_decay("OTTT", "leak", leak, closed_top=True)
+        if vjp_method == "multi-step":
+            raise ValueError(
+                "OTTT: vjp_method='multi-step' is not meaningful: OTTT keeps no postsynaptic factor between "
+                "steps, so there is no trace to credit the adjoint at a window start with. Use "
+                "vjp_method='single-step' (MultiStepData windows then run step by step)."
+            )
+        self.mode = mode
+
+    def _on_compile(self) -> None:
+        super()._on_compile()
+        _check_presynaptic(self, "OTTT", _WHY)
+
+    def _x_key(self, r) -> str:
+        return f"{self.trace_key_prefix(r)}:x"
+
+    def _diag_key(self, r) -> str:
+        return f"{self.trace_key_prefix(r)}:diag"
+
+    def _presynaptic(self, r, ops, params):
+        """``(x, {name: a})``: the step's data input and diagonal factors."""
+        diag, fact = _names(r)
+        x = ops[r.entry.x_invar_index] if fact else None
+        return x, {n: r.entry.diagonal_factor(tuple(ops), params, n) for n in diag}
+
+    def init_traces(self, data: StepTraceData) -> dict[str, Any]:
+        assert self.graph is not None  # the learner calls its hooks after compile_graph
+        out: dict[str, Any] = {}
+        if self.mode == "O":
+            return out
+        for r in self.graph.hidden_param_op_relations:
+            dtype = data.D[r.hidden_groups[0]].dtype
+            x, a = self._presynaptic(r, data.operands[r.index], _eqn(self, r).params)
+            if x is not None:
+                out[self._x_key(r)] = {"x": jnp.zeros(jnp.shape(x), dtype)}
+            if a:
+                out[self._diag_key(r)] = {n: jnp.zeros(jnp.shape(v), dtype) for n, v in a.items()}
+        return out
+
+    def update_traces(self, traces: Mapping[str, Any], data: StepTraceData, count: jax.Array) -> dict[str, Any]:
+        assert self.graph is not None  # the learner calls its hooks after compile_graph
+        out = dict(traces)
+        if self.mode == "O":
+            return out
+        for r in self.graph.hidden_param_op_relations:
+            x, a = self._presynaptic(r, data.operands[r.index], _eqn(self, r).params)
+            if x is not None:
+                key = self._x_key(r)
+                out[key] = PresynapticTrace.rule(traces[key], {"x": x}, self.leak)
+            if a:
+                key = self._diag_key(r)
+                out[key] = PresynapticTrace.rule(traces[key], a, self.leak)
+        return out
+
+    def trace_contributions(
+        self, traces: Mapping[str, Any], data: StepTraceData, delta: dict, count: jax.Array
+    ) -> dict:
+        assert self.graph is not None  # the learner calls its hooks after compile_graph
+        out = {}
+        for r in self.graph.hidden_param_op_relations:
+            diag, fact = _names(r)
+            ops, params = data.operands[r.index], _eqn(self, r).params
+            x, a = self._presynaptic(r, ops, params)
+            if self.mode == "A":
+                x = traces[self._x_key(r)]["x"] if fact else None
+                a = traces[self._diag_key(r)] if diag else {}
+            acc: dict[str, Any] = {}
+            if fact:
+                dy = _dy(self, r, data.df, delta)
+                acc.update(r.entry.xy_to_dw(_with_x(r, ops, x), params, dy, names=fact))
+            for n in diag:
+                for gi in r.hidden_groups:
+                    post = jnp.sum(data.df[(r.index, gi)] * delta[gi], axis=-1)
+                    _add(acc, {n: _diag_to_param(r.entry, ops, params, n, post * a[n].astype(post.dtype))})
+            out[r.index] = acc
+        return out
+
+    def credit_contributions(
+        self, traces: Mapping[str, Any], operands: dict, lam: dict, count: jax.Array
+    ) -> dict:
+        raise NotImplementedError("OTTT refuses vjp_method='multi-step' at construction.")
