@@ -94,7 +94,10 @@ def test_readme_quotes_a_clearly_better_than_chance_accuracy():
 
 @pytest.mark.slow
 def test_readme_number_is_what_the_default_command_prints(tmp_path):
-    proc = _run(["train", "--no-progress", "--out", str(tmp_path / "run")], cwd=tmp_path, timeout=900)
+    # `python -m` from the checkout: the code under test, also where the console script is another install's
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    cmd = [sys.executable, "-m", "braintrace.cli", "train", "--no-progress", "--out", str(tmp_path / "run")]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     printed = proc.stdout.strip().splitlines()[-1]
     assert printed == _readout_line(), (
