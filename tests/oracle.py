@@ -83,6 +83,7 @@ __all__ = [
     "make_step",
     "hidden_layout",
     "position_mask",
+    "hidden_groups",
     # jaxpr
     "eval_jaxpr_cut",
     "make_cut_step",
@@ -265,6 +266,33 @@ def _position_ids(model) -> np.ndarray:
     return np.concatenate(ids) if ids else np.zeros((0,), np.int64)
 
 
+def hidden_groups(model, x, *, params=None, hidden=None) -> list[tuple]:
+    """Hidden states coupled position by position, found by brute force.
+
+    Two states with the same per-position shape V belong to one group when the
+    cut Jacobian (:func:`cut_jacobian`, ``block=False``) has a non-zero entry
+    between them (either direction), transitively. Returns tuples of paths in
+    flat order.
+    """
+    J = np.asarray(cut_jacobian(model, x, params=params, hidden=hidden, block=False))
+    layout = hidden_layout(model)
+    parent = {p: p for p, *_ in layout}
+
+    def find(p):
+        while parent[p] != p:
+            p = parent[p]
+        return p
+
+    for pa, sa, _, va in layout:
+        for pb, sb, _, vb in layout:
+            if pa != pb and va == vb and (np.any(J[sa, sb] != 0) or np.any(J[sb, sa] != 0)):
+                parent[find(pa)] = find(pb)
+    groups: dict = {}
+    for p, *_ in layout:
+        groups.setdefault(find(p), []).append(p)
+    return [tuple(g) for g in groups.values()]
+
+
 def position_mask(model) -> np.ndarray:
     """Boolean ``(n_h, n_h)``: entry ``(i, j)`` is True iff elements i, j of the
     flat ``h`` sit at the same position (same varshape V and multi-index in V)."""
@@ -290,6 +318,31 @@ class _Flat:
 
     def hnew(self, theta, h, x):
         return self(theta, h, x)[1]
+
+    def _step_jaxpr(self, theta, h, x):
+        def traced(th, hh, xx):
+            out, new = self.step(self.unravel_theta(th), self.unravel_h(hh), xx)
+            return out, new
+
+        closed = jax.make_jaxpr(traced)(theta, h, x)
+        shapes = jax.eval_shape(traced, theta, h, x)
+        n_out = len(jax.tree.leaves(shapes[0]))
+        paths = list(jax.tree_util.tree_flatten_with_path(shapes[1])[0])
+        new_vars = {kp[0].key: v for (kp, _), v in zip(paths, closed.jaxpr.outvars[n_out:])}
+        return closed, shapes, new_vars
+
+    def run(self, theta, h, x, *, cut=False, stop=(), override=None):
+        """``(out, h^t flat)`` with the ETP data inputs cut (``cut``), the new values of
+        the hidden states in ``stop`` held constant, and those in ``override``
+        (``{path: value}``) replaced where they are computed."""
+        closed, shapes, new_vars = self._step_jaxpr(theta, h, x)
+        stop_vars = {new_vars[p] for p in stop if not isinstance(new_vars[p], jcore.Literal)}
+        ov = {new_vars[p]: v for p, v in (override or {}).items() if not isinstance(new_vars[p], jcore.Literal)}
+        leaves = eval_jaxpr_cut(
+            closed.jaxpr, closed.consts, *jax.tree.leaves((theta, h, x)), cut=cut, stop_vars=stop_vars, override=ov
+        )
+        out, new = jax.tree.unflatten(jax.tree.structure(shapes), leaves)
+        return out, ravel_pytree(new)[0]
 
     def readout(self, theta, h, x, hnew):
         """The step's output with the new hidden values *set* to ``hnew`` (flat).
@@ -364,7 +417,7 @@ def _contains_etp(jaxpr) -> bool:
     return False
 
 
-def eval_jaxpr_cut(jaxpr, consts: Sequence, *args) -> list:
+def eval_jaxpr_cut(jaxpr, consts: Sequence, *args, cut: bool = True, stop_vars=(), override=None) -> list:
     """Evaluate ``jaxpr`` with ``stop_gradient`` on every ETP data input.
 
     Equations whose primitive is registered (``REGISTRY.get(p) is not None``) get
@@ -374,7 +427,14 @@ def eval_jaxpr_cut(jaxpr, consts: Sequence, *args) -> list:
     are bound unchanged (keeping custom derivative rules). An ETP primitive
     inside any other higher-order primitive (scan, while, cond...) raises
     ``NotImplementedError``.
+
+    ``cut=False`` evaluates without the hook. ``stop_vars`` (top-level jaxpr
+    variables) are wrapped in ``stop_gradient`` where they are defined;
+    ``override`` (``{var: value}``) replaces a top-level variable's value where
+    it is defined.
     """
+    override = override or {}
+    stop_vars = set(stop_vars)
     if isinstance(jaxpr, jcore.ClosedJaxpr):
         jaxpr, consts = jaxpr.jaxpr, list(jaxpr.consts) + list(consts)
     env: dict = {}
@@ -393,7 +453,7 @@ def eval_jaxpr_cut(jaxpr, consts: Sequence, *args) -> list:
         entry = REGISTRY.get(prim)
         subs = _sub_jaxprs(eqn.params)
         if entry is not None:
-            if entry.x_invar_index is not None:
+            if cut and entry.x_invar_index is not None:
                 xi = entry.x_invar_index
                 invals[xi] = jax.lax.stop_gradient(invals[xi])
             ans = prim.bind(*invals, **prim.get_bind_params(eqn.params))
@@ -409,11 +469,14 @@ def eval_jaxpr_cut(jaxpr, consts: Sequence, *args) -> list:
                 (ans,) = ans
         else:
             ans = prim.bind(*invals, **prim.get_bind_params(eqn.params))
-        if prim.multiple_results:
-            for v, a in zip(eqn.outvars, ans, strict=True):
-                env[v] = a
-        else:
-            env[eqn.outvars[0]] = ans
+        outs = list(ans) if prim.multiple_results else [ans]
+        for v, a in zip(eqn.outvars, outs, strict=True):
+            if v in override:
+                a = override[v]
+            env[v] = jax.lax.stop_gradient(a) if v in stop_vars else a
+    for v in jaxpr.invars:
+        if v in override:
+            env[v] = override[v]
     return [read(v) for v in jaxpr.outvars]
 
 
@@ -597,7 +660,9 @@ def _window_lengths(T: int, windows) -> list[int]:
     return lens
 
 
-def rtrl_reference(model, xs, loss: Loss, mode: str = "full", *, online=None, windows=None, h0=None):
+def rtrl_reference(
+    model, xs, loss: Loss, mode: str = "full", *, online=None, windows=None, h0=None, groups=None
+):
     r"""Brute-force RTRL with dense Jacobians (see the module docstring).
 
     Parameters
@@ -616,6 +681,13 @@ def rtrl_reference(model, xs, loss: Loss, mode: str = "full", *, online=None, wi
         through every step. ``None``: single-step rule.
     h0 : dict, optional
         Initial hidden values (default: the model's current ones).
+    groups : list of tuples of paths, optional
+        ``mode='diagonal'`` only: the hidden groups (default:
+        :func:`hidden_groups`). A group's rows of ``J`` and ``M`` are taken
+        with the other groups' new values held constant, ``J`` keeps only
+        same-group, same-position entries, and a group's learning signal
+        ``δ_g = ∂L^t/∂h_g^t`` lets the other groups respond within the step
+        while holding the group's own other members fixed.
 
     Returns
     -------
@@ -627,9 +699,18 @@ def rtrl_reference(model, xs, loss: Loss, mode: str = "full", *, online=None, wi
     flat = _Flat(model, get_params(model), _initial_hidden(model, h0))
     theta = flat.theta
     keep = _online_mask(flat.unravel_theta(theta), online)  # (n_theta,)
+    layout = hidden_layout(model)
     if mode == "diagonal":
-        cut = make_cut_step(flat, _time_slice(xs, 0))
-        block = jnp.asarray(position_mask(model), flat.h.dtype)
+        if groups is None:
+            groups = hidden_groups(model, _time_slice(xs, 0), hidden=_initial_hidden(model, h0))
+        rows = {}
+        gid = np.zeros(flat.n_h, np.int64)
+        for gi, g in enumerate(groups):
+            idx = np.concatenate([np.arange(sl.start, sl.stop) for p, sl, *_ in layout if p in g])
+            rows[gi] = idx
+            gid[idx] = gi
+        block = jnp.asarray(position_mask(model) & (gid[:, None] == gid[None, :]), flat.h.dtype)
+        all_paths = [p for p, *_ in layout]
 
     @jax.jit
     def transition(h, x):
@@ -640,10 +721,35 @@ def rtrl_reference(model, xs, loss: Loss, mode: str = "full", *, online=None, wi
             J = jax.jacfwd(lambda hh: flat.hnew(theta, hh, x))(h)
         else:
             # the cut applies to M too: a weight reaches a hidden state through its
-            # primitive's tail only, never through another primitive's data input
-            M = jax.jacfwd(lambda th: cut(th, h, x))(theta)
-            J = jax.jacfwd(lambda hh: cut(theta, hh, x))(h) * block
+            # primitive's tail only, never through another primitive's data input;
+            # a group's rows are taken with the other groups' new values constant
+            J = jnp.zeros((flat.n_h, flat.n_h), theta.dtype)
+            M = jnp.zeros((flat.n_h, flat.n_theta), theta.dtype)
+            for gi, g in enumerate(groups):
+                others = [p for p in all_paths if p not in g]
+                Jg = jax.jacfwd(lambda hh: flat.run(theta, hh, x, cut=True, stop=others)[1])(h)
+                Mg = jax.jacfwd(lambda th: flat.run(th, h, x, cut=True, stop=others)[1])(theta)
+                J = J.at[rows[gi]].set(Jg[rows[gi]])
+                M = M.at[rows[gi]].set(Mg[rows[gi]])
+            J = J * block
         return J, M, hnew
+
+    def learning_signal(h, x, hnew, t):
+        """δ^t: full mode holds every hidden state fixed; diagonal mode per group."""
+        if mode == "full":
+            return jax.grad(lambda hn: loss(flat.readout(theta, h, x, hn), t))(hnew)
+        new = flat.unravel_h(hnew)
+        delta = jnp.zeros_like(hnew)
+        for gi, g in enumerate(groups):
+
+            def lg(vals, g=g):
+                return loss(flat.run(theta, h, x, override=dict(zip(g, vals)))[0], t)
+
+            dg = jax.grad(lg)([new[p] for p in g])
+            upd = dict(zip(g, dg))
+            zeros = {p: (upd[p] if p in upd else jnp.zeros_like(v)) for p, v in new.items()}
+            delta = delta + ravel_pytree(zeros)[0]
+        return delta
 
     P = jnp.zeros((flat.n_h, flat.n_theta), theta.dtype)  # trace before step 0: h0 is constant
     grad = jnp.zeros_like(theta)
@@ -662,7 +768,7 @@ def rtrl_reference(model, xs, loss: Loss, mode: str = "full", *, online=None, wi
 
             value, g_theta = jax.value_and_grad(lt)(theta)
             # δ^t = ∂L^t/∂h^t: the output as a function of the new hidden values
-            delta = jax.grad(lambda hn, h=h, x=x, t=t: loss(flat.readout(theta, h, x, hn), t))(hnew)
+            delta = learning_signal(h, x, hnew, t)
             # ∂L^t/∂θ|_{h^t fixed} = (∂L^t/∂θ with h^{t-1} fixed) - δ^t M^t
             direct = g_theta - delta @ M
             grad = grad + delta @ P + direct

@@ -7,9 +7,9 @@ notation of DESIGN.md §3 the eligibility vector of e-prop is the D_RTRL trace
 .. math:: ε_w^t = D^t ε_w^{t-1} + df^t \otimes \frac{\partial y^t}{\partial w},
 
 and the gradient contribution at step ``t`` is :math:`L^t \cdot \bar ε_w^t`
-with :math:`L^t` the true signal ``δ^t`` (``'symmetric'``), the same-step
-total signal (``'total'``) or a fixed random projection of the output error
-(``'random'``), and :math:`\bar ε` the κ-filtered trace
+with :math:`L^t` the true signal ``δ^t`` (``'symmetric'``) or a fixed random
+projection of the output error (``'random'``), and :math:`\bar ε` the
+κ-filtered trace
 (:class:`~braintrace.KappaFilter`). See :class:`EProp`.
 """
 
@@ -29,19 +29,16 @@ from .helpers import (
     KappaFilter,
     _abort_compile,
     _as_key,
-    _reference_correction,
-    _with_reference,
     layer_size,
     output_batch_shape,
     output_error,
     output_groups,
     project_to_group,
-    total_learning_signal,
 )
 
 __all__ = ["EProp"]
 
-_FEEDBACK = ("symmetric", "total", "random")
+_FEEDBACK = ("symmetric", "random")
 
 
 class EProp(ParamDimVjpAlgorithm):
@@ -50,10 +47,10 @@ class EProp(ParamDimVjpAlgorithm):
     Notation: ``h_g`` the states of hidden group ``g`` (per-position shape
     ``V``, ``S`` states), ``o^t`` the model's outputs, ``e^t = ∂L^t/∂o^t``
     the output error, ``D^t`` / ``df^t`` as in DESIGN.md §3, ``δ_g^t`` the
-    learners' learning signal: ``∂L^t/∂h_g^t`` with the *other* hidden states'
-    new values held fixed. :math:`\hat δ_g^t` is the same-step *total*
-    derivative, every other value of the step (other hidden states included)
-    responding. An *output group* is a hidden group whose new value reaches an
+    learners' learning signal: ``∂L^t/∂h_g^t``, the other hidden groups
+    responding within the step (a spiking layer's signal passes through the
+    readout that reads it) and the group's own other states held fixed. An
+    *output group* is a hidden group whose new value reaches an
     output without passing the data input of an ETP primitive (a
     :class:`~braintrace.nn.LeakyRateReadout` is one; a spiking layer read out
     through a trainable weight is not).
@@ -65,21 +62,15 @@ class EProp(ParamDimVjpAlgorithm):
         \bar ε_w^t &= κ\, \bar ε_w^{t-1} + ε_w^t
             \qquad\text{(relations into non-output groups; } \bar ε = ε \text{ if } κ = 0) \\
         L_g^t &= \begin{cases}
-            δ_g^t & \text{'symmetric'} \\
-            \hat δ_g^t & \text{'total', or 'random' and } g \text{ an output group} \\
+            δ_g^t & \text{'symmetric', or 'random' and } g \text{ an output group} \\
             \mathrm{reshape}\big(e^t B_g,\ (*V_g, S_g)\big) & \text{'random', } g \text{ not an output group}
         \end{cases} \\
         \nabla_w L &\mathrel{+}= L_g^t \cdot \bar ε_w^t
 
     ``'symmetric'`` with ``kappa_filter_decay=0`` is exactly
-    :class:`~braintrace.D_RTRL`. A weight whose output also reaches the loss
-    through another trainable weight (the input weights of a layer feeding a
-    readout) keeps, as in D_RTRL, the instantaneous gradient of the paths its
-    traces do not carry: with ``'symmetric'`` that is the path through the
-    readout's new value (so a layer read out *only* through a stateful readout
-    has ``δ = 0`` and learns from its instantaneous gradient); with
-    ``'total'`` and ``'random'`` the signal stands for the whole same-step
-    credit and only paths that bypass the group's new value keep it.
+    :class:`~braintrace.D_RTRL`. As in D_RTRL, a weight whose output reaches the
+    loss along a path its traces do not carry (bypassing its hidden group's
+    new value) keeps the instantaneous gradient of that path.
 
     *The κ filter.* In e-prop a leaky readout :math:`r^t = κ r^{t-1} + z^t W`
     makes the loss at step ``t`` depend on a hidden neuron's activity at every
@@ -90,9 +81,7 @@ class EProp(ParamDimVjpAlgorithm):
     filters :math:`ψ^{t'} ε^{t'}`); the two agree for units with a constant
     gain. Output groups are not filtered: a readout's own trace already
     carries its leak exactly. The filtered values are traces: updated in the
-    forward pass, reset with the traces. Use ``'total'`` or ``'random'`` with
-    a stateful readout (with ``'symmetric'`` the filtered trace meets
-    ``δ = 0`` there).
+    forward pass, reset with the traces.
 
     *Random feedback.* Output errors of every output leaf are read as
     ``(*b, n_k)`` (``b`` the batch axes shared by the outputs) and
@@ -113,7 +102,7 @@ class EProp(ParamDimVjpAlgorithm):
     ----------
     model : brainstate.nn.Module
         The model; weights learned online go through ETP primitives.
-    feedback : {'symmetric', 'total', 'random'}, default 'symmetric'
+    feedback : {'symmetric', 'random'}, default 'symmetric'
     kappa_filter_decay : float, default 0.0
         ``κ`` in ``[0, 1)``; typically the decay of the leaky readout.
     random_feedback_key : int or jax PRNG key, optional
@@ -246,18 +235,17 @@ class EProp(ParamDimVjpAlgorithm):
         view = dict(traces)
         for key, fkey in self._filtered_keys():
             view[key] = traces[fkey]
-        return _reference_correction(self, self._contract(view, data.operands, delta), data, delta)
+        return self._contract(view, data.operands, delta)
 
     # -- the learning signal ----------------------------------------------------
     def _compute_learning_signal(self, dl_dh: dict, **context: Any) -> dict:
         assert self.graph is not None  # the learner calls its hooks after compile_graph
         if self.feedback == "symmetric":
             return dl_dh
-        total = total_learning_signal(self.graph, context["invals"], context["out_cts"])
-        out = {gi: total.get(gi, d) for gi, d in dl_dh.items()}
+        out = dict(dl_dh)
         if self.feedback == "random":
             err = output_error(context["out_cts"], self._batch)
             for gi, fb in self.feedback_matrices.items():
                 g = self.graph.hidden_groups[gi]
                 out[gi] = project_to_group(fb.matrix, err, g, dl_dh[gi].dtype)
-        return _with_reference(self, out, dl_dh, total)
+        return out

@@ -42,7 +42,6 @@ __all__ = [
     "output_error",
     "layer_size",
     "project_to_group",
-    "total_learning_signal",
 ]
 
 
@@ -331,80 +330,6 @@ def project_to_group(matrix: jax.Array, y: jax.Array, group, dtype: Any) -> jax.
     of (position, state) over ``V[len(b):] + (S,)``."""
     proj = y.astype(dtype) @ matrix.astype(dtype)
     return proj.reshape(tuple(group.varshape) + (group.num_state,))
-
-
-def total_learning_signal(graph, invals, out_cts) -> dict[int, jax.Array]:
-    r"""``{group: ∂L^t/∂h_g^t}`` with every other value of the step free to respond.
-
-    The learners' ``δ`` holds the *other* hidden states' new values fixed: a
-    layer read out by a stateful readout has ``δ = 0`` there, its same-step
-    credit lying in the instantaneous gradient. This is the total same-step
-    derivative (previous states fixed, no cotangent on the new states), i.e.
-    the signal that a feedback projection of the output error stands in for.
-    """
-    minfo = graph.module_info
-    jaxpr = minfo.jaxpr
-    slots = {s.path: s for s in minfo.hidden_slots}
-    var_of = {p: jaxpr.outvars[slots[p].outvars[0]] for g in graph.hidden_groups for p in g.hidden_paths}
-    var_of = {p: v for p, v in var_of.items() if not is_literal(v)}
-
-    def outputs(pert):
-        add = {v: pert[p] for p, v in var_of.items()}
-        env: dict[Any, Any] = dict(zip(jaxpr.constvars, minfo.closed_jaxpr.consts))
-
-        def put(v, val):
-            env[v] = val + add[v] if v in add else val
-
-        def read(v):
-            return v.val if is_literal(v) else env[v]
-
-        for v, a in zip(jaxpr.invars, invals):
-            put(v, a)
-        for eqn in jaxpr.eqns:
-            for v, o in zip(eqn.outvars, eval_eqn(eqn, [read(v) for v in eqn.invars])):
-                put(v, o)
-        return [read(v) for v in jaxpr.outvars[: minfo.num_out_leaves]]
-
-    zeros = {p: jnp.zeros(v.aval.shape, v.aval.dtype) for p, v in var_of.items()}
-    _, vjp = jax.vjp(outputs, zeros)
-    (ct,) = vjp(list(out_cts))
-    return {
-        g.index: g.pack({p: ct[p] if p in ct else jnp.zeros_like(zeros[p]) for p in g.hidden_paths})
-        for g in graph.hidden_groups
-        if all(p in var_of for p in g.hidden_paths)
-    }
-
-
-_REFERENCE = "reference"
-
-
-def _with_reference(learner, signal: dict, dl_dh: dict, total: dict) -> dict:
-    """Attach ``Δ = δ_total - δ`` to a replaced signal, for :func:`_reference_correction`."""
-    out = dict(signal)
-    out[_REFERENCE] = {gi: total[gi] - dl_dh[gi] for gi in dl_dh if gi in total}
-    return out
-
-
-def _reference_correction(learner, contrib: dict, data, signal: dict) -> dict:
-    r"""Subtract ``i(Δ)`` from the contributions of relations whose leaves keep an
-    instantaneous gradient, so that ``\bar θ_{imm} - i(δ) + c - i(Δ) = \bar θ_{imm} - i(δ_{total}) + c``:
-    a replaced signal stands for the whole same-step credit of the group."""
-    from .vjp import _imm_contributions, _layout
-
-    ref = signal.get(_REFERENCE)
-    layout = _layout(learner)
-    if not ref or not layout.uncovered:
-        return contrib
-    imm = _imm_contributions(layout, data, ref)
-    out = dict(contrib)
-    for ri, parts in imm.items():
-        acc = dict(out.get(ri, {}))
-        _add(acc, {n: -v for n, v in parts.items()})
-        out[ri] = acc
-    return out
-
-
-# -- private helpers of the learners ------------------------------------------------
 
 
 def _paths(group) -> str:

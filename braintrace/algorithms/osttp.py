@@ -22,13 +22,10 @@ from .helpers import (
     FixedRandomFeedback,
     _abort_compile,
     _paths,
-    _reference_correction,
-    _with_reference,
     layer_size,
     output_batch_shape,
     output_groups,
     project_to_group,
-    total_learning_signal,
 )
 
 __all__ = ["OSTTP"]
@@ -269,8 +266,7 @@ class OSTTP(ParamDimVjpAlgorithm):
     def _compute_learning_signal(self, dl_dh: dict, **context: Any) -> dict:
         assert self.graph is not None  # the learner calls its hooks after compile_graph
         signal = context.get("signal", ())
-        total = total_learning_signal(self.graph, context["invals"], context["out_cts"])
-        out = {gi: total.get(gi, d) for gi, d in dl_dh.items()}
+        out = dict(dl_dh)
         for gi, m in self.feedback_matrices.items():
             g = self.graph.hidden_groups[gi]
             if isinstance(signal, tuple) and not signal:
@@ -278,9 +274,4 @@ class OSTTP(ParamDimVjpAlgorithm):
             else:
                 on = jnp.asarray(signal["on"], dl_dh[gi].dtype)
                 out[gi] = on * project_to_group(m, signal["y"], g, dl_dh[gi].dtype)
-        return _with_reference(self, out, dl_dh, total)
-
-    def trace_contributions(
-        self, traces: Mapping[str, Any], data: StepTraceData, delta: dict, count: jax.Array
-    ) -> dict:
-        return _reference_correction(self, super().trace_contributions(traces, data, delta, count), data, delta)
+        return out

@@ -6,18 +6,20 @@ r"""Evaluating a compiled step with the hooks the learners need.
   derivatives see weight interactions as inputs, not dynamics (DESIGN.md §3);
 * add a perturbation to chosen ETP outputs ``y`` (for ``df = ∂h/∂y``);
 * add zero perturbations ``p`` to the hidden states' new values (the learning
-  signal ``δ = ∂L/∂h^t`` is the cotangent of ``p``); this is a two-pass
-  rewrite: the states are computed from unperturbed values, and everything
-  downstream of them (readouts, the returned state values) is recomputed from
-  the perturbed ones. ``δ`` is thus the partial derivative with respect to each
-  hidden state, holding the other hidden states of the same step fixed, as the
-  RTRL state-space formula requires;
+  signal ``δ = ∂L/∂h^t`` is the cotangent of ``p``). For each hidden group the
+  states are computed from unperturbed values and everything downstream of the
+  group's new values (readouts, later layers, the other groups' new values,
+  the returned state values) is recomputed from the perturbed ones, while the
+  group's own other members stay fixed. ``δ_g`` is thus the derivative of the
+  step's loss with respect to group ``g``'s state, the rest of the step
+  responding, which is what the per-group traces (whose ``D`` and ``df`` hold
+  the other groups' new values constant) need;
 * record the operands of chosen ETP equations (``x`` and trainable inputs).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -36,6 +38,8 @@ def evaluate_step(
     cut: bool = False,
     y_perturb: Mapping[int, Any] | None = None,
     hidden_perturb: Mapping[Any, Any] | None = None,
+    perturb_groups: Sequence[Sequence[Any]] | None = None,
+    stop_hidden: Collection[Any] = (),
     record: Sequence[int] = (),
 ) -> tuple[list[Any], dict[int, list[Any]]]:
     """Evaluate the step.
@@ -52,6 +56,14 @@ def evaluate_step(
         ``{eqn_index: value}`` added to the output of those ETP equations.
     hidden_perturb : mapping, optional
         ``{hidden path: value}`` added to the hidden states' new values (two-pass).
+    perturb_groups : sequence of sequences of paths, optional
+        The hidden groups. The derivative with respect to a perturbation of
+        group ``g`` sees every other group respond within the step but holds
+        the other members of ``g`` fixed. Default: one group of all states
+        (every state held fixed).
+    stop_hidden : collection of paths
+        Hidden states whose new values are treated as constants by
+        derivatives (``stop_gradient`` where they are computed).
     record : sequence of int
         ETP equation indices whose operands are returned.
 
@@ -86,6 +98,7 @@ def evaluate_step(
     for v, a in zip(jaxpr.invars, invals):
         env[v] = a
 
+    stop_vars = {jaxpr.outvars[slot.outvars[0]] for slot in minfo.hidden_slots if slot.path in stop_hidden}
     recorded: dict[int, list[Any]] = {}
     for i, eqn in enumerate(jaxpr.eqns):
         ops = [read(env, v) for v in eqn.invars]
@@ -100,42 +113,54 @@ def evaluate_step(
             k = entry.y_outvar_index if entry is not None else 0
             outs[k] = outs[k] + y_perturb[i]
         for v, o in zip(eqn.outvars, outs):
-            env[v] = o
+            env[v] = jax.lax.stop_gradient(o) if v in stop_vars else o
+    for v in jaxpr.invars:
+        if v in stop_vars:
+            env[v] = jax.lax.stop_gradient(env[v])
 
+    outvals = [read(env, v) for v in jaxpr.outvars]
     if not hidden_perturb:
-        return [read(env, v) for v in jaxpr.outvars], recorded
+        return outvals, recorded
 
-    # pass 2: hidden states' new values perturbed, downstream recomputed
-    hidden_out = {}
-    for slot in minfo.hidden_slots:
-        if slot.path in hidden_perturb:
-            hidden_out[slot.outvars[0]] = slot.path
-    env2: dict[Any, Any] = {}
-    pinned = set()
-    for k, path in hidden_out.items():
-        v = jaxpr.outvars[k]
-        if is_literal(v):
+    # pass 2, once per group: the group's new values perturbed (its members held
+    # fixed), everything downstream recomputed from stopped pass-1 values; the
+    # result enters the outputs as `o2 - stop_gradient(o2)` (zero in value, the
+    # perturbation's derivative in gradient)
+    slot_of = {slot.path: slot for slot in minfo.hidden_slots}
+    groups = [tuple(hidden_perturb)] if perturb_groups is None else [tuple(g) for g in perturb_groups]
+    for group in groups:
+        members = [p for p in group if p in hidden_perturb and p in slot_of]
+        if not members:
             continue
-        env2[v] = env[v] + hidden_perturb[path]
-        pinned.add(v)
+        pinned_k = {slot_of[p].outvars[0]: p for p in group if p in slot_of}
+        env2: dict[Any, Any] = {}
+        pinned = set()
+        for k, path in pinned_k.items():
+            v = jaxpr.outvars[k]
+            if is_literal(v):
+                continue
+            pinned.add(v)
+            if path in hidden_perturb:
+                env2[v] = jax.lax.stop_gradient(env[v]) + hidden_perturb[path]
 
-    def read2(v):
-        if is_literal(v):
-            return v.val
-        return env2[v] if v in env2 else env[v]
+        def read2(v, env2=env2):
+            if is_literal(v):
+                return v.val
+            return env2[v] if v in env2 else jax.lax.stop_gradient(env[v])
 
-    for eqn in jaxpr.eqns:
-        if not any((not is_literal(v)) and v in env2 for v in eqn.invars):
-            continue
-        outs = eval_eqn(eqn, [read2(v) for v in eqn.invars])
-        for v, o in zip(eqn.outvars, outs):
-            if v not in pinned:
-                env2[v] = o
-
-    outvals = []
-    for k, v in enumerate(jaxpr.outvars):
-        if is_literal(v) and k in hidden_out:
-            outvals.append(v.val + hidden_perturb[hidden_out[k]])
-        else:
-            outvals.append(read2(v))
+        for eqn in jaxpr.eqns:
+            if not any((not is_literal(v)) and v in env2 for v in eqn.invars):
+                continue
+            outs = eval_eqn(eqn, [read2(v) for v in eqn.invars])
+            for v, o in zip(eqn.outvars, outs):
+                if v not in pinned:
+                    env2[v] = o
+        for k, v in enumerate(jaxpr.outvars):
+            if is_literal(v):
+                if k in pinned_k and pinned_k[k] in hidden_perturb:
+                    p = hidden_perturb[pinned_k[k]]
+                    outvals[k] = outvals[k] + (p - jax.lax.stop_gradient(p))
+            elif v in env2:
+                o2 = env2[v]
+                outvals[k] = outvals[k] + (o2 - jax.lax.stop_gradient(o2))
     return outvals, recorded

@@ -219,9 +219,13 @@ def _analyze(
 
         target_groups: list[HiddenGroup] = []
         for g in groups:
-            if not any(p in hidden_direct for p in g.hidden_paths):
-                continue
             gpaths = tuple(g.hidden_paths)
+            # the group's own tail: other groups' new values are not walked through
+            # (their responses reach the loss through this group's learning signal)
+            others = {v for v, p in hidden_out.items() if p not in gpaths}
+            reach_g = usedef.forward([y], through=flows, stop=others)
+            if not any(v in reach_g for v, p in hidden_out.items() if p in gpaths):
+                continue
             y_align = layout_of(y_shape, g.varshape, False)
             if y_align is None:
                 records.append(
@@ -239,7 +243,7 @@ def _analyze(
                     )
                 )
                 continue
-            align = propagate_alignment(usedef, {y: y_align}, g.varshape, through=flows)
+            align = propagate_alignment(usedef, {y: y_align}, g.varshape, through=flows, stop=others)
             members = {minfo.hidden_out_var(s): s for s in minfo.hidden_slots if s.path in gpaths}
             ok = all(
                 v not in align or align[v] == (0, 1 if s.has_state_axis else 0) for v, s in members.items()
@@ -263,20 +267,17 @@ def _analyze(
         if not target_groups:
             continue
         traced_paths = {p for g in target_groups for p in g.hidden_paths}
-        before_hidden = usedef.forward([y], stop=set(hidden_out))
-        # covered: every effect of y reaches the outputs through traced hidden
-        # states, and no path from y to a hidden state passes another trainable
-        # primitive (df, computed with those data inputs cut, would miss it)
-        on_path = reach_all & usedef.backward(list(hidden_out))
-        blocked_on_path = any(
-            i != ei and is_blocking(i)
-            and any((not is_literal(v)) and v in on_path for v in jaxpr.eqns[i].invars)
-            and any(o in on_path for o in jaxpr.eqns[i].outvars)
-            for i in range(len(jaxpr.eqns))
+        traced_vars = {v for v, p in hidden_out.items() if p in traced_paths}
+        # covered: every path from y to the step's outputs first reaches a traced
+        # hidden state (whose learning signal carries everything downstream of
+        # it), without passing another trainable primitive on the way (df, taken
+        # with those data inputs cut, would miss it)
+        first = usedef.forward([y], stop=traced_vars)
+        outputs = non_hidden_out | set(hidden_out)
+        blocked_first = any(
+            i != ei and is_blocking(i) for v in first for i, _ in usedef.consumers.get(v, ())
         )
-        covered = (
-            not (before_hidden & non_hidden_out) and hidden_all <= traced_paths and not blocked_on_path
-        )
+        covered = not ((first & outputs) - traced_vars) and not blocked_first
         blockers = {
             i
             for v in reach_direct

@@ -201,13 +201,19 @@ class ETraceGraphExecutor:
         """Output values of the step (model output leaves, then state leaves)."""
         return evaluate_step(self.minfo, invals)[0]
 
-    def _cut_hidden_fn(self, invals, hidden_paths, eqn=None):
-        """``h (subset) [, y perturbation] -> new hidden values`` with ETP data inputs cut."""
+    def _cut_hidden_fn(self, invals, group: HiddenGroup, eqn=None):
+        """``h (subset) [, y perturbation] -> new hidden values``, ETP data inputs cut and the
+        other groups' new values held constant (their dynamics are not this group's)."""
+        others = tuple(p for p in self._hidden if p not in group.hidden_paths)
 
         def fn(h_sub, ypert=None):
             iv = self.with_hidden(invals, h_sub)
             out, _ = evaluate_step(
-                self.minfo, iv, cut=True, y_perturb=None if eqn is None else {eqn: ypert}
+                self.minfo,
+                iv,
+                cut=True,
+                y_perturb=None if eqn is None else {eqn: ypert},
+                stop_hidden=others,
             )
             return self.hidden_outputs(out)
 
@@ -217,7 +223,7 @@ class ETraceGraphExecutor:
         """Exact per-position blocks ``D[v, s, s'] = ∂h_s^t[v] / ∂h_{s'}^{t-1}[v]`` (cut)."""
         hvals = self.hidden_values(invals)
         members = {p: hvals[p] for p in group.hidden_paths}
-        fn = self._cut_hidden_fn(invals, group.hidden_paths)
+        fn = self._cut_hidden_fn(invals, group)
         packed = group.pack(members)
         S = group.num_state
 
@@ -242,13 +248,14 @@ class ETraceGraphExecutor:
     def output_derivative(
         self, invals: Sequence[Any], relation: HiddenParamOpRelation, y_shape: tuple[int, ...], dtype: Any
     ) -> dict[int, jax.Array]:
-        """``df[g] = ∂h_g^t / ∂y`` for every group the relation reaches, ``(*V, S)`` each."""
-        fn = self._cut_hidden_fn(invals, (), eqn=relation.eqn_index)
+        """``df[g] = ∂h_g^t / ∂y`` for every group the relation reaches, ``(*V, S)`` each
+        (the other groups' new values held constant)."""
         zeros = jnp.zeros(y_shape, dtype)
-        _, tout = jax.jvp(lambda q: fn({}, q), (zeros,), (jnp.ones(y_shape, dtype),))
         out = {}
         for gi in relation.hidden_groups:
             g = self.graph.hidden_groups[gi]
+            fn = self._cut_hidden_fn(invals, g, eqn=relation.eqn_index)
+            _, tout = jax.jvp(lambda q: fn({}, q), (zeros,), (jnp.ones(y_shape, dtype),))
             out[gi] = g.pack({p: tout[p] for p in g.hidden_paths})
         return out
 
@@ -308,7 +315,8 @@ class ETraceVjpGraphExecutor(ETraceGraphExecutor):
             iv = list(invals)
             for i, v in zip(diff_invars, diff_vals):
                 iv[i] = v
-            return evaluate_step(self.minfo, iv, hidden_perturb=p)[0]
+            groups = [g.hidden_paths for g in self.graph.hidden_groups]
+            return evaluate_step(self.minfo, iv, hidden_perturb=p, perturb_groups=groups)[0]
 
         return jax.vjp(fn, tuple(invals[i] for i in diff_invars), pert.zeros())
 

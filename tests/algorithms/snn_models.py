@@ -96,7 +96,7 @@ class TwoLayer(brainstate.nn.Module):
     no hidden state (instantaneous gradient). Per step, with ``e = ∂L/∂out``:
     ``D_h = a``, ``df_h = (1-a)(1 - tanh²(y))``, ``D_r = κ_r``, ``df_r = 1``;
     the learners' ``δ`` (other new hidden values fixed) is ``δ_r = e``,
-    ``δ_h = e Vᵀ``; the same-step total signal of ``h`` is ``e (U + V)ᵀ``.
+    ``δ_h = e (U + V)ᵀ`` (the readout, another group, responds within the step).
     """
 
     def __init__(self, n_in=3, n_h=4, n_out=2, batch=None, seed=0, kappa_r=0.6):

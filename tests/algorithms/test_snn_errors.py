@@ -46,7 +46,7 @@ def test_leak_outside_unit_interval_is_a_value_error(cls, bad):
     [
         (lambda m: braintrace.OTTT(m, "B", leak=0.5), "('A', 'O')"),
         (lambda m: braintrace.OTPE(m, "exact", leak=0.5), "('full', 'approx')"),
-        (lambda m: braintrace.EProp(m, feedback="sym"), "('symmetric', 'total', 'random')"),
+        (lambda m: braintrace.EProp(m, feedback="sym"), "('symmetric', 'random')"),
         (lambda m: braintrace.OSTTP(m, [], target_timing="start"), "('per-step', 'end')"),
     ],
 )
@@ -65,7 +65,6 @@ def test_bad_kappa(bad):
     "make",
     [
         lambda m: braintrace.EProp(m, "random", vjp_method="multi-step"),
-        lambda m: braintrace.EProp(m, "total", vjp_method="multi-step"),
         lambda m: braintrace.EProp(m, kappa_filter_decay=0.5, vjp_method="multi-step"),
         lambda m: braintrace.OTTT(m, leak=0.5, vjp_method="multi-step"),
         lambda m: braintrace.OSTTP(m, [np.zeros((2, 4))], vjp_method="multi-step"),

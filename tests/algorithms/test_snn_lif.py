@@ -35,7 +35,6 @@ def learners(net):
         "D_RTRL": lambda m: braintrace.D_RTRL(m),
         "EProp(symmetric)": lambda m: braintrace.EProp(m),
         "EProp(symmetric, κ)": lambda m: braintrace.EProp(m, kappa_filter_decay=KAPPA),
-        "EProp(total, κ)": lambda m: braintrace.EProp(m, "total", kappa_filter_decay=KAPPA),
         "EProp(random, κ)": lambda m: braintrace.EProp(m, "random", kappa_filter_decay=KAPPA, random_feedback_key=0),
         "OSTLRecurrent": lambda m: braintrace.OSTLRecurrent(m),
         "OSTLFeedforward(0.9)": lambda m: braintrace.OSTLFeedforward(m, decay_or_rank=0.9),

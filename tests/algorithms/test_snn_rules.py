@@ -41,14 +41,14 @@ def by_hand(rule, model, xs, targets, *, kappa=0.0, leak=None, B=None, ystar=Non
     ``h = a h + (1-a) tanh(x W + b)``, ``r = κ_r r + h U``, ``out = r + h V``,
     ``L^t = ½|out - target|²``, ``e = out - target``: ``D_h = a``,
     ``df_h = (1-a)(1 - tanh²)``, ``D_r = κ_r``, ``df_r = 1``, ``δ_r = e``,
-    ``δ_h = e Vᵀ`` (``r``'s new value held fixed), total same-step signal
-    ``e (U+V)ᵀ``.
+    ``δ_h = e (U+V)ᵀ`` (the readout ``r``, another group, responds within the
+    step).
 
     The hidden layer's signal ``L_h`` is ``δ_h`` for the rules on the plain
-    ``δ`` (D_RTRL, e-prop 'symmetric', OTTT, OTPE), whose ``W`` also keeps
-    the instantaneous gradient of the path through ``r`` (``x ⊗ df_h e Uᵀ``);
-    it is the whole same-step credit for e-prop 'total' (``e (U+V)ᵀ``),
-    'random' (``e B``) and OSTTP (``on·y* B``). ``V`` gets ``h ⊗ e``.
+    ``δ`` (D_RTRL, e-prop 'symmetric', OTTT, OTPE); ``e B`` for e-prop
+    'random' and ``on·y* B`` for OSTTP. ``V`` gets ``h ⊗ e``. Every path from
+    ``W`` to the loss passes ``h``'s new value, so ``W`` has no extra
+    instantaneous term.
     """
     W, bW, U, V, a, kr, h, r = to_numpy(model.numpy())
     xs, targets = np.asarray(xs), np.asarray(targets)
@@ -61,7 +61,6 @@ def by_hand(rule, model, xs, targets, *, kappa=0.0, leak=None, B=None, ystar=Non
     fW, fb = z(N_IN, N_H), z(N_H)  # κ-filtered
     ax, ah, ab = z(N_IN), z(N_H), z(N_H)  # presynaptic traces (ab: the bias factor, 1)
     Fh, Fr = z(N_H), z(N_OUT)  # postsynaptic traces (OTPE approx)
-    replaced = rule in ("eprop_total", "eprop_random", "osttp")
     out = []
     for t in range(xs.shape[0]):
         x = xs[t]
@@ -71,15 +70,13 @@ def by_hand(rule, model, xs, targets, *, kappa=0.0, leak=None, B=None, ystar=Non
         e = r + h @ V - targets[t]
         dfh, dfr = (1 - a) * (1 - th**2), np.ones_like(r)
         d_r = e
-        if rule == "eprop_total":
-            L_h = e @ (U + V).T
-        elif rule == "eprop_random":
+        if rule == "eprop_random":
             L_h = e @ B
         elif rule == "osttp":
             L_h = on[t] * (ystar[t] @ B)
         else:
-            L_h = e @ V.T
-        if rule in ("d_rtrl", "eprop", "eprop_total", "eprop_random", "osttp"):
+            L_h = e @ (U + V).T
+        if rule in ("d_rtrl", "eprop", "eprop_random", "osttp"):
             eW = a * eW + outer(x, dfh)  # D_h = a acts on the postsynaptic axis
             eb = a * eb + dfh
             eU = kr * eU + outer(h, dfr)
@@ -102,8 +99,6 @@ def by_hand(rule, model, xs, targets, *, kappa=0.0, leak=None, B=None, ystar=Non
             gW, gb, gU = contract(ax, Fh / n * L_h), bsum(eb * L_h), contract(ah, Fr / n * d_r)
         else:
             raise ValueError(rule)
-        if not replaced:  # the instantaneous gradient of the path through r's new value
-            gW, gb = gW + contract(x, dfh * (e @ U.T)), gb + bsum(dfh * (e @ U.T))
         out.append({("W",): {"weight": gW, "bias": gb}, ("U",): {"weight": gU}, ("V",): contract(h, e)})
     return out
 
@@ -140,7 +135,6 @@ def per_step_err(got, want):
 LEARNERS = {
     "d_rtrl": (lambda m: braintrace.D_RTRL(m), {}),
     "eprop": (lambda m: braintrace.EProp(m, kappa_filter_decay=KAPPA), {"kappa": KAPPA}),
-    "eprop_total": (lambda m: braintrace.EProp(m, "total", kappa_filter_decay=KAPPA), {"kappa": KAPPA}),
     "ottt_A": (lambda m: braintrace.OTTT(m, "A", leak=LEAK), {"leak": LEAK}),
     "ottt_O": (lambda m: braintrace.OTTT(m, "O", leak=LEAK), {"leak": LEAK}),
     "otpe_full": (lambda m: braintrace.OTPE(m, "full", leak=LEAK), {"leak": LEAK}),
@@ -158,7 +152,7 @@ def test_each_step_equals_the_rule_written_by_hand(f64, rule, batch):
     assert per_step_err(got, want) < 1e-10
 
 
-@pytest.mark.parametrize("rule", ["eprop", "eprop_total", "ottt_A", "otpe_approx"])
+@pytest.mark.parametrize("rule", ["eprop", "ottt_A", "otpe_approx"])
 def test_windows_sum_the_same_steps(f64, rule):
     """MultiStepData windows of 2 and 3 steps: the rule still runs step by step (counts in steps)."""
     model = TwoLayer(batch=2)
@@ -213,8 +207,8 @@ def test_eprop_random_signal_hook_maps_the_output_error(f64):
     out = learner._compute_learning_signal(dl, out_cts=(e,), signal=(), data=None, count=0, traces=None, invals=iv)
     B = np.asarray(learner.feedback_matrices[gh].matrix)
     np.testing.assert_allclose(np.asarray(out[gh])[..., 0], np.asarray(e) @ B, rtol=1e-12)
-    # the readout keeps the true signal of the error: here ∂L/∂r = e
-    np.testing.assert_allclose(np.asarray(out[gr])[..., 0], np.asarray(e), rtol=1e-12)
+    # the readout (an output group) keeps its true learning signal, untouched
+    np.testing.assert_array_equal(np.asarray(out[gr]), np.asarray(dl[gr]))
 
 
 # -- OSTTP ----------------------------------------------------------------------------
@@ -240,7 +234,7 @@ def test_osttp_learning_signal_is_the_projected_target(f64):
     sig = np.asarray(out[gh])[..., 0]
     assert np.abs(sig).min() > 0  # the reference library's signal was always zero
     np.testing.assert_allclose(sig, np.asarray(y) @ B, rtol=1e-12)
-    np.testing.assert_allclose(np.asarray(out[gr])[..., 0], np.asarray(e), rtol=1e-12)  # the true error
+    np.testing.assert_array_equal(np.asarray(out[gr]), np.asarray(dl[gr]))  # the true signal, untouched
     none = learner._compute_learning_signal(dl, signal=(), **ctx)
     assert float(jnp.abs(none[gh]).max()) == 0.0
 
