@@ -181,5 +181,9 @@ def test_lif_with_leaky_readout_equals_the_diagonal_reference(f64):
         learner.compile_graph(xs[0])
     assert sorted(head(r.weight_path) for r in learner.graph.hidden_param_op_relations) == ["inp", "readout"]
     ref, _ = O.rtrl_reference(model, xs, loss, mode="diagonal", online=online_spec(learner.graph))
+    inst, _ = O.instantaneous_grads(model, xs, loss)
     got, _ = online_grads(learner, xs, loss)
     assert O.tree_max_rel_err(got, ref) < 1e-9
+    # the spiking layer's learning signal passes through the readout: its input
+    # weight gets trace credit, not only its instantaneous gradient
+    assert O.tree_max_rel_err(got[("inp", "weight")], inst[("inp", "weight")]) > 1e-3
