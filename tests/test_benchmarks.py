@@ -1,0 +1,93 @@
+"""Smoke test of ``benchmarks/``: the smallest config runs and the table / JSON / targets have their shape.
+
+Timings are never checked (they are measurements, not properties).
+"""
+
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import run
+from benchmarks.methods import method_names, parse_method
+
+METHODS = ["forward", "es_d_rtrl", "es_d_rtrl_ms5", "bptt"]
+MEMORY_ONLY = ["bptt"]  # compiled only at T=10 (fewer compiles: a quicker test)
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "results.json"
+    argv = [
+        "--models", "gru-8", "--T", "5", "--memory-only-T", "10", "--windows", "5", "--batch", "2",
+        "--methods", ",".join(METHODS), "--warmup", "1", "--repeats", "1", "--time-budget", "0",
+        "--memory-only-methods", ",".join(MEMORY_ONLY), "--isolate", "none", "--out", str(out),
+    ]
+    returned = run.main(argv)
+    with open(out) as f:
+        return returned, json.load(f)
+
+
+def test_json_structure(result):
+    returned, saved = result
+    assert set(saved) == {"meta", "results", "targets"}
+    assert saved["meta"]["machine"]["backend"] and saved["meta"]["options"]["isolate"] == "none"
+    timed = [r for r in saved["results"] if r["config"]["T"] == 5]
+    compiled = [r for r in saved["results"] if r["config"]["T"] == 10]
+    assert [r["method"] for r in timed] == METHODS
+    assert [r["method"] for r in compiled] == MEMORY_ONLY
+    for r in timed:
+        assert r["status"] == "ok", r.get("reason")
+        assert r["config"] == {"kind": "gru", "size": 8, "T": 5, "batch": 2, "n_in": 32, "n_out": 10}
+        assert len(r["times_s"]) == 1 and r["time_s"] > 0 and r["time_per_step_s"] == pytest.approx(r["time_s"] / 5)
+        for key in ("temp_bytes", "argument_bytes", "output_bytes", "compile_s", "lower_s", "rss_peak_mb"):
+            assert r[key] >= 0, key
+    for r in compiled:
+        assert r["status"] == "memory-only" and "temp_bytes" in r and "time_s" not in r
+    # the forward pass, BPTT and the online methods compute the same summed loss
+    losses = [r["loss"] for r in timed]
+    assert max(losses) == pytest.approx(min(losses), rel=1e-4)
+    assert returned["results"] == saved["results"]
+
+
+def test_table_rows_and_targets(result):
+    _, saved = result
+    table = run.format_table(saved["results"])
+    lines = table.splitlines()
+    assert lines[0] == "| config | method | time/seq | time/step | × forward | temp MiB | RSS MiB | compile s |"
+    rows = [line for line in lines[2:] if line.startswith("| GRU-8")]
+    assert len(rows) == len(saved["results"])
+    assert all(row.count("|") == 9 for row in rows)
+    assert "memory-only" in table and "Not timed:" in table
+    names = [t["target"] for t in saved["targets"]]
+    assert any("bptt: temp memory T=10 / T=5" in n for n in names)
+    assert "GRU-8 B=2 T=5: es_d_rtrl step / forward step" in names
+    assert "GRU-8 B=2 T=5: es_d_rtrl_ms5 step / forward step" in names
+    gru512 = [t for t in saved["targets"] if t["target"].startswith("GRU-512")]
+    assert gru512 and all(t["passed"] is None and t["measured"] is None for t in gru512)
+    for t in saved["targets"]:
+        assert set(t) == {"target", "limit", "measured", "passed", "detail"}
+    text = run.format_targets(saved["targets"])
+    assert "(pass" in text or "(fail" in text
+    assert "n/a (not timed in this run" in text
+
+
+def test_method_names():
+    assert method_names([10]) == ["forward", "es_d_rtrl", "es_d_rtrl_ms10", "d_rtrl_ms10", "d_rtrl", "bptt"]
+    assert method_names([10], ["ms", "win"])[2:6] == ["es_d_rtrl_ms10", "d_rtrl_ms10", "es_d_rtrl_win10", "d_rtrl_win10"]
+    assert parse_method("es_d_rtrl_ms100") == ("es_d_rtrl", 100, "multi-step")
+    assert parse_method("d_rtrl_win5") == ("d_rtrl", 5, "single-step")
+    with pytest.raises(ValueError, match="unknown method"):
+        parse_method("rtrl")
+
+
+def test_plot(result, tmp_path):
+    pytest.importorskip("matplotlib")
+    from benchmarks.plot import plot_results
+
+    out = plot_results(result[1], str(tmp_path / "plot.png"))
+    with open(out, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
