@@ -40,7 +40,7 @@ def online_gradients(
     *,
     reset: bool = True,
     batch_size: int | None = None,
-    window: int | None = None,
+    window: int | str | None = "auto",
 ) -> tuple[dict, jax.Array]:
     r"""Online gradients of a sequence loss, accumulated inside one ``scan``.
 
@@ -62,13 +62,16 @@ def online_gradients(
         Reset the model's states and the traces before the sequence.
     batch_size : int, optional
         Batch size used by the reset (``None`` for unbatched models).
-    window : int, optional
+    window : int, None or 'auto', default 'auto'
         Feed the learner ``window`` steps at a time as :class:`MultiStepData`.
         With ``vjp_method='single-step'`` the gradient is the same, but D_RTRL
         and ES_D_RTRL read and write their traces once per window instead of
         once per step (much faster for large traces). With
         ``vjp_method='multi-step'`` each window is differentiated exactly. ``T``
-        must be a multiple of ``window``.
+        must be a multiple of ``window``. ``None``: one step at a time.
+        ``'auto'``: the learner's ``default_window`` (D_RTRL: the largest
+        divisor of ``T`` up to 32; ES_D_RTRL and others: one step at a time,
+        which measures faster for their small traces).
 
     Returns
     -------
@@ -105,6 +108,8 @@ def online_gradients(
         learner.reset_state(batch_size)
 
     T = int(jnp.shape(jax.tree.leaves(inputs)[0])[0])
+    if window == "auto":
+        window = _auto_window(learner, T)
     if window is not None:
         if int(window) < 1 or T % int(window):
             raise ValueError(
@@ -113,7 +118,8 @@ def online_gradients(
         K = int(window)
         inputs, targets = jax.tree.map(lambda a: a.reshape((T // K, K) + a.shape[1:]), (inputs, targets))
 
-    def step(acc, xy):
+    def step(carry, xy):
+        acc, total = carry
         x, y = xy
 
         def loss_t():
@@ -123,11 +129,21 @@ def online_gradients(
             return jnp.sum(jax.vmap(loss_fn)(outs, y))
 
         g, value = brainstate.transform.grad(loss_t, params, return_value=True)()
-        return jax.tree.map(jnp.add, acc, g), value
+        return (jax.tree.map(jnp.add, acc, g), total + value), None
 
     zeros = jax.tree.map(jnp.zeros_like, {k: v.value for k, v in params.items()})
-    grads, losses = brainstate.transform.scan(step, zeros, (inputs, targets))
-    return grads, jnp.sum(losses)
+    # the loss is summed in the carry: nothing in this loop grows with T
+    (grads, total), _ = brainstate.transform.scan(step, (zeros, jnp.zeros(())), (inputs, targets))
+    return grads, total
+
+
+def _auto_window(learner: ETraceAlgorithm, T: int) -> int | None:
+    """The largest divisor of ``T`` up to the learner's ``default_window`` (``None`` if it has none)."""
+    limit = getattr(learner, "default_window", None)
+    if not limit or getattr(learner, "vjp_method", "single-step") != "single-step":
+        return None
+    best = max(k for k in range(1, min(int(limit), T) + 1) if T % k == 0)
+    return best if best > 1 else None
 
 
 def bptt_gradients(

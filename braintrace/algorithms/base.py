@@ -274,6 +274,10 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
         self.vjp_method = vjp_method
         self._fns: dict[str, Any] = {}
 
+    #: Preferred ``MultiStepData`` window of :func:`braintrace.online_gradients`
+    #: (``window='auto'``); ``None``: one step at a time.
+    default_window: int | None = None
+
     def _on_compile(self) -> None:
         self._fns = {}
 

@@ -132,6 +132,10 @@ class ParamDimVjpAlgorithm(ETraceVjpAlgorithm):
     [('Wf', 'weight'), ('Wh', 'weight')]
     """
 
+    #: D_RTRL's traces are weight-sized: a window reads and writes them once
+    #: (see :meth:`window_update`), many times faster than once per step.
+    default_window: int | None = 32
+
     def __init__(
         self,
         model: Any,

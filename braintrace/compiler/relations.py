@@ -275,7 +275,7 @@ def _analyze(
         first = usedef.forward([y], stop=traced_vars)
         outputs = non_hidden_out | set(hidden_out)
         blocked_first = any(
-            i != ei and is_blocking(i) for v in first for i, _ in usedef.consumers.get(v, ())
+            i != ei and is_blocking(i) for v in first - traced_vars for i, _ in usedef.consumers.get(v, ())
         )
         covered = not ((first & outputs) - traced_vars) and not blocked_first
         blockers = {

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from .registry import ETPPrimitive, define_primitive
-from .trace_rules import Array, apply_block, broadcast_leading
+from .trace_rules import Array, apply_block, broadcast_leading, contract_weight_layout
 from .units import check_float, mantissa_in, split_unit, unit_product, with_unit
 
 __all__ = ["matmul", "etp_mv_p", "etp_mm_p", "DenseRule"]
@@ -95,7 +95,7 @@ class DenseRule:
         names: tuple[str, ...],
         delta: Array,
     ) -> dict[str, Array]:
-        g = jnp.einsum("...ios,...os->io", trace["weight"].astype(delta.dtype), delta)
+        g = contract_weight_layout(trace["weight"].astype(delta.dtype), delta)
         return {"weight": g}
 
 

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from .registry import ETPPrimitive, define_primitive
-from .trace_rules import Array, apply_block, broadcast_leading
+from .trace_rules import Array, apply_block, broadcast_leading, contract_weight_layout
 from .units import check_float, mantissa_in, split_unit, unit_product, with_unit
 
 __all__ = ["lora_matmul", "etp_lora_mv_p", "etp_lora_mm_p", "LoraRule"]
@@ -134,7 +134,7 @@ class LoraRule:
         if "W" not in trace:
             return {}
         B, A, alpha = operands[1], operands[2], params["alpha"]
-        dW = jnp.einsum("...ios,...os->io", trace["W"].astype(delta.dtype), delta)
+        dW = contract_weight_layout(trace["W"].astype(delta.dtype), delta)
         out = {}
         if "B" in names:
             out["B"] = alpha * (dW @ A.T.astype(dW.dtype))

@@ -136,7 +136,8 @@ class SparseRule:
         delta: Array,
     ) -> dict[str, Array]:
         delta_k = jnp.take(delta, operands[3], axis=-2)  # (*B, nnz, S)
-        g = jnp.einsum("...ks,...ks->k", trace["weight"].astype(delta.dtype), delta_k)
+        eps = trace["weight"].astype(delta.dtype)
+        g = jnp.sum(eps * delta_k, axis=tuple(range(eps.ndim - 2)) + (eps.ndim - 1,))
         return {"weight": g}
 
 

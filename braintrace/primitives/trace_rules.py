@@ -33,6 +33,7 @@ __all__ = [
     "DiagonalRule",
     "apply_block",
     "broadcast_leading",
+    "contract_weight_layout",
     "sum_to_shape",
 ]
 
@@ -168,7 +169,23 @@ def apply_block(D: Array, eps: Array, extra_axes: int = 0, at: int | None = None
         D = jnp.expand_dims(D, tuple(range(where, where + extra_axes)))
     if D.shape[-1] == 1:
         return D[..., 0] * eps
-    return jnp.einsum("...st,...t->...s", D, eps)
+    return jnp.sum(D * eps[..., None, :], axis=-1)
+
+
+def contract_weight_layout(eps: Array, delta: Array) -> Array:
+    r"""``Σ_{b,s} ε[b, i, o, s] δ[b, o, s]`` for a trace in weight layout ``(*B, I, O, S)``.
+
+    An ``einsum`` (a batched matrix product on the backend); measured faster on
+    CPU than an explicit multiply-and-reduce.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from braintrace.primitives.trace_rules import contract_weight_layout
+    >>> contract_weight_layout(jnp.ones((2, 3, 4, 1)), jnp.ones((2, 4, 1))).shape
+    (3, 4)
+    """
+    return jnp.einsum("...ios,...os->io", eps, delta)
 
 
 def broadcast_leading(x: Array, varshape: tuple[int, ...], y_ndim: int) -> Array:
@@ -389,6 +406,7 @@ class FullJacobianRule:
         index = entry.trainable_invars(params, len(operands))
         out = {}
         for n in names:
-            g = jnp.einsum("...s,...sk->k", delta, trace[n].astype(delta.dtype))
+            eps = trace[n].astype(delta.dtype)
+            g = jnp.sum(delta[..., None] * eps, axis=tuple(range(eps.ndim - 1)))
             out[n] = g.reshape(jnp.shape(operands[index[n]]))
         return out
