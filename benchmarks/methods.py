@@ -4,8 +4,9 @@ Methods (``K`` a window length):
 
 - ``forward``: inference only, the summed loss of the sequence (no gradient);
 - ``bptt``: :func:`braintrace.bptt_gradients` (``jax.grad`` through a scan);
-- ``d_rtrl`` / ``es_d_rtrl``: :func:`braintrace.online_gradients`, single-step
-  accumulation inside one scan;
+- ``d_rtrl`` / ``es_d_rtrl``: :func:`braintrace.online_gradients` with
+  ``window=None``, single-step accumulation inside one scan (by default
+  ``online_gradients`` feeds D_RTRL 32-step windows: that is ``d_rtrl_win32``);
 - ``d_rtrl_msK`` / ``es_d_rtrl_msK``: ``vjp_method='multi-step'``, a scan over
   ``T/K`` :class:`braintrace.MultiStepData` windows, each window's summed loss
   differentiated at once (BPTT inside the window, trace credit before it);
@@ -124,7 +125,10 @@ def build_body(method: str, model, spec: ModelSpec) -> Callable:
         return lambda xs, ys: braintrace.bptt_gradients(model, xs, ys, mse_loss, batch_size=spec.batch)
     if K is None:
         learner = _learner(alg, model, spec, "single-step")
-        return lambda xs, ys: braintrace.online_gradients(learner, xs, ys, mse_loss, batch_size=spec.batch)
+        # one step at a time (window=None): the per-step path, not online_gradients' default windows
+        return lambda xs, ys: braintrace.online_gradients(
+            learner, xs, ys, mse_loss, batch_size=spec.batch, window=None
+        )
     if spec.T % K:
         raise ValueError(f"window K={K} does not divide T={spec.T}")
     return _window_body(_learner(alg, model, spec, vjp_method), spec, K)
