@@ -14,6 +14,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from .evaluation import evaluate_step
+from .hidden_groups import find_hidden_groups_from_minfo
 from .module_info import ModuleInfo, extract_module_info
 
 __all__ = ["HiddenPerturbation", "add_hidden_perturbation_from_minfo", "add_hidden_perturbation_in_module"]
@@ -33,6 +34,9 @@ class HiddenPerturbation:
         Paths of the perturbed hidden states.
     shapes : tuple of tuple of int
         Shape (and dtype) of each perturbation.
+    groups : tuple of tuple
+        The hidden groups' paths: a group's learning signal lets the other
+        groups respond within the step and holds its own other states fixed.
 
     Examples
     --------
@@ -52,6 +56,7 @@ class HiddenPerturbation:
     hidden_paths: tuple[Path, ...]
     shapes: tuple[tuple[int, ...], ...]
     dtypes: tuple[Any, ...]
+    groups: tuple[tuple[Path, ...], ...] = ()
 
     def zeros(self) -> dict[Path, Any]:
         """Zero perturbations ``{path: zeros}``."""
@@ -59,7 +64,8 @@ class HiddenPerturbation:
 
     def apply(self, invals: Sequence[Any], perturbations: Mapping[Path, Any]) -> list[Any]:
         """Evaluate the step with ``perturbations`` added to the hidden states' new values."""
-        return evaluate_step(self.minfo, invals, hidden_perturb=perturbations)[0]
+        groups = self.groups or None
+        return evaluate_step(self.minfo, invals, hidden_perturb=perturbations, perturb_groups=groups)[0]
 
 
 def add_hidden_perturbation_from_minfo(minfo: ModuleInfo) -> HiddenPerturbation:
@@ -93,6 +99,7 @@ def add_hidden_perturbation_from_minfo(minfo: ModuleInfo) -> HiddenPerturbation:
         hidden_paths=tuple(s.path for s in slots),
         shapes=tuple(tuple(v.aval.shape) for v in outs),
         dtypes=tuple(v.aval.dtype for v in outs),
+        groups=tuple(g.hidden_paths for g in find_hidden_groups_from_minfo(minfo)),
     )
 
 

@@ -315,8 +315,7 @@ class ETraceVjpGraphExecutor(ETraceGraphExecutor):
             iv = list(invals)
             for i, v in zip(diff_invars, diff_vals):
                 iv[i] = v
-            groups = [g.hidden_paths for g in self.graph.hidden_groups]
-            return evaluate_step(self.minfo, iv, hidden_perturb=p, perturb_groups=groups)[0]
+            return pert.apply(iv, p)
 
         return jax.vjp(fn, tuple(invals[i] for i in diff_invars), pert.zeros())
 
