@@ -70,7 +70,7 @@ def online_gradients(
         ``vjp_method='multi-step'`` each window is differentiated exactly. ``T``
         must be a multiple of ``window``. ``None``: one step at a time.
         ``'auto'``: the learner's ``default_window`` (D_RTRL: the largest
-        divisor of ``T`` up to 32; ES_D_RTRL and others: one step at a time,
+        divisor of ``T`` up to 64; ES_D_RTRL and others: one step at a time,
         which measures faster for their small traces).
 
     Returns

@@ -134,7 +134,7 @@ class ParamDimVjpAlgorithm(ETraceVjpAlgorithm):
 
     #: D_RTRL's traces are weight-sized: a window reads and writes them once
     #: (see :meth:`window_update`), many times faster than once per step.
-    default_window: int | None = 32
+    default_window: int | None = 64
 
     def __init__(
         self,
