@@ -315,7 +315,9 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
 
         ``seq`` is a :class:`~braintrace.executor.WindowTraceData`. The default
         applies :meth:`update_traces` step by step and keeps every step's traces
-        as ``aux``; learners override it with a fused window update.
+        as ``aux`` (the fused window path does this inside its forward scan, see
+        :attr:`updates_traces_in_scan`); learners with large traces override it
+        with an update that reads and writes the traces once per window.
         """
         K = _window_length(seq)
         assert self.graph is not None
@@ -352,18 +354,29 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
         return acc
 
     @property
-    def window_fusion(self) -> bool:
-        """Whether a window's traces are advanced by :meth:`window_update` in one pass.
+    def updates_traces_in_scan(self) -> bool:
+        """Whether a window's traces are advanced step by step inside its forward scan.
 
-        True when the learner defines its own window update and keeps the plain
-        learning signal (a learning signal that needs each step's traces is
-        computed step by step).
+        True for learners that keep the default :meth:`window_update` (small
+        traces: every step's traces are kept for :meth:`window_contributions`);
+        a learner with a fused window update runs it once after the scan.
+        """
+        return type(self).window_update is ETraceVjpAlgorithm.window_update
+
+    @property
+    def window_fusion(self) -> bool:
+        """Whether a ``MultiStepData`` window is processed as one fused window.
+
+        True when the learner defines its own window rule (:meth:`window_update`
+        or :meth:`window_contributions`) and keeps the plain learning signal (a
+        learning signal that needs each step's traces is computed step by step).
         """
         cls = type(self)
-        return (
+        own = (
             cls.window_update is not ETraceVjpAlgorithm.window_update
-            and cls._compute_learning_signal is ETraceVjpAlgorithm._compute_learning_signal
+            or cls.window_contributions is not ETraceVjpAlgorithm.window_contributions
         )
+        return own and cls._compute_learning_signal is ETraceVjpAlgorithm._compute_learning_signal
 
     def update(self, *args: Any) -> Any:
         from .vjp import run_learner

@@ -26,10 +26,9 @@ import jax
 import jax.numpy as jnp
 
 from ..primitives import DiagonalRule
-from ..primitives.trace_rules import accumulate_sources, apply_block, sum_to_shape
+from ..primitives.trace_rules import apply_block, sum_to_shape
 from ..executor import StepTraceData
 from .base import ETraceVjpAlgorithm
-from .d_rtrl import window_adjoints, window_propagators
 
 __all__ = ["IODimVjpAlgorithm", "ES_D_RTRL", "pp_prop", "decay_from"]
 
@@ -207,52 +206,13 @@ class IODimVjpAlgorithm(ETraceVjpAlgorithm):
         return out
 
     # fused windows ---------------------------------------------------------
-    def window_update(self, traces: Mapping[str, Any], seq: Any, count: jax.Array) -> tuple[dict, dict]:
-        """Advance ``ε_x``, ``ε_f`` (kept per step as ``aux``) and the exact diagonal traces over a window."""
-        assert self.graph is not None
-        a = self.decay
-        out, aux = dict(traces), {}
-        for r in self.graph.hidden_param_op_relations:
-            diag, fact = self._names(r)
-            ops, params = seq.operands[r.index], self._params(r)
-            if self._factored(r):
-                key = self._x_key(r)
-
-                def xbody(e, xk):
-                    e = a * e + xk.astype(e.dtype)
-                    return e, e
-
-                eK, e_seq = jax.lax.scan(xbody, traces[key]["x"], seq.x[r.index])
-                out[key], aux[key] = {"x": eK}, e_seq
-            for gi in r.hidden_groups:
-                key = self._f_key(r, gi)
-                D_seq, df_seq = seq.D[gi], seq.df[(r.index, gi)]
-                val = {}
-                exact = diag + (fact if not self._factored(r) else ())
-                if exact:
-                    R0, u_seq = window_propagators(D_seq, df_seq)
-                    zero = jnp.zeros_like(u_seq[0])
-                    for names, rule in ((diag, _DIAGONAL), (fact if not self._factored(r) else (), r.entry.trace_rule)):
-                        if names:
-                            prop = rule.update(r.entry, traces[key], ops, params, names, R0, zero)
-                            src = accumulate_sources(rule, r.entry, prop, ops, seq.x.get(r.index), params, names, u_seq)
-                            val.update({k: (prop[k] + src[k]).astype(prop[k].dtype) for k in prop})
-                if fact and self._factored(r):
-
-                    def fbody(f, inp):
-                        D, df = inp
-                        f = a * apply_block(D, f) + (1.0 - a) * df
-                        return f, f
-
-                    fK, f_seq = jax.lax.scan(fbody, traces[key]["f"], (D_seq, df_seq))
-                    val["f"], aux[key] = fK, f_seq
-                out[key] = val
-        return out, aux
-
+    # The traces are O(B·(I+O)·S): the window's forward scan advances them step
+    # by step (the default ``window_update``) and keeps every step's traces, so
+    # a window's contributions are one matrix product per relation.
     def window_contributions(
         self, traces: Mapping[str, Any], aux: Any, seq: Any, delta_seq: dict[int, jax.Array], count: jax.Array
     ) -> dict:
-        """``Σ_k`` of the per-step contributions, as one matrix product per relation."""
+        """``Σ_k`` of the per-step contributions from every step's traces (``aux``), one matrix product per relation."""
         assert self.graph is not None
         a = self.decay
         out = {}
@@ -261,35 +221,29 @@ class IODimVjpAlgorithm(ETraceVjpAlgorithm):
             ops, params = seq.operands[r.index], self._params(r)
             eqn = self.graph.module_info.jaxpr.eqns[r.eqn_index]
             y_shape = tuple(eqn.outvars[r.entry.y_outvar_index].aval.shape)
-            exact = diag + (fact if not self._factored(r) else ())
+            exact = ((diag, _DIAGONAL), (() if self._factored(r) else fact, r.entry.trace_rule))
             acc: dict[str, Any] = {}
-            dy_f, dy_e = None, None
+            dy_f = None
             for gi in r.hidden_groups:
-                key = self._f_key(r, gi)
-                delta = delta_seq[gi]
-                K = delta.shape[0]
-                if exact:
-                    A0, A_seq = window_adjoints(seq.D[gi], delta)
-                    for names, rule in ((diag, _DIAGONAL), (fact if not self._factored(r) else (), r.entry.trace_rule)):
-                        if names:
-                            for n, v in rule.contract(r.entry, traces[key], ops, params, names, A0).items():
-                                acc[n] = v if n not in acc else acc[n] + v
-                    c = jax.vmap(lambda ck: sum_to_shape(ck, y_shape))(jnp.sum(A_seq * seq.df[(r.index, gi)], axis=-1))
-                    dy_e = c if dy_e is None else dy_e + c
+                tr_seq, delta = aux[self._f_key(r, gi)], delta_seq[gi]
+                for names, rule in exact:
+                    if names:
+                        contract = jax.vmap(
+                            lambda tr, d, rule=rule, names=names: rule.contract(r.entry, tr, ops, params, names, d)
+                        )
+                        for n, v in contract(tr_seq, delta).items():
+                            acc[n] = jnp.sum(v, axis=0) + (acc[n] if n in acc else 0)
                 if fact and self._factored(r):
+                    K = delta.shape[0]
                     k = count.astype(delta.dtype) + jnp.arange(K, dtype=delta.dtype)
                     corr = 1.0 - jnp.power(jnp.asarray(a, delta.dtype), k + 1)
                     corr = jnp.where(corr > 0, corr, jnp.ones_like(corr))
-                    f_seq = aux[key].astype(delta.dtype)
+                    f_seq = tr_seq["f"].astype(delta.dtype)
                     scale = corr.reshape((K,) + (1,) * (f_seq.ndim - 1))
                     term = jax.vmap(lambda ck: sum_to_shape(ck, y_shape))(jnp.sum(f_seq / scale * delta, axis=-1))
                     dy_f = term if dy_f is None else dy_f + term
-            if dy_e is not None:
-                src = r.entry.xy_to_dw_seq(tuple(ops), seq.x.get(r.index), params, dy_e, names=exact)
-                for n, v in src.items():
-                    acc[n] = v if n not in acc else acc[n] + v
             if dy_f is not None:
-                src = r.entry.xy_to_dw_seq(tuple(ops), aux[self._x_key(r)], params, dy_f, names=fact)
+                src = r.entry.xy_to_dw_seq(tuple(ops), aux[self._x_key(r)]["x"], params, dy_f, names=fact)
                 for n, v in src.items():
                     acc[n] = v if n not in acc else acc[n] + v
             out[r.index] = acc

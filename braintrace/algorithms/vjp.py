@@ -235,16 +235,58 @@ def _x_of(layout, operands) -> dict:
     }
 
 
-def _window_forward(learner, layout, param_vals, state_vals, arg_seq, mode):
-    """Scan the window's steps: final states, stacked outputs, stacked trace data (and VJPs).
+def _drop_parameters(lin, param_vals, shared: dict) -> list:
+    """The leaves of a step's linearisation, parameters (loop invariants) replaced by ``None``.
 
-    ``mode``: ``'plain'`` (no derivatives), ``'vjp'`` (each step's VJP is kept,
-    stacked) or ``'differentiable'`` (outputs differentiable through the whole
+    A parameter held by the linearisation (e.g. ``W`` for the tangent
+    ``dx @ W``) is the same at every step: it is not stacked ``K`` times.
+    ``shared`` receives the tree structure and which parameter each leaf is.
+    """
+    leaves, treedef = jax.tree.flatten(lin)
+    ids = {id(v): i for i, v in enumerate(param_vals)}
+    shared["treedef"] = treedef
+    shared["where"] = [ids.get(id(leaf)) for leaf in leaves]
+    return [None if w is not None else leaf for leaf, w in zip(leaves, shared["where"])]
+
+
+def _structure_key(stacked: list) -> tuple:
+    return jax.tree.structure(stacked), tuple((jnp.shape(v), str(jnp.result_type(v))) for v in jax.tree.leaves(stacked))
+
+
+def _restore_parameters(learner, stacked: list, param_vals) -> tuple[Any, list]:
+    """``(linearisations, in_axes)`` from the stacked leaves and the parameters (``in_axes``: one per leaf).
+
+    The structure was recorded by the forward pass in the learner's cache, by
+    the structure and shapes of the stacked leaves (a ``custom_vjp`` residual
+    keeps arrays only).
+    """
+    treedef, where = learner._fns["window_structures"][_structure_key(stacked)]
+    leaves = [param_vals[w] if w is not None else leaf for leaf, w in zip(stacked, where)]
+    axes = [None if w is not None else 0 for w in where]
+    return jax.tree.unflatten(treedef, leaves), axes
+
+
+def _window_forward(learner, layout, param_vals, state_vals, traces, count, arg_seq, mode):
+    """Scan the window's steps: final states, stacked outputs and trace data, traces (and VJPs).
+
+    ``mode``: ``'plain'`` (no derivatives), ``'vjp'`` (each step's
+    linearisation is kept: ``vjps`` is ``(linearisations, in_axes)``, stacked
+    on a leading axis except the parameters it holds, which ``in_axes`` marks
+    ``None`` and which are kept once) or ``'differentiable'`` (outputs differentiable through the whole
     window; the trace data is computed on stopped values).
+
+    Returns ``(states, outputs, seq, vjps, new_traces, aux)``. A learner that
+    keeps the default :meth:`~ETraceVjpAlgorithm.window_update` has its traces
+    advanced step by step inside this scan (one pass over the window) and every
+    step's traces kept as ``aux``; otherwise its ``window_update`` runs on the
+    stacked data afterwards.
     """
     ex = learner.executor
+    in_scan = mode != "differentiable" and learner.updates_traces_in_scan
+    shared: dict[str, Any] = {}
 
-    def body(sv, args_t):
+    def body(carry, args_t):
+        sv, tr, c = carry
         iv = layout.assemble(args_t, param_vals, sv)
         vjp = None
         if mode == "differentiable":
@@ -254,14 +296,26 @@ def _window_forward(learner, layout, param_vals, state_vals, arg_seq, mode):
             data = ex.trace_data(iv)
             outvals = data.outvals
             if mode == "vjp":
-                outvals, vjp = ex.step_vjp(iv, layout.uncovered)
+                outvals, lin = ex.step_linearize(iv, layout.uncovered)
+                vjp = _drop_parameters(lin, param_vals, shared)
+        if in_scan:
+            tr = learner.update_traces(tr, data, c)
         outs, new_sv = layout.outputs(outvals)
-        return new_sv, (outs, _x_of(layout, data.operands), data.D, data.df, vjp)
+        return (new_sv, tr, c + 1), (outs, _x_of(layout, data.operands), data.D, data.df, vjp, tr if in_scan else None)
 
-    sv, (outs, xs, D, df, vjps) = jax.lax.scan(body, tuple(state_vals), tuple(arg_seq))
+    carry0 = (tuple(state_vals), dict(traces) if in_scan else None, count)
+    (sv, new_traces, _), (outs, xs, D, df, vjps, aux) = jax.lax.scan(body, carry0, tuple(arg_seq))
+    if mode == "vjp":
+        structures = learner._fns.setdefault("window_structures", {})
+        structures[_structure_key(vjps)] = (shared["treedef"], shared["where"])
     first = tuple(a[0] for a in arg_seq)
     operands = _first_operands(layout, first, param_vals, state_vals)
-    return sv, outs, WindowTraceData(operands=operands, x=xs, D=D, df=df), vjps
+    seq = WindowTraceData(operands=operands, x=xs, D=D, df=df)
+    if not in_scan:
+        if mode == "differentiable":
+            seq = jax.lax.stop_gradient(seq)
+        new_traces, aux = learner.window_update(traces, seq, count)
+    return sv, outs, seq, vjps, new_traces, aux
 
 
 def _make_window(learner, layout):
@@ -269,19 +323,22 @@ def _make_window(learner, layout):
 
     The gradient equals the sum of the single steps' online gradients; the
     traces are read and written once per window (see ``window_update`` and
-    ``window_contributions`` of the learner).
+    ``window_contributions`` of the learner), the steps' learning signals are
+    computed together.
     """
     ex = learner.executor
 
     @jax.custom_vjp
     def window(param_vals, state_vals, traces, count, arg_seq, signal_seq):
-        sv, outs, seq, _ = _window_forward(learner, layout, param_vals, state_vals, arg_seq, "plain")
-        new_traces, _ = learner.window_update(traces, seq, count)
+        sv, outs, _, _, new_traces, _ = _window_forward(
+            learner, layout, param_vals, state_vals, traces, count, arg_seq, "plain"
+        )
         return (outs, sv), new_traces
 
     def fwd(param_vals, state_vals, traces, count, arg_seq, signal_seq):
-        sv, outs, seq, vjps = _window_forward(learner, layout, param_vals, state_vals, arg_seq, "vjp")
-        new_traces, aux = learner.window_update(traces, seq, count)
+        sv, outs, seq, vjps, new_traces, aux = _window_forward(
+            learner, layout, param_vals, state_vals, traces, count, arg_seq, "vjp"
+        )
         first = tuple(a[0] for a in arg_seq)
         res = (vjps, seq, traces, aux, count, param_vals, state_vals, first)
         return ((outs, sv), new_traces), res
@@ -297,15 +354,14 @@ def _make_window(learner, layout):
             if c is not None and jnp.issubdtype(jnp.result_type(c), jnp.inexact) else None
             for c in sv_ct
         )
-
-        def body(acc, inp):
-            vjp, o_ct, s_ct = inp
-            g, delta_paths = ex.apply_vjp(vjp, layout.cotangents(o_ct, s_ct))
-            acc = tuple(a + b for a, b in zip(acc, g))
-            return acc, _deltas(layout, delta_paths)
-
-        zeros = tuple(jnp.zeros_like(param_vals[pos]) for pos in layout.uncovered_pos)
-        g_imm, delta_seq = jax.lax.scan(body, zeros, (vjps, tuple(outs_ct), state_ct_seq))
+        # the steps are independent (no backpropagation through time): their
+        # linearisations are transposed together, parameter gradients summed
+        lins, in_axes = _restore_parameters(learner, vjps, param_vals)
+        g_imm, delta_paths = ex.transpose_steps(
+            lins, layout.cotangents(outs_ct, state_ct_seq), [param_vals[pos] for pos in layout.uncovered_pos],
+            in_axes=in_axes,
+        )
+        delta_seq = _deltas(layout, delta_paths)
         contrib = learner.window_contributions(traces, aux, seq, delta_seq, count)
         imm = _window_imm(layout, seq, delta_seq) if layout.uncovered else {}
         grads = _pull_back(layout, first, param_vals, state_vals, contrib, imm, g_imm)
@@ -346,17 +402,19 @@ def _make_multi(learner, layout):
 
     @jax.custom_vjp
     def window(param_vals, state_vals, traces, count, arg_seq, signal_seq):
-        sv, outs, seq, _ = _window_forward(learner, layout, param_vals, state_vals, arg_seq, "plain")
-        new_traces, _ = learner.window_update(traces, seq, count)
+        sv, outs, _, _, new_traces, _ = _window_forward(
+            learner, layout, param_vals, state_vals, traces, count, arg_seq, "plain"
+        )
         return (outs, sv), new_traces
 
     def fwd(param_vals, state_vals, traces, count, arg_seq, signal_seq):
         def W(pv, sv0):
-            sv, outs, seq, _ = _window_forward(learner, layout, pv, sv0, arg_seq, "differentiable")
-            return (outs, sv), jax.lax.stop_gradient(seq)
+            sv, outs, _, _, new_traces, _ = _window_forward(
+                learner, layout, pv, sv0, traces, count, arg_seq, "differentiable"
+            )
+            return (outs, sv), jax.lax.stop_gradient(new_traces)
 
-        primal, vjp, seq = jax.vjp(W, tuple(param_vals), tuple(state_vals), has_aux=True)
-        new_traces, _ = learner.window_update(traces, seq, count)
+        primal, vjp, new_traces = jax.vjp(W, tuple(param_vals), tuple(state_vals), has_aux=True)
         first = tuple(a[0] for a in arg_seq)
         res = (vjp, traces, count, param_vals, state_vals, first)
         return (primal, new_traces), res

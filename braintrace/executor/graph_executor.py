@@ -299,15 +299,7 @@ class ETraceVjpGraphExecutor(ETraceGraphExecutor):
     {('h',): (3,)}
     """
 
-    def step_vjp(self, invals: Sequence[Any], diff_invars: Sequence[int]) -> tuple[list[Any], Any]:
-        """Outputs and the VJP of the step w.r.t. ``diff_invars`` and hidden perturbations.
-
-        The hidden states' new values carry a zero perturbation ``p``; the
-        cotangent of ``p`` is the learning signal ``δ^t = ∂L^t/∂h^t``.
-        Everything not in ``diff_invars`` (the previous hidden values above
-        all) is held constant. The returned ``vjp`` is a pytree (it can be a
-        ``custom_vjp`` residual); apply it with :meth:`apply_vjp`.
-        """
+    def _perturbed_step(self, invals: Sequence[Any], diff_invars: Sequence[int]):
         pert = self.graph.hidden_perturbation
         diff_invars = tuple(diff_invars)
 
@@ -317,13 +309,68 @@ class ETraceVjpGraphExecutor(ETraceGraphExecutor):
                 iv[i] = v
             return pert.apply(iv, p)
 
-        return jax.vjp(fn, tuple(invals[i] for i in diff_invars), pert.zeros())
+        return fn, tuple(invals[i] for i in diff_invars), pert.zeros()
+
+    def step_vjp(self, invals: Sequence[Any], diff_invars: Sequence[int]) -> tuple[list[Any], Any]:
+        """Outputs and the VJP of the step w.r.t. ``diff_invars`` and hidden perturbations.
+
+        The hidden states' new values carry a zero perturbation ``p``; the
+        cotangent of ``p`` is the learning signal ``δ^t = ∂L^t/∂h^t``.
+        Everything not in ``diff_invars`` (the previous hidden values above
+        all) is held constant. The returned ``vjp`` is a pytree (it can be a
+        ``custom_vjp`` residual); apply it with :meth:`apply_vjp`.
+        """
+        fn, primals, zeros = self._perturbed_step(invals, diff_invars)
+        return jax.vjp(fn, primals, zeros)
+
+    def _cotangents(self, cotangents: Sequence[Any], lead: tuple[int, ...] = ()) -> list[Any]:
+        outs = self.minfo.jaxpr.outvars
+        return [
+            zeros_cotangent(jax.ShapeDtypeStruct(lead + tuple(v.aval.shape), v.aval.dtype)) if c is None else c
+            for v, c in zip(outs, cotangents)
+        ]
 
     def apply_vjp(self, vjp: Any, cotangents: Sequence[Any]) -> tuple[tuple[Any, ...], dict[Path, Any]]:
         """``cotangents`` (one per jaxpr output, ``None`` for zero) -> (param grads, ``{path: δ}``)."""
-        outs = self.minfo.jaxpr.outvars
-        cts = [
-            zeros_cotangent(jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype)) if c is None else c
-            for v, c in zip(outs, cotangents)
-        ]
-        return vjp(cts)
+        return vjp(self._cotangents(cotangents))
+
+    def step_linearize(self, invals: Sequence[Any], diff_invars: Sequence[int]) -> tuple[list[Any], Any]:
+        """Outputs and the step linearised in ``diff_invars`` and the hidden perturbations.
+
+        The forward-mode counterpart of :meth:`step_vjp`: ``jvp(d_params, d_p)``
+        gives the outputs' tangents. It is a pytree of residuals, so the
+        linearisations of a window's steps can be stacked by ``scan`` and
+        transposed together with :meth:`transpose_steps`.
+        """
+        fn, primals, zeros = self._perturbed_step(invals, diff_invars)
+        return jax.linearize(fn, primals, zeros)
+
+    def transpose_steps(
+        self, jvps: Any, cotangents: Sequence[Any], diff_avals: Sequence[Any], in_axes: Any = 0
+    ) -> tuple[tuple[Any, ...], dict[Path, Any]]:
+        """Transpose ``K`` stacked linearised steps at once.
+
+        ``jvps`` are :meth:`step_linearize` results stacked on a leading axis
+        ``K``; ``cotangents`` one per jaxpr output, ``(K, ...)`` each (``None``
+        for zero); ``diff_avals`` the shapes and dtypes of the ``diff_invars``.
+        Returns the parameter gradients *summed over the steps* (the parameters
+        are shared, so the transposed products contract over the steps and
+        nothing of size ``K × |θ|`` is formed) and ``{path: δ (K, ...)}``.
+        """
+        K = int(jax.tree.leaves(cotangents)[0].shape[0])
+        leaves, treedef = jax.tree.flatten(jvps)
+        axes = [in_axes] * len(leaves) if not isinstance(in_axes, list) else in_axes
+        pert = self.graph.hidden_perturbation
+        p_avals = jax.tree.map(
+            lambda z: jax.ShapeDtypeStruct((K,) + tuple(jnp.shape(z)), jnp.result_type(z)), pert.zeros()
+        )
+
+        def linear(d_params, d_p):
+            def one(leaves, dp):
+                return jax.tree.unflatten(treedef, leaves)(d_params, dp)
+
+            return jax.vmap(one, in_axes=(axes, 0))(leaves, d_p)
+
+        d_avals = tuple(jax.ShapeDtypeStruct(tuple(a.shape), a.dtype) for a in diff_avals)
+        transposed = jax.linear_transpose(linear, d_avals, p_avals)
+        return transposed(self._cotangents(cotangents, (K,)))

@@ -65,15 +65,16 @@ def test_window_equals_step_by_step(x64, name, learner, K):
     assert int(windowed_learner.step_count.value) == T
 
 
+@pytest.mark.parametrize("learner", list(LEARNERS))
 @pytest.mark.parametrize("case", list(CASES))
-def test_window_equals_step_by_step_for_every_primitive(x64, case):
+def test_window_equals_step_by_step_for_every_primitive(x64, case, learner):
     make, xshape = CASES[case]
     model = make(True, 2)
     xs, loss = prim_data(model, xshape, 2)
     h0 = O.get_hidden(model)
-    stepwise, _ = online_grads(braintrace.D_RTRL(model).compile_graph(xs[0]), xs, loss)
+    stepwise, _ = online_grads(LEARNERS[learner](model).compile_graph(xs[0]), xs, loss)
     reset(model, h0)
-    windowed, _ = window_grads(braintrace.D_RTRL(model).compile_graph(xs[0]), xs, loss, 2)
+    windowed, _ = window_grads(LEARNERS[learner](model).compile_graph(xs[0]), xs, loss, 2)
     assert O.tree_max_rel_err(windowed, stepwise) < 1e-10
 
 
