@@ -69,9 +69,9 @@ def online_gradients(
         once per step (much faster for large traces). With
         ``vjp_method='multi-step'`` each window is differentiated exactly. ``T``
         must be a multiple of ``window``. ``None``: one step at a time.
-        ``'auto'``: the learner's ``default_window`` (D_RTRL: the largest
-        divisor of ``T`` up to 64; ES_D_RTRL and others: one step at a time,
-        which measures faster for their small traces).
+        ``'auto'``: the learner's ``default_window`` (the largest divisor of
+        ``T`` up to 64 for D_RTRL, up to 32 for ES_D_RTRL; one step at a time
+        for the others).
 
     Returns
     -------

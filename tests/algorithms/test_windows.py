@@ -78,10 +78,11 @@ def test_window_equals_step_by_step_for_every_primitive(x64, case, learner):
     assert O.tree_max_rel_err(windowed, stepwise) < 1e-10
 
 
-def test_online_gradients_window_option_matches_and_checks_divisibility():
+@pytest.mark.parametrize("learner", list(LEARNERS))
+def test_online_gradients_window_option_matches_and_checks_divisibility(learner):
     cell = braintrace.nn.GRUCell(3, 5)
     brainstate.nn.init_all_states(cell, batch_size=2)
-    learner = braintrace.D_RTRL(cell)
+    learner = LEARNERS[learner](cell)
     import warnings
 
     with warnings.catch_warnings():
@@ -93,9 +94,28 @@ def test_online_gradients_window_option_matches_and_checks_divisibility():
     def loss(o, y):
         return jnp.mean((o - y) ** 2)
 
-    g1, l1 = braintrace.online_gradients(learner, xs, ys, loss, batch_size=2)
-    g2, l2 = braintrace.online_gradients(learner, xs, ys, loss, batch_size=2, window=4)
-    assert O.tree_max_rel_err(g2, g1) < 1e-4
-    assert abs(float(l1) - float(l2)) < 1e-5
+    from braintrace.training import _auto_window
+
+    assert _auto_window(learner, 8) == 8 and _auto_window(learner, 67) is None  # divisors of T only
+    g1, l1 = braintrace.online_gradients(learner, xs, ys, loss, batch_size=2, window=None)
+    for window in ("auto", 4):
+        g2, l2 = braintrace.online_gradients(learner, xs, ys, loss, batch_size=2, window=window)
+        assert O.tree_max_rel_err(g2, g1) < 1e-4
+        assert abs(float(l1) - float(l2)) < 1e-5
     with pytest.raises(ValueError, match="divisor"):
         braintrace.online_gradients(learner, xs, ys, loss, batch_size=2, window=3)
+
+
+@pytest.mark.parametrize("learner", list(LEARNERS))
+def test_unrolled_window_scan_gives_the_same_gradient(x64, monkeypatch, learner):
+    """On accelerators a window's forward scan is unrolled (CI has none: force it here)."""
+    from braintrace.algorithms import vjp
+
+    model = ZOO["gru"](2)
+    xs, loss = make_data(batch=2)
+    h0 = O.get_hidden(model)
+    rolled, _ = window_grads(LEARNERS[learner](model).compile_graph(xs[0]), xs, loss, 6)
+    reset(model, h0)
+    monkeypatch.setattr(vjp, "_unroll", lambda arg_seq: 4)  # 6 steps: one unrolled block of 4, remainder 2
+    unrolled, _ = window_grads(LEARNERS[learner](model).compile_graph(xs[0]), xs, loss, 6)
+    assert O.tree_max_rel_err(unrolled, rolled) < 1e-10
