@@ -370,9 +370,9 @@ def _make_window(learner, layout):
         )
         # the steps are independent (no backpropagation through time): their
         # linearisations are transposed together, parameter gradients summed
-        lins, in_axes = _restore_parameters(learner, vjps, param_vals)
+        linearised, in_axes = _restore_parameters(learner, vjps, param_vals)
         g_imm, delta_paths = ex.transpose_steps(
-            lins, layout.cotangents(outs_ct, state_ct_seq), [param_vals[pos] for pos in layout.uncovered_pos],
+            linearised, layout.cotangents(outs_ct, state_ct_seq), [param_vals[pos] for pos in layout.uncovered_pos],
             in_axes=in_axes,
         )
         delta_seq = _deltas(layout, delta_paths)
