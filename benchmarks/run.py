@@ -60,7 +60,7 @@ MODES = {
     # < 2 minutes on 2 CPU cores; T=10000 is compiled only (its memory is exact, it is not timed)
     "quick": dict(
         models=[("gru", 64), ("lif", 256)], T=[100, 1000], memory_only_T=[10000], windows=[10],
-        memory_only_methods=["es_d_rtrl", "d_rtrl", "bptt"], repeats=5, time_budget_s=8.0, isolate="config",
+        window_kinds=["win"], memory_only_methods=["es_d_rtrl", "d_rtrl", "bptt"], repeats=5, time_budget_s=8.0, isolate="config",
     ),
     "full": dict(
         models=[("gru", 64), ("gru", 256), ("gru", 512), ("lif", 256), ("lif", 1024), ("lif", 4096)],
