@@ -284,10 +284,11 @@ def _window_forward(learner, layout, param_vals, state_vals, traces, count, arg_
     """Scan the window's steps: final states, stacked outputs and trace data, traces (and VJPs).
 
     ``mode``: ``'plain'`` (no derivatives), ``'vjp'`` (each step's
-    linearisation is kept: ``vjps`` is ``(linearisations, in_axes)``, stacked
-    on a leading axis except the parameters it holds, which ``in_axes`` marks
-    ``None`` and which are kept once) or ``'differentiable'`` (outputs differentiable through the whole
-    window; the trace data is computed on stopped values).
+    linearisation is kept: ``vjps`` are its leaves stacked on a leading axis,
+    ``None`` where a leaf is a parameter, which is kept once; see
+    :func:`_restore_parameters`) or ``'differentiable'`` (outputs
+    differentiable through the whole window; the trace data is computed on
+    stopped values).
 
     Returns ``(states, outputs, seq, vjps, new_traces, aux)``. A learner that
     keeps the default :meth:`~ETraceVjpAlgorithm.window_update` has its traces
