@@ -163,9 +163,13 @@ class ReadoutNet(brainstate.nn.Module):
 
     def __init__(self, batch=None, n=5, seed=0):
         super().__init__()
-        self.inp = braintrace.nn.Linear(IN, n, w_init=brainstate.nn.init.Normal(1.5))
+        # weights from a seeded generator: the global random state depends on the tests run before
+        rng = np.random.RandomState(seed)
+        self.inp = braintrace.nn.Linear(IN, n, w_init=jnp.asarray(rng.randn(IN, n) * 1.5))
         self.lif = braintrace.nn.LIF(n, tau=10.0 * u.ms, dt=1.0 * u.ms)
-        self.readout = braintrace.nn.LeakyRateReadout(n, 2, tau=5.0 * u.ms, dt=1.0 * u.ms)
+        self.readout = braintrace.nn.LeakyRateReadout(
+            n, 2, tau=5.0 * u.ms, dt=1.0 * u.ms, w_init=jnp.asarray(rng.randn(n, 2) / np.sqrt(n))
+        )
         brainstate.nn.init_all_states(self, batch_size=batch)
 
     def update(self, x):
@@ -186,4 +190,4 @@ def test_lif_with_leaky_readout_equals_the_diagonal_reference(f64):
     assert O.tree_max_rel_err(got, ref) < 1e-9
     # the spiking layer's learning signal passes through the readout: its input
     # weight gets trace credit, not only its instantaneous gradient
-    assert O.tree_max_rel_err(got[("inp", "weight")], inst[("inp", "weight")]) > 1e-3
+    assert O.tree_max_rel_err(got[("inp", "weight")], inst[("inp", "weight")]) > 1e-2
