@@ -28,6 +28,7 @@ from ..primitives import DiagonalRule, FullJacobianRule
 from ..primitives.trace_rules import accumulate_sources, apply_block, sum_to_shape
 from ..executor import StepTraceData
 from .base import ETraceVjpAlgorithm
+from .loops import window_unroll
 
 __all__ = ["ParamDimVjpAlgorithm", "D_RTRL", "window_propagators", "window_adjoints"]
 
@@ -62,7 +63,7 @@ def window_propagators(D_seq: jax.Array, df_seq: jax.Array) -> tuple[jax.Array, 
         D, df = inp
         return _matmul_blocks(R, D), apply_block(R, df)
 
-    return jax.lax.scan(body, eye, (D_seq, df_seq), reverse=True)
+    return jax.lax.scan(body, eye, (D_seq, df_seq), reverse=True, unroll=window_unroll(D_seq.shape[0]))
 
 
 def window_adjoints(D_seq: jax.Array, delta_seq: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -85,7 +86,9 @@ def window_adjoints(D_seq: jax.Array, delta_seq: jax.Array) -> tuple[jax.Array, 
         A = delta + M
         return apply_block(Dt, A), A
 
-    return jax.lax.scan(body, jnp.zeros_like(delta_seq[0]), (DT, delta_seq), reverse=True)
+    return jax.lax.scan(
+        body, jnp.zeros_like(delta_seq[0]), (DT, delta_seq), reverse=True, unroll=window_unroll(D_seq.shape[0])
+    )
 
 
 def _split_names(relation) -> tuple[tuple[str, ...], tuple[str, ...]]:

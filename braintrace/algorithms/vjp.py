@@ -37,6 +37,7 @@ import jax.numpy as jnp
 from ..compiler import evaluate_step
 from ..executor import WindowTraceData
 from ..primitives.trace_rules import sum_to_shape
+from .loops import window_unroll
 
 __all__ = ["run_learner"]
 
@@ -266,18 +267,8 @@ def _restore_parameters(learner, stacked: list, param_vals) -> tuple[Any, list]:
     return jax.tree.unflatten(treedef, leaves), axes
 
 
-#: Steps of a window's forward scan unrolled into one loop iteration on GPUs and
-#: other accelerators, where each iteration has a fixed launch cost (on an
-#: H100 it took LIF-4096 ES_D_RTRL from 77 to 52 µs per step, 10-step windows);
-#: on CPUs unrolling only lengthens compilation.
-_ACCELERATOR_UNROLL = 10
-
-
 def _unroll(arg_seq) -> int:
-    K = int(jnp.shape(arg_seq[0])[0]) if arg_seq else 1
-    if jax.default_backend() == "cpu":
-        return 1
-    return max(1, min(K, _ACCELERATOR_UNROLL))
+    return window_unroll(int(jnp.shape(arg_seq[0])[0]) if arg_seq else 1)
 
 
 def _window_forward(learner, layout, param_vals, state_vals, traces, count, arg_seq, mode):

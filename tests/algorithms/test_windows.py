@@ -111,14 +111,16 @@ def test_online_gradients_window_option_matches_and_checks_divisibility(learner)
 
 @pytest.mark.parametrize("learner", list(LEARNERS))
 def test_unrolled_window_scan_gives_the_same_gradient(x64, monkeypatch, learner):
-    """On accelerators a window's forward scan is unrolled (CI has none: force it here)."""
-    from braintrace.algorithms import vjp
+    """On accelerators a window's loops are unrolled (CI has none: force it here)."""
+    from braintrace.algorithms import d_rtrl, vjp
 
     model = ZOO["gru"](2)
     xs, loss = make_data(batch=2)
     h0 = O.get_hidden(model)
     rolled, _ = window_grads(LEARNERS[learner](model).compile_graph(xs[0]), xs, loss, 6)
     reset(model, h0)
-    monkeypatch.setattr(vjp, "_unroll", lambda arg_seq: 4)  # 6 steps: one unrolled block of 4, remainder 2
+    # 6 steps: one unrolled block of 4, remainder 2 (the forward scan; D_RTRL's propagators and adjoints)
+    for module in (vjp, d_rtrl):
+        monkeypatch.setattr(module, "window_unroll", lambda K: min(int(K), 4))
     unrolled, _ = window_grads(LEARNERS[learner](model).compile_graph(xs[0]), xs, loss, 6)
     assert O.tree_max_rel_err(unrolled, rolled) < 1e-10
