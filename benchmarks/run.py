@@ -191,8 +191,13 @@ def _run_subprocess(job: dict, timeout: float | None) -> list[dict]:
     return records
 
 
-def run_benchmarks(opts: Options, log=print) -> list[dict]:
-    """Measure every planned (config, method); returns the records in plan order."""
+def run_benchmarks(opts: Options, log=print, on_records=None) -> list[dict]:
+    """Measure every planned (config, method); returns the records in plan order.
+
+    ``on_records(records)``, if given, is called with all records so far after
+    each process finishes (``main`` rewrites its ``--out`` file then, so an
+    interrupted run keeps what it measured).
+    """
     records: list[dict] = []
     for items in plan(opts):
         for it in items:
@@ -210,6 +215,8 @@ def run_benchmarks(opts: Options, log=print) -> list[dict]:
             for r in new:
                 log(_progress(r))
             records += new
+            if on_records is not None:
+                on_records(records)
     return records
 
 
@@ -369,12 +376,25 @@ def main(argv=None) -> dict:
     n = sum(len(g) for g in plan(opts))
     print(f"braintrace benchmarks ({mode_name}): {n} measurements, isolate={opts.isolate}", flush=True)
     start, load_start = time.perf_counter(), os.getloadavg()
-    records = run_benchmarks(opts, log=lambda s: print(s, flush=True))
-    elapsed = time.perf_counter() - start
-    machine = next((r["machine"] for r in records if "machine" in r), {})
-    for r in records:
-        r.pop("machine", None)
-    targets = evaluate_targets(records)
+
+    def assemble(records: list[dict], complete: bool) -> dict:
+        machine = next((r["machine"] for r in records if "machine" in r), {})
+        kept = [{k: v for k, v in r.items() if k != "machine"} for r in records]
+        meta = {"mode": mode_name, "options": dataclasses.asdict(opts), "machine": machine,
+                "elapsed_s": time.perf_counter() - start, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "loadavg_start": load_start, "loadavg_end": os.getloadavg(), "complete": complete}
+        return {"meta": meta, "results": kept, "targets": evaluate_targets(kept)}
+
+    def save(result: dict) -> None:
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(result, f, indent=1)
+
+    records = run_benchmarks(opts, log=lambda s: print(s, flush=True),
+                             on_records=lambda recs: save(assemble(recs, complete=False)))
+    result = assemble(records, complete=True)
+    elapsed, machine, records, targets = (result["meta"]["elapsed_s"], result["meta"]["machine"],
+                                          result["results"], result["targets"])
     print()
     print(f"machine: {machine.get('cpu')} ({machine.get('affinity_cpus') or machine.get('cpu_count')} CPUs), "
           f"backend {machine.get('backend')} {machine.get('device_kind')}; jax {machine.get('jax')}; "
@@ -383,16 +403,8 @@ def main(argv=None) -> dict:
     print(format_table(records))
     print()
     print(format_targets(targets))
-    result = {
-        "meta": {"mode": mode_name, "options": dataclasses.asdict(opts), "machine": machine,
-                 "elapsed_s": elapsed, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-                 "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
-        "results": records,
-        "targets": targets,
-    }
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
+        save(result)
         print(f"\nwrote {args.out}")
     if args.md:
         with open(args.md, "w") as f:

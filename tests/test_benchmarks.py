@@ -91,3 +91,24 @@ def test_plot(result, tmp_path):
     out = plot_results(result[1], str(tmp_path / "plot.png"))
     with open(out, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_merge_splits_and_rejects_overlaps(result, tmp_path):
+    from benchmarks.merge import main as merge_main, merge_results
+
+    _, saved = result
+    assert saved["meta"]["complete"] is True
+    timed = dict(saved, results=[r for r in saved["results"] if r["config"]["T"] == 5])
+    compiled = dict(saved, results=[r for r in saved["results"] if r["config"]["T"] == 10])
+    paths = []
+    for name, part in (("timed.json", timed), ("compiled.json", compiled)):
+        paths.append(str(tmp_path / name))
+        with open(paths[-1], "w") as f:
+            json.dump(part, f)
+    merged = merge_main(paths + ["--out", str(tmp_path / "all.json"), "--md", str(tmp_path / "all.md")])
+    assert merged["results"] == saved["results"]
+    assert merged["targets"] == saved["targets"]  # the memory target spans both files
+    assert [m["source"] for m in merged["meta"]["runs"]] == paths
+    assert (tmp_path / "all.md").read_text().startswith("| config | method |")
+    with pytest.raises(ValueError, match="in both"):
+        merge_results([timed, timed])

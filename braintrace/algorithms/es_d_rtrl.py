@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from ..primitives import DiagonalRule
-from ..primitives.trace_rules import apply_block, sum_to_shape
+from ..primitives.trace_rules import apply_block, contract_sequence, sum_to_shape
 from ..executor import StepTraceData
 from .base import ETraceVjpAlgorithm
 
@@ -233,11 +233,8 @@ class IODimVjpAlgorithm(ETraceVjpAlgorithm):
                 tr_seq, delta = aux[self._f_key(r, gi)], delta_seq[gi]
                 for names, rule in exact:
                     if names:
-                        contract = jax.vmap(
-                            lambda tr, d, rule=rule, names=names: rule.contract(r.entry, tr, ops, params, names, d)
-                        )
-                        for n, v in contract(tr_seq, delta).items():
-                            acc[n] = jnp.sum(v, axis=0) + (acc[n] if n in acc else 0)
+                        for n, v in contract_sequence(rule, r.entry, tr_seq, ops, params, names, delta).items():
+                            acc[n] = v if n not in acc else acc[n] + v
                 if fact and self._factored(r):
                     K = delta.shape[0]
                     k = count.astype(delta.dtype) + jnp.arange(K, dtype=delta.dtype)

@@ -165,8 +165,11 @@ class ETPPrimitive:
         .. math:: \bar w = \sum_k \left(\frac{\partial y_k}{\partial w}\right)^\top \bar y_k
 
         The trainable inputs are those of ``operands``; ``x_seq`` (``K`` data
-        inputs) replaces the data input. The window axis is vmapped with the
-        weights unmapped, so dense products become one large matrix product.
+        inputs) replaces the data input. The window axis becomes a batch axis,
+        so dense products become one large matrix product: a batched primitive
+        takes it merged into its leading batch axis (as under ``jax.vmap``), an
+        unbatched one hands the window to its batched partner, and any other
+        primitive is vmapped over it with the weights unmapped.
         """
         index = self.trainable_invars(params, len(operands))
         if names is not None:
@@ -175,6 +178,12 @@ class ETPPrimitive:
             return self.xy_to_dw(operands, params, jnp.sum(dy_seq, axis=0), tuple(index))
         base = list(operands)
         xi = self.x_invar_index
+        if self.batched and x_seq.ndim >= 2 and dy_seq.ndim >= 2:
+            base[xi] = x_seq.reshape((-1,) + x_seq.shape[2:])
+            return self.xy_to_dw(tuple(base), params, dy_seq.reshape((-1,) + dy_seq.shape[2:]), tuple(index))
+        if self.batched_partner is not None:
+            base[xi] = x_seq
+            return self.batched_partner.xy_to_dw(tuple(base), params, dy_seq, tuple(index))
 
         def f(trainables):
             ops = list(base)

@@ -16,7 +16,7 @@ from braintrace.primitives import (
 )
 from braintrace.primitives.registry import define_primitive
 
-from .helpers import OpCase, assert_close, check_forward, check_grad, check_jvp_vjp, check_rules, \
+from .helpers import OpCase, assert_close, bound_equation, check_forward, check_grad, check_jvp_vjp, check_rules, \
     check_vmap_identity, check_xy_to_dw, etp_entries, normal
 
 
@@ -180,3 +180,49 @@ def test_define_primitive_is_one_call_for_every_rule(rng):
     assert_close(y, x * w)
     assert_close(ty, jnp.broadcast_to(w, x.shape))
     assert_close(jax.jit(lambda x: entry.primitive.bind(x, w))(x), x * w)
+
+
+def _xy_to_dw_seq_reference(entry, ops, params, x_seq, dy_seq):
+    xi, out = entry.x_invar_index, {}
+    for k in range(x_seq.shape[0]):
+        o = list(ops)
+        o[xi] = x_seq[k]
+        for n, v in entry.xy_to_dw(tuple(o), params, dy_seq[k]).items():
+            out[n] = np.asarray(v, np.float64) + out.get(n, 0.0)
+    return out
+
+
+@pytest.mark.parametrize("which", ["mm", "mv", "batched_only", "custom_unbatched", "conv", "sparse"])
+def test_xy_to_dw_seq_is_the_sum_over_the_window(which, rng):
+    """The window axis merged into the batch axis, handed to the batched partner, or vmapped: one sum either way."""
+    K, w, b = 3, normal(rng, (5, 4)), normal(rng, (4,))
+    if which == "mm":
+        fn, x = (lambda x, w, b: braintrace.matmul(x, w, b)), normal(rng, (2, 5))
+    elif which == "mv":
+        fn, x = (lambda x, w, b: braintrace.matmul(x, w, b)), normal(rng, (5,))
+    elif which == "batched_only":
+        fn, x = (lambda x, w, b: batched_only_p.bind(x, w, b)), normal(rng, (2, 5))
+    elif which == "custom_unbatched":
+        fn, x = (lambda x, w, b: scaled_p.bind(x, w, b)), normal(rng, (5,))
+    elif which == "conv":
+        w, b = normal(rng, (3, 3, 2, 4)), normal(rng, (4,))
+        fn, x = (lambda x, w, b: braintrace.conv(x, w, b)), normal(rng, (2, 6, 6, 2))
+    else:
+        import saiunit as u
+
+        mask = np.asarray(rng.random((5, 4)) < 0.5, np.float32)
+        mask[0, 0] = 1.0
+        sp = u.sparse.CSR.fromdense(jnp.asarray(mask))
+        w = normal(rng, (sp.data.shape[0],))
+        fn, x = (lambda x, w, b: braintrace.sparse_matmul(x, w, sparse_mat=sp, bias=b)), normal(rng, (2, 5))
+    entry, ops, params = bound_equation(fn, x, w, b)
+    x_seq = normal(rng, (K,) + tuple(x.shape))
+    y = entry.call(ops, params)
+    dy_seq = normal(rng, (K,) + tuple(y.shape))
+    got = jax.jit(lambda xs, dys: entry.xy_to_dw_seq(ops, xs, params, dys))(x_seq, dy_seq)
+    want = _xy_to_dw_seq_reference(entry, ops, params, x_seq, dy_seq)
+    assert set(got) == set(want)
+    for n in want:
+        assert_close(got[n], want[n], err_msg=n)
+    only = entry.xy_to_dw_seq(ops, x_seq, params, dy_seq, names=("weight",))
+    assert set(only) == {"weight"}

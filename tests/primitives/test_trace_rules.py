@@ -6,7 +6,13 @@ import pytest
 
 import braintrace
 from braintrace.primitives import DiagonalRule, FullJacobianRule
-from braintrace.primitives.trace_rules import apply_block, broadcast_leading, sum_to_shape
+from braintrace.primitives.trace_rules import (
+    apply_block,
+    broadcast_leading,
+    contract_sequence,
+    sum_leading,
+    sum_to_shape,
+)
 
 from .helpers import assert_close, bound_equation, normal
 
@@ -100,3 +106,53 @@ def test_diagonal_rule_maps_a_channel_first_conv_bias_back(rng):
     assert_close(g, full.contract(entry, tf, ops, params, ("bias",), delta)["bias"])
     naive = sum_to_shape(jnp.sum(delta * td["bias"], -1), (4,))
     assert not np.allclose(np.asarray(naive), np.asarray(g), rtol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("shape,n", [((5, 16, 7, 1), 2), ((5, 16, 7, 1), 1), ((4, 3), 2), ((3,), 1), ((0, 4), 1),
+                                     ((4, 0, 2), 1), ((2, 3), 0)])
+def test_sum_leading_is_a_sum(shape, n, dtype, rng):
+    import jax
+
+    with jax.enable_x64(dtype == jnp.float64):
+        x = normal(rng, shape, dtype)
+        got = sum_leading(x, n)
+        assert got.dtype == x.dtype and got.shape == shape[n:]
+        assert_close(got, np.asarray(x, np.float64).sum(tuple(range(n))))
+        assert_close(jax.jit(sum_leading, static_argnums=1)(x, n), got)
+    # integers keep an ordinary reduction
+    assert sum_leading(jnp.arange(6).reshape(2, 3), 1).tolist() == [3, 5, 7]
+
+
+def _stacked_contract_reference(rule, entry, tr_seq, ops, params, names, delta_seq):
+    K = delta_seq.shape[0]
+    out = {}
+    for k in range(K):
+        g = rule.contract(entry, {n: v[k] for n, v in tr_seq.items()}, ops, params, names, delta_seq[k])
+        for n, v in g.items():
+            out[n] = np.asarray(v, np.float64) + out.get(n, 0.0)
+    return out
+
+
+@pytest.mark.parametrize("S", [1, 2])
+def test_contract_sequence_is_the_sum_of_the_steps(S, rng):
+    """A dense bias (DiagonalRule.contract_seq), its weight (vmapped contract), a conv bias (its own map back)."""
+    K = 4
+    x, w, b = normal(rng, (3, 5)), normal(rng, (5, 6)), normal(rng, (6,))
+    entry, ops, params = bound_equation(lambda x, w, b: braintrace.matmul(x, w, b), x, w, b)
+    delta = normal(rng, (K, 3, 6, S))
+    cases = [(DiagonalRule(), ("bias",), {"bias": normal(rng, (K, 3, 6, S))}),
+             (entry.trace_rule, ("weight",), {"weight": normal(rng, (K, 3, 5, 6, S))})]
+    for rule, names, tr in cases:
+        got = contract_sequence(rule, entry, tr, ops, params, names, delta)
+        want = _stacked_contract_reference(rule, entry, tr, ops, params, names, delta)
+        for n in names:
+            assert_close(got[n], want[n], err_msg=n)
+    # a channel-first conv bias is mapped back by the conv rule, after the window sum
+    x, k, cb = normal(rng, (2, 3, 4, 4)), normal(rng, (4, 3, 3, 3)), normal(rng, (4,))
+    entry, ops, params = bound_equation(
+        lambda x, k, b: braintrace.conv(x, k, b, dimension_numbers=("NCHW", "OIHW", "NCHW")), x, k, cb)
+    tr, delta = {"bias": normal(rng, (K, 2, 4, 4, 4, S))}, normal(rng, (K, 2, 4, 4, 4, S))
+    got = contract_sequence(DiagonalRule(), entry, tr, ops, params, ("bias",), delta)
+    want = _stacked_contract_reference(DiagonalRule(), entry, tr, ops, params, ("bias",), delta)
+    assert_close(got["bias"], want["bias"])
