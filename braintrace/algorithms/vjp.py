@@ -38,6 +38,7 @@ from ..compiler import evaluate_step
 from ..executor import WindowTraceData
 from ..primitives.trace_rules import sum_to_shape
 from .loops import window_unroll
+from .residuals import InvariantResiduals, analyse_residuals
 
 __all__ = ["run_learner"]
 
@@ -236,34 +237,55 @@ def _x_of(layout, operands) -> dict:
     }
 
 
-def _drop_parameters(lin, param_vals, shared: dict) -> list:
-    """The leaves of a step's linearisation, parameters (loop invariants) replaced by ``None``.
+def _residual_analysis(learner, layout, param_vals, state_vals, first_args) -> InvariantResiduals:
+    """Which leaves of a step's linearisation depend on the parameters only (cached per shapes)."""
+    ex = learner.executor
 
-    A parameter held by the linearisation (e.g. ``W`` for the tangent
-    ``dx @ W``) is the same at every step: it is not stacked ``K`` times.
-    ``shared`` receives the tree structure and which parameter each leaf is.
+    def leaves(pv, sv, args_t):
+        iv = layout.assemble(args_t, pv, sv)
+        return jax.tree.leaves(ex.step_linearize(iv, layout.uncovered)[1])
+
+    key = tuple(jax.typeof(v) for v in (*param_vals, *state_vals, *first_args))
+    cache = learner._fns.setdefault("invariant_residuals", {})
+    if key not in cache:
+        analysis = analyse_residuals(leaves, param_vals, tuple(state_vals), tuple(first_args))
+        if any(isinstance(c, jax.core.Tracer) for c in analysis.closed.consts):
+            return analysis  # closes over values of an enclosing trace: not reusable
+        cache[key] = analysis
+    return cache[key]
+
+
+def _drop_invariants(lin, analysis: InvariantResiduals, shared: dict) -> list:
+    """The leaves of a step's linearisation, loop invariants replaced by ``None``.
+
+    A leaf that depends on the parameters only (e.g. ``W`` or ``W.T`` for the
+    tangent ``dx @ W``) is the same at every step: it is not stacked ``K``
+    times but computed once (:meth:`InvariantResiduals.values`). ``shared``
+    receives the tree structure and which leaves are invariant (none, should
+    the leaves not be those analysed).
     """
     leaves, treedef = jax.tree.flatten(lin)
-    ids = {id(v): i for i, v in enumerate(param_vals)}
-    shared["treedef"] = treedef
-    shared["where"] = [ids.get(id(leaf)) for leaf in leaves]
-    return [None if w is not None else leaf for leaf, w in zip(leaves, shared["where"])]
+    mask = analysis.mask if analysis.matches(leaves) else (False,) * len(leaves)
+    shared["treedef"], shared["mask"] = treedef, mask
+    return [None if m else leaf for leaf, m in zip(leaves, mask)]
 
 
-def _structure_key(stacked: list) -> tuple:
-    return jax.tree.structure(stacked), tuple((jnp.shape(v), str(jnp.result_type(v))) for v in jax.tree.leaves(stacked))
+def _structure_key(vjps) -> tuple:
+    return jax.tree.structure(vjps), tuple((jnp.shape(v), str(jnp.result_type(v))) for v in jax.tree.leaves(vjps))
 
 
-def _restore_parameters(learner, stacked: list, param_vals) -> tuple[Any, list]:
-    """``(linearisations, in_axes)`` from the stacked leaves and the parameters (``in_axes``: one per leaf).
+def _restore_invariants(learner, vjps) -> tuple[Any, list]:
+    """``(linearisations, in_axes)`` from ``vjps = (stacked leaves, invariant leaves)`` (``in_axes``: one per leaf).
 
     The structure was recorded by the forward pass in the learner's cache, by
-    the structure and shapes of the stacked leaves (a ``custom_vjp`` residual
-    keeps arrays only).
+    the structure and shapes of ``vjps`` (a ``custom_vjp`` residual keeps
+    arrays only).
     """
-    treedef, where = learner._fns["window_structures"][_structure_key(stacked)]
-    leaves = [param_vals[w] if w is not None else leaf for leaf, w in zip(stacked, where)]
-    axes = [None if w is not None else 0 for w in where]
+    stacked, invariant = vjps
+    treedef, mask = learner._fns["window_structures"][_structure_key(vjps)]
+    once = iter(invariant)
+    leaves = [next(once) if m else leaf for leaf, m in zip(stacked, mask)]
+    axes = [None if m else 0 for m in mask]
     return jax.tree.unflatten(treedef, leaves), axes
 
 
@@ -275,9 +297,10 @@ def _window_forward(learner, layout, param_vals, state_vals, traces, count, arg_
     """Scan the window's steps: final states, stacked outputs and trace data, traces (and VJPs).
 
     ``mode``: ``'plain'`` (no derivatives), ``'vjp'`` (each step's
-    linearisation is kept: ``vjps`` are its leaves stacked on a leading axis,
-    ``None`` where a leaf is a parameter, which is kept once; see
-    :func:`_restore_parameters`) or ``'differentiable'`` (outputs
+    linearisation is kept: ``vjps = (stacked, invariant)``, its leaves
+    stacked on a leading axis, ``None`` where a leaf depends on the
+    parameters only, and those leaves computed once; see
+    :func:`_restore_invariants`) or ``'differentiable'`` (outputs
     differentiable through the whole window; the trace data is computed on
     stopped values).
 
@@ -289,7 +312,10 @@ def _window_forward(learner, layout, param_vals, state_vals, traces, count, arg_
     """
     ex = learner.executor
     in_scan = mode != "differentiable" and learner.updates_traces_in_scan
+    first = tuple(a[0] for a in arg_seq)
     shared: dict[str, Any] = {}
+    if mode == "vjp":
+        analysis = _residual_analysis(learner, layout, param_vals, state_vals, first)
 
     def body(carry, args_t):
         sv, tr, c = carry
@@ -303,7 +329,7 @@ def _window_forward(learner, layout, param_vals, state_vals, traces, count, arg_
             outvals = data.outvals
             if mode == "vjp":
                 outvals, lin = ex.step_linearize(iv, layout.uncovered)
-                vjp = _drop_parameters(lin, param_vals, shared)
+                vjp = _drop_invariants(lin, analysis, shared)
         if in_scan:
             tr = learner.update_traces(tr, data, c)
         outs, new_sv = layout.outputs(outvals)
@@ -312,9 +338,9 @@ def _window_forward(learner, layout, param_vals, state_vals, traces, count, arg_
     carry0 = (tuple(state_vals), dict(traces) if in_scan else None, count)
     (sv, new_traces, _), (outs, xs, D, df, vjps, aux) = jax.lax.scan(body, carry0, tuple(arg_seq), unroll=_unroll(arg_seq))
     if mode == "vjp":
+        vjps = (vjps, analysis.values(param_vals) if any(shared["mask"]) else [])
         structures = learner._fns.setdefault("window_structures", {})
-        structures[_structure_key(vjps)] = (shared["treedef"], shared["where"])
-    first = tuple(a[0] for a in arg_seq)
+        structures[_structure_key(vjps)] = (shared["treedef"], shared["mask"])
     operands = _first_operands(layout, first, param_vals, state_vals)
     seq = WindowTraceData(operands=operands, x=xs, D=D, df=df)
     if not in_scan:
@@ -362,7 +388,7 @@ def _make_window(learner, layout):
         )
         # the steps are independent (no backpropagation through time): their
         # linearisations are transposed together, parameter gradients summed
-        linearised, in_axes = _restore_parameters(learner, vjps, param_vals)
+        linearised, in_axes = _restore_invariants(learner, vjps)
         g_imm, delta_paths = ex.transpose_steps(
             linearised, layout.cotangents(outs_ct, state_ct_seq), [param_vals[pos] for pos in layout.uncovered_pos],
             in_axes=in_axes,

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 import oracle as O
+from algorithms.snn_models import LIFNet, f64, hidden, online_sum, restore, window_sum  # noqa: F401
 from algorithms.test_primitive_learning import CASES, data as prim_data
 from learning import online_grads, window_grads, x64  # noqa: F401
 
@@ -124,3 +125,31 @@ def test_unrolled_window_scan_gives_the_same_gradient(x64, monkeypatch, learner)
         monkeypatch.setattr(module, "window_unroll", lambda K: min(int(K), 4))
     unrolled, _ = window_grads(LEARNERS[learner](model).compile_graph(xs[0]), xs, loss, 6)
     assert O.tree_max_rel_err(unrolled, rolled) < 1e-10
+
+
+@pytest.mark.parametrize("learner", list(LEARNERS))
+def test_window_keeps_parameter_only_residuals_once(f64, learner):
+    """LIF layer and leaky readout: the readout weight is a residual of every step's
+    linearisation (the learning signal's tangent goes through ``s @ W_out``), reached through
+    the readout's own computation rather than as the parameter itself. It depends on the
+    parameters only, so a window keeps it once instead of stacking it per step (a per-step
+    copy, and a batched product instead of one matrix product in the backward pass)."""
+    K = 3
+    model = LIFNet(batch=2)
+    xs = jnp.asarray(np.random.RandomState(2).randn(T, 2, 6) + 0.5)
+    targets = jnp.asarray(np.random.RandomState(3).randn(T, 2, 2))
+
+    def loss(out, t):
+        return 0.5 * jnp.sum((out - targets[t]) ** 2)
+
+    h0 = hidden(model)
+    stepwise, _ = online_sum(LEARNERS[learner](model).compile_graph(xs[0]), xs, loss)
+    restore(model, h0)
+    windowed_learner = LEARNERS[learner](model).compile_graph(xs[0])
+    windowed, _ = window_sum(windowed_learner, xs, loss, K)
+    assert O.tree_max_rel_err(windowed, stepwise) < 1e-10
+
+    recorded = [shape for key in windowed_learner._fns["window_structures"] for shape, _ in key[1]]
+    param_shapes = [jnp.shape(v) for v in jax.tree.leaves({k: st.value for k, st in model.states(brainstate.ParamState).items()})]
+    assert jnp.shape(model.readout.weight.value["weight"]) in recorded  # kept once
+    assert not [s for s in param_shapes if (K,) + s in recorded]  # no parameter stacked per step
