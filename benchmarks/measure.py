@@ -16,7 +16,11 @@ Protocol (``measure``):
    (at least one) and the number is recorded. The process's CPU time per call
    (user + system, all threads) is kept as ``cpu_s``: on a shared machine it
    moves less than the wall time when other processes compete for the cores;
-5. ``ru_maxrss`` of the process after the calls (a high-water mark of the
+5. for ES_D_RTRL methods, as many rounds of a forward-pass call and a method
+   call back to back (a fresh forward model of the same spec);
+   ``paired_forward_ratio`` is the median of the per-round time ratios, which
+   a load drifting between separate measurements does not bias;
+6. ``ru_maxrss`` of the process after the calls (a high-water mark of the
    whole process: it is only per-method when each method runs in a fresh
    process, see ``run.py --isolate``), and on accelerators the device's
    ``peak_bytes_in_use``.
@@ -40,7 +44,7 @@ import jax
 
 import braintrace
 
-from .methods import build_body
+from .methods import build_body, method_family
 from .models import ModelSpec, build_model, make_data
 
 __all__ = ["measure", "peak_rss_mb", "default_mem_budget", "machine_info"]
@@ -125,6 +129,32 @@ def _block(x):
     return jax.block_until_ready(x)
 
 
+def _paired_forward(spec: ModelSpec, run_method, n: int, seed: int) -> dict:
+    """``n`` rounds of (forward pass, method), back to back: the per-round time ratios.
+
+    On a shared machine the load drifts between measurements taken minutes
+    apart; a ratio of two calls made a few milliseconds apart does not see the
+    drift. The forward pass is a fresh model of the same spec.
+    """
+    xs, ys = make_data(spec, seed)
+    model = build_model(spec, seed)
+    jitted = brainstate.transform.jit(build_body("forward", model, spec))
+    compiled = jitted.lower(xs, ys).compile()
+    state_vals = jitted.stateful_fun.get_state_trace(xs, ys).get_state_values()
+    _block(compiled(state_vals, xs, ys))
+    ratios, fwd = [], []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        _block(compiled(state_vals, xs, ys))
+        t1 = time.perf_counter()
+        run_method()
+        t2 = time.perf_counter()
+        fwd.append(t1 - t0)
+        ratios.append((t2 - t1) / (t1 - t0))
+    return {"paired_forward_ratio": statistics.median(ratios), "paired_forward_ratios": ratios,
+            "paired_forward_s": fwd}
+
+
 def measure(
     spec: ModelSpec,
     method: str,
@@ -136,6 +166,7 @@ def measure(
     memory_only: bool = False,
     seed: int = 0,
     on_compiled=None,
+    paired: bool = True,
 ) -> dict:
     """Measure ``method`` on ``spec``; returns a JSON-serialisable record.
 
@@ -143,7 +174,11 @@ def measure(
     ``'memory-only'``, ``'skipped'`` or ``'error'``, with ``reason``); the
     numbers present depend on how far the measurement went. ``on_compiled``,
     if given, receives a copy of the record (status ``'running'``) once the
-    memory analysis is done, before anything runs.
+    memory analysis is done, before anything runs. With ``paired`` and an
+    ES_D_RTRL method (the one with a target per forward step), the timed calls
+    are followed by as many rounds of a forward call and a method call back to
+    back, whose median time ratio is ``paired_forward_ratio`` (see
+    :func:`_paired_forward`).
     """
     rec: dict = {"config": spec.to_dict(), "name": spec.name, "model": spec.model_name, "method": method}
     try:
@@ -235,6 +270,13 @@ def measure(
         loss=float(loss),
         rss_peak_mb=peak_rss_mb(),
     )
+    if paired and method_family(method) == "es_d_rtrl":
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                rec.update(_paired_forward(spec, lambda: _block(compiled(state_vals, xs, ys)), n, seed))
+        except Exception as err:  # noqa: BLE001 - the method's own numbers stand
+            rec["paired_forward_error"] = f"{type(err).__name__}: {err}"
     dev = _device_peak_mb()
     if dev is not None:
         rec["device_peak_mb"] = dev

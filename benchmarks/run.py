@@ -266,7 +266,8 @@ def format_table(records: list[dict]) -> str:
     """The markdown results table (one row per config and method) and notes on the rows not timed.
 
     ``compile s`` is braintrace's graph compilation plus tracing, lowering and XLA
-    compilation; ``× forward`` is the time over the forward pass of the same config.
+    compilation; ``× forward`` is the time over the forward pass of the same config
+    (in parentheses, for ES_D_RTRL: the median ratio of back-to-back calls).
     """
     lines = [
         "| config | method | time/seq | time/step | × forward | temp MiB | RSS MiB | compile s |",
@@ -277,6 +278,8 @@ def format_table(records: list[dict]) -> str:
         ok = r.get("status") == "ok"
         fwd = forward_time(records, r)
         ratio = f"{r['time_s'] / fwd:.3g}" if ok and fwd else "—"
+        if ok and "paired_forward_ratio" in r:
+            ratio += f" ({r['paired_forward_ratio']:.3g})"
         comp = f"{sum(r.get(k, 0.0) for k in ('setup_s', 'lower_s', 'compile_s')):.2f}" if "compile_s" in r else "—"
         rss = f"{r['rss_peak_mb']:.0f}" if "rss_peak_mb" in r else "—"
         if not ok:

@@ -47,6 +47,11 @@ def test_json_structure(result):
             assert r[key] >= 0, key
     for r in compiled:
         assert r["status"] == "memory-only" and "temp_bytes" in r and "time_s" not in r
+    for r in timed:  # ES_D_RTRL methods are also timed back to back with the forward pass
+        paired = r["method"].startswith("es_d_rtrl")
+        assert ("paired_forward_ratio" in r) == paired, r["method"]
+        if paired:
+            assert len(r["paired_forward_ratios"]) == len(r["times_s"]) and r["paired_forward_ratio"] > 0
     # the forward pass, BPTT and the online methods compute the same summed loss
     losses = [r["loss"] for r in timed]
     assert max(losses) == pytest.approx(min(losses), rel=1e-4)
@@ -65,6 +70,9 @@ def test_table_rows_and_targets(result):
     names = [t["target"] for t in saved["targets"]]
     assert any("bptt: temp memory T=10 / T=5" in n for n in names)
     assert "GRU-8 B=2 T=5: es_d_rtrl step / forward step" in names
+    per_step = next(t for t in saved["targets"] if t["target"] == "GRU-8 B=2 T=5: es_d_rtrl step / forward step")
+    es = next(r for r in saved["results"] if r["method"] == "es_d_rtrl")
+    assert per_step["measured"] == es["paired_forward_ratio"] and per_step["detail"].startswith("paired calls")
     assert "GRU-8 B=2 T=5: es_d_rtrl_ms5 step / forward step" in names
     gru512 = [t for t in saved["targets"] if t["target"].startswith("GRU-512")]
     assert gru512 and all(t["passed"] is None and t["measured"] is None for t in gru512)
