@@ -49,7 +49,10 @@ class TraceRule(Protocol):
     ``names`` are the trainable inputs the rule handles; the trace is a dict
     whose keys the rule chooses (LoRA keeps one trace for ``B`` and ``A``).
     Pass an object with these three methods as ``trace_rule`` to
-    :func:`braintrace.register_primitive`.
+    :func:`braintrace.register_primitive`. Two more are optional, for
+    ``MultiStepData`` windows: ``accumulate`` (see :func:`accumulate_sources`)
+    and ``contract_seq`` (see :func:`contract_sequence`); without them a window
+    falls back to one step at a time / a vmap over the window.
 
     Examples
     --------
