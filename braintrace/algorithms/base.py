@@ -164,7 +164,7 @@ class ETraceAlgorithm(brainstate.nn.Module):
             for r in self.graph.hidden_param_op_relations
             if path_str(r.weight_path) == target
         }
-        out = {k: st.value for k, st in self.etraces.items() if any(k.startswith(p) for p in prefixes)}
+        out = {k: st.value for k, st in self.etraces.items() if any(_key_of(k, p) for p in prefixes)}
         if not out:
             online = ", ".join(sorted({path_str(r.weight_path) for r in self.graph.hidden_param_op_relations}))
             raise ValueError(
@@ -175,6 +175,8 @@ class ETraceAlgorithm(brainstate.nn.Module):
 
     @staticmethod
     def trace_key_prefix(relation: HiddenParamOpRelation) -> str:
+        """``'path#index'``: trace keys start with it; a trace shared by several
+        relations joins their prefixes with ``'&'``."""
         return f"{path_str(relation.weight_path)}#{relation.index}"
 
     def show_graph(self) -> None:
@@ -385,3 +387,10 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
         data, multi = self._split_args(args)
         self._check_args(data, multi)
         return run_learner(self, data, multi)
+
+
+def _key_of(key: str, prefix: str) -> bool:
+    """Whether trace ``key`` belongs to the relation with ``prefix`` (alone or shared with ``'&'``)."""
+    return any(
+        part.startswith(prefix) and part[len(prefix):len(prefix) + 1] in ("", "-", ":") for part in key.split("&")
+    )

@@ -13,7 +13,10 @@ and an output trace, both exponentially smoothed with decay ``α``:
 with the bias correction ``c_t = 1 - α^{k+1}``, ``k`` the number of time steps
 since the last reset. Memory is ``O(B·(I+O)·S)`` per relation. Inputs that
 enter by broadcasting (biases, element-wise weights) keep their exact D_RTRL
-trace, whose size is already ``O(B·O·S)``.
+trace, whose size is already ``O(B·O·S)``. Relations whose outputs are summed
+before any other use (an input and a recurrent current, see
+:attr:`~braintrace.compiler.ETraceGraph.output_classes`) have equal ``df``,
+hence equal ``ε_f``: they share one output trace.
 """
 
 from __future__ import annotations
@@ -124,10 +127,29 @@ class IODimVjpAlgorithm(ETraceVjpAlgorithm):
         return f"{self.trace_key_prefix(r)}:x"
 
     def _f_key(self, r, gi) -> str:
+        """Key of the relation's own traces for group ``gi`` (diagonal and non-factored names)."""
         return f"{self.trace_key_prefix(r)}->g{gi}"
+
+    def _shared_f_key(self, r, gi) -> str:
+        """Key of the output trace ``ε_f`` for group ``gi``, one per class of summed outputs.
+
+        Factored relations whose outputs are summed before any other use have
+        equal ``df`` (``graph.output_classes``), hence equal ``ε_f``: they
+        share one trace, named after all of them (``'a#0&b#1->g0:f'``).
+        """
+        assert self.graph is not None
+        classes = self.graph.output_classes
+        rels = self.graph.hidden_param_op_relations
+        members = [m for m in rels if classes[m.index] == classes[r.index] and self._factored(m)]
+        return "&".join(self.trace_key_prefix(m) for m in members) + f"->g{gi}:f"
 
     def _factored(self, r) -> bool:
         return r.entry.x_invar_index is not None and bool(self._names(r)[1])
+
+    def _own_traces(self, r) -> bool:
+        """Whether the relation keeps traces of its own (diagonal names, or names without ``x``)."""
+        diag, fact = self._names(r)
+        return bool(diag) or (bool(fact) and not self._factored(r))
 
     def init_traces(self, data: StepTraceData) -> dict[str, Any]:
         assert self.graph is not None  # the learner calls its hooks after compile_graph
@@ -141,12 +163,14 @@ class IODimVjpAlgorithm(ETraceVjpAlgorithm):
                 out[self._x_key(r)] = {"x": jnp.zeros(jnp.shape(x), dtype)}
             for gi in r.hidden_groups:
                 g = self.graph.hidden_groups[gi]
+                if self._factored(r):
+                    out[self._shared_f_key(r, gi)] = {"f": jnp.zeros(tuple(g.varshape) + (g.num_state,), dtype)}
+                if not self._own_traces(r):
+                    continue
                 val = {}
                 if diag:
                     val.update(_DIAGONAL.init(r.entry, ops, params, diag, g.varshape, g.num_state, dtype))
-                if fact and self._factored(r):
-                    val["f"] = jnp.zeros(tuple(g.varshape) + (g.num_state,), dtype)
-                elif fact:
+                if fact and not self._factored(r):
                     val.update(r.entry.trace_rule.init(r.entry, ops, params, fact, g.varshape, g.num_state, dtype))
                 out[self._f_key(r, gi)] = val
         return out
@@ -163,14 +187,18 @@ class IODimVjpAlgorithm(ETraceVjpAlgorithm):
                 x = ops[r.entry.x_invar_index]
                 out[key] = {"x": a * traces[key]["x"] + x.astype(traces[key]["x"].dtype)}
             for gi in r.hidden_groups:
-                key = self._f_key(r, gi)
                 D, df = data.D[gi], data.df[(r.index, gi)]
+                if self._factored(r):
+                    shared = self._shared_f_key(r, gi)
+                    if out[shared] is traces[shared]:  # not yet advanced by another member of its class
+                        out[shared] = {"f": a * apply_block(D, traces[shared]["f"]) + (1.0 - a) * df}
+                if not self._own_traces(r):
+                    continue
+                key = self._f_key(r, gi)
                 val = {}
                 if diag:
                     val.update(_DIAGONAL.update(r.entry, traces[key], ops, params, diag, D, df))
-                if fact and self._factored(r):
-                    val["f"] = a * apply_block(D, traces[key]["f"]) + (1.0 - a) * df
-                elif fact:
+                if fact and not self._factored(r):
                     val.update(r.entry.trace_rule.update(r.entry, traces[key], ops, params, fact, D, df))
                 out[key] = val
         return out
@@ -195,11 +223,12 @@ class IODimVjpAlgorithm(ETraceVjpAlgorithm):
 
             dy = None
             for gi in r.hidden_groups:
-                tr = traces[self._f_key(r, gi)]
+                tr = traces.get(self._f_key(r, gi))
                 if diag:
                     add(_DIAGONAL.contract(r.entry, tr, ops, params, diag, signal[gi]))
                 if fact and self._factored(r):
-                    term = sum_to_shape(jnp.sum(tr["f"] / c.astype(tr["f"].dtype) * signal[gi], axis=-1), y_shape)
+                    f = traces[self._shared_f_key(r, gi)]["f"]
+                    term = sum_to_shape(jnp.sum(f / c.astype(f.dtype) * signal[gi], axis=-1), y_shape)
                     dy = term if dy is None else dy + term
                 elif fact:
                     add(r.entry.trace_rule.contract(r.entry, tr, ops, params, fact, signal[gi]))
@@ -230,7 +259,7 @@ class IODimVjpAlgorithm(ETraceVjpAlgorithm):
             acc: dict[str, Any] = {}
             dy_f = None
             for gi in r.hidden_groups:
-                tr_seq, delta = aux[self._f_key(r, gi)], delta_seq[gi]
+                tr_seq, delta = aux.get(self._f_key(r, gi)), delta_seq[gi]
                 for names, rule in exact:
                     if names:
                         for n, v in contract_sequence(rule, r.entry, tr_seq, ops, params, names, delta).items():
@@ -240,7 +269,7 @@ class IODimVjpAlgorithm(ETraceVjpAlgorithm):
                     k = count.astype(delta.dtype) + jnp.arange(K, dtype=delta.dtype)
                     corr = 1.0 - jnp.power(jnp.asarray(a, delta.dtype), k + 1)
                     corr = jnp.where(corr > 0, corr, jnp.ones_like(corr))
-                    f_seq = tr_seq["f"].astype(delta.dtype)
+                    f_seq = aux[self._shared_f_key(r, gi)]["f"].astype(delta.dtype)
                     scale = corr.reshape((K,) + (1,) * (f_seq.ndim - 1))
                     term = jax.vmap(lambda ck: sum_to_shape(ck, y_shape))(jnp.sum(f_seq / scale * delta, axis=-1))
                     dy_f = term if dy_f is None else dy_f + term

@@ -22,6 +22,7 @@ from .jaxpr_tools import UseDef, is_literal
 from .module_info import ModuleInfo, extract_module_info, path_str
 from .perturbation import HiddenPerturbation, add_hidden_perturbation_from_minfo
 from .relations import HiddenParamOpRelation, _analyze as _analyze_relations
+from .summed_outputs import summed_output_classes
 
 __all__ = ["ETraceGraph", "compile_etrace_graph"]
 
@@ -45,6 +46,11 @@ class ETraceGraph:
     covered_params : frozenset
         ``(state path, leaf key)`` of parameter leaves whose every effect goes
         through traced relations (their gradient comes from traces alone).
+    output_classes : tuple of int
+        For each relation, the index of the first relation whose output is
+        summed with its own before any other use (its own index if none);
+        relations of one class have equal output derivatives ``df``
+        (:func:`~braintrace.compiler.summed_outputs.summed_output_classes`).
 
     Examples
     --------
@@ -64,6 +70,7 @@ class ETraceGraph:
     hidden_perturbation: HiddenPerturbation
     diagnostics: tuple[CompilationRecord, ...]
     covered_params: frozenset
+    output_classes: tuple[int, ...] = ()
 
     @property
     def relations(self) -> tuple[HiddenParamOpRelation, ...]:
@@ -200,6 +207,7 @@ def _build(model: Any, args: tuple) -> ETraceGraph:
         hidden_perturbation=add_hidden_perturbation_from_minfo(minfo),
         diagnostics=tuple(records),
         covered_params=_coverage(minfo, relations),
+        output_classes=summed_output_classes(minfo.jaxpr, relations),
     )
 
 

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import brainstate
 import braintrace
 import jax
 import jax.numpy as jnp
@@ -116,3 +117,91 @@ def test_runs_on_coupled_and_multi_state_models(x64, name):
     cos = O.tree_cosine(got, bptt)
     print(f"ES_D_RTRL on {name}: cosine with BPTT {cos:.4f}")
     assert np.isfinite(cos) and cos > 0.5
+
+
+class SummedLeaky(brainstate.nn.Module):
+    """``h = a h + (1-a) tanh(x W_in + b + h W_rec)``: two relations summed into one current.
+
+    With ``gate=True`` the recurrent current passes through ``tanh`` before the
+    sum, so the two relations no longer share their output derivative.
+    """
+
+    def __init__(self, seed=0, batch=None, gate=False):
+        super().__init__()
+        rng = np.random.RandomState(seed)
+        self.w_in = brainstate.ParamState(
+            {"weight": jnp.asarray(rng.randn(N_IN, N_H) / np.sqrt(N_IN)), "bias": jnp.asarray(0.1 * rng.randn(N_H))}
+        )
+        self.w_rec = brainstate.ParamState(jnp.asarray(rng.randn(N_H, N_H) / np.sqrt(N_H)))
+        self.w_out = brainstate.ParamState(jnp.asarray(rng.randn(N_H, N_OUT) / np.sqrt(N_H)))
+        self.a = jnp.asarray(jax.nn.sigmoid(rng.randn(N_H) + 1.0))
+        self.gate = gate
+        self.h = brainstate.HiddenState(jnp.asarray(0.5 * rng.randn(*((N_H,) if batch is None else (batch, N_H)))))
+
+    def update(self, x):
+        rec = braintrace.matmul(self.h.value, self.w_rec.value)
+        y = braintrace.matmul(x, self.w_in.value["weight"], self.w_in.value["bias"]) + (jnp.tanh(rec) if self.gate else rec)
+        self.h.value = self.a * self.h.value + (1.0 - self.a) * jnp.tanh(y)
+        return self.h.value @ self.w_out.value
+
+
+def es_by_hand_summed(model, xs, targets, alpha):
+    """ES_D_RTRL for :class:`SummedLeaky` in NumPy: without ``gate``, one output trace serves both weights.
+
+    The cut Jacobian is ``D = a`` (the recurrent current enters through the
+    data input of ``W_rec``), ``df = (1-a)(1 - tanh(y)²)`` for both relations;
+    with ``gate`` the recurrent relation's is ``df ⊙ (1 - tanh(h W_rec)²)``,
+    with a trace ``ε_g`` of its own.
+    """
+    W, b = (np.asarray(model.w_in.value[k]) for k in ("weight", "bias"))
+    Wr, Wo, a = np.asarray(model.w_rec.value), np.asarray(model.w_out.value), np.asarray(model.a)
+    h = np.asarray(model.h.value)
+    ex, er, ef, eb = np.zeros_like(np.asarray(xs[0])), np.zeros_like(h), np.zeros_like(h), np.zeros_like(h)
+    eg = np.zeros_like(h)
+    g = {"weight": np.zeros_like(W), "bias": np.zeros_like(b), "rec": np.zeros_like(Wr), "out": np.zeros_like(Wo)}
+    for t in range(T):
+        x = np.asarray(xs[t])
+        rec = h @ Wr
+        y = x @ W + b + (np.tanh(rec) if model.gate else rec)
+        ex, er = alpha * ex + x, alpha * er + h
+        h = a * h + (1 - a) * np.tanh(y)
+        err = h @ Wo - np.asarray(targets[t])
+        delta = err @ Wo.T
+        df = (1 - a) * (1 - np.tanh(y) ** 2)
+        ef = alpha * a * ef + (1 - alpha) * df
+        eb = a * eb + df
+        eg = alpha * a * eg + (1 - alpha) * df * ((1 - np.tanh(rec) ** 2) if model.gate else 1.0)
+        c = 1 - alpha ** (t + 1)
+        g["weight"] += ex.reshape(-1, N_IN).T @ (ef * delta / c).reshape(-1, N_H)
+        g["rec"] += er.reshape(-1, N_H).T @ (eg * delta / c).reshape(-1, N_H)
+        g["bias"] += (eb * delta).reshape(-1, N_H).sum(0)
+        g["out"] += h.reshape(-1, N_H).T @ err.reshape(-1, N_OUT)
+    return {("w_in",): {"weight": g["weight"], "bias": g["bias"]}, ("w_rec",): g["rec"], ("w_out",): g["out"]}
+
+
+@pytest.mark.parametrize("batch", [None, 2])
+@pytest.mark.parametrize("window", [None, 3])
+def test_summed_relations_share_one_output_trace(x64, batch, window):
+    model = SummedLeaky(batch=batch)
+    xs, targets, loss = data(batch)
+    learner = braintrace.ES_D_RTRL(model, 0.8).compile_graph(xs[0])
+    assert learner.graph.output_classes == (0, 0)
+    idx = {r.weight_path[0]: r.index for r in learner.graph.relations}
+    (f_key,) = [k for k in learner.etraces if k.endswith(":f")]
+    assert set(f_key[: -len("->g0:f")].split("&")) == {f"w_in#{idx['w_in']}", f"w_rec#{idx['w_rec']}"}
+    assert set(learner.get_etrace_of(model.w_rec)) == {f_key, f"w_rec#{idx['w_rec']}:x"}
+    want = es_by_hand_summed(model, xs, targets, 0.8)
+    got, _ = online_grads(learner, xs, loss) if window is None else window_grads(learner, xs, loss, window)
+    assert O.tree_max_rel_err(got, want) < 1e-10
+
+
+def test_relations_not_only_summed_keep_their_own_output_traces(x64):
+    model = SummedLeaky(gate=True)
+    xs, targets, loss = data()
+    learner = braintrace.ES_D_RTRL(model, 0.8).compile_graph(xs[0])
+    assert learner.graph.output_classes == (0, 1)
+    idx = {r.weight_path[0]: r.index for r in learner.graph.relations}
+    assert {k for k in learner.etraces if k.endswith(":f")} == {f"{w}#{i}->g0:f" for w, i in idx.items()}
+    want = es_by_hand_summed(model, xs, targets, 0.8)
+    got, _ = online_grads(learner, xs, loss)
+    assert O.tree_max_rel_err(got, want) < 1e-10
