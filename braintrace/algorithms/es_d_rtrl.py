@@ -32,6 +32,7 @@ from ..primitives import DiagonalRule
 from ..primitives.trace_rules import apply_block, contract_sequence, sum_to_shape
 from ..executor import StepTraceData
 from .base import ETraceVjpAlgorithm
+from .helpers import _shared_output_key
 
 __all__ = ["IODimVjpAlgorithm", "ES_D_RTRL", "pp_prop", "decay_from"]
 
@@ -131,17 +132,10 @@ class IODimVjpAlgorithm(ETraceVjpAlgorithm):
         return f"{self.trace_key_prefix(r)}->g{gi}"
 
     def _shared_f_key(self, r, gi) -> str:
-        """Key of the output trace ``ε_f`` for group ``gi``, one per class of summed outputs.
-
-        Factored relations whose outputs are summed before any other use have
-        equal ``df`` (``graph.output_classes``), hence equal ``ε_f``: they
-        share one trace, named after all of them (``'a#0&b#1->g0:f'``).
-        """
-        assert self.graph is not None
-        classes = self.graph.output_classes
-        rels = self.graph.hidden_param_op_relations
-        members = [m for m in rels if classes[m.index] == classes[r.index] and self._factored(m)]
-        return "&".join(self.trace_key_prefix(m) for m in members) + f"->g{gi}:f"
+        """Key of the output trace ``ε_f`` for group ``gi``: factored relations whose
+        outputs are summed before any other use have equal ``df``, hence equal ``ε_f``,
+        and share one trace."""
+        return _shared_output_key(self, r, gi, self._factored)
 
     def _factored(self, r) -> bool:
         return r.entry.x_invar_index is not None and bool(self._names(r)[1])

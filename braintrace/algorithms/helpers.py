@@ -379,6 +379,20 @@ def _check_presynaptic(learner, owner: str, why: str) -> None:
             )
 
 
+def _shared_output_key(learner, relation, gi: int, member) -> str:
+    """Key of the output trace ``f`` of ``relation`` for group ``gi``, one per class of summed outputs.
+
+    Relations whose outputs are summed before any other use have equal ``df``
+    (``graph.output_classes``); those of one class for which ``member(r)``
+    holds share one trace, named after all of them (``'a#0&b#1->g0:f'``).
+    """
+    classes = learner.graph.output_classes
+    members = [
+        m for m in learner.graph.hidden_param_op_relations if classes[m.index] == classes[relation.index] and member(m)
+    ]
+    return "&".join(learner.trace_key_prefix(m) for m in members) + f"->g{gi}:f"
+
+
 def _dy(learner, relation, df: dict, signal: dict, scale: dict | None = None) -> jax.Array:
     """``Σ_g sum_to_shape(Σ_s scale ⊙ df ⊙ signal, y.shape)`` for one relation."""
     y_shape = tuple(_eqn(learner, relation).outvars[relation.entry.y_outvar_index].aval.shape)

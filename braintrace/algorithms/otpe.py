@@ -3,7 +3,10 @@ r"""OTPE: online training with postsynaptic estimates (Summe et al., 2023).
 OTPE extends OTTT's presynaptic trace with an estimate of the postsynaptic
 factor's history: 'full' keeps the synapse-shaped trace of
 :math:`x \otimes df` decayed by a scalar leak, 'approx' keeps a presynaptic
-trace and a postsynaptic trace separately.
+trace and a postsynaptic trace separately. In 'approx' mode, relations whose
+outputs are summed before any other use (an input and a recurrent current, see
+:attr:`~braintrace.compiler.ETraceGraph.output_classes`) share one postsynaptic
+trace: their ``df`` are equal.
 """
 
 from __future__ import annotations
@@ -17,7 +20,17 @@ import jax.numpy as jnp
 from ..executor import StepTraceData
 from ..primitives import DiagonalRule, FullJacobianRule
 from .base import ETraceVjpAlgorithm
-from .helpers import PresynapticTrace, _add, _check_decay, _check_presynaptic, _dy, _eqn, _names, _with_x
+from .helpers import (
+    PresynapticTrace,
+    _add,
+    _check_decay,
+    _check_presynaptic,
+    _dy,
+    _eqn,
+    _names,
+    _shared_output_key,
+    _with_x,
+)
 
 __all__ = ["OTPE"]
 
@@ -148,6 +161,14 @@ class OTPE(ETraceVjpAlgorithm):
     def _approx(self, r) -> bool:
         return self.mode == "approx" and bool(_names(r)[1])
 
+    def _f_key(self, r, gi: int) -> str:
+        """The approximate trace ``f`` of group ``gi``, shared by relations whose outputs are summed."""
+        return _shared_output_key(self, r, gi, self._approx)
+
+    def _own_traces(self, r) -> bool:
+        diag, fact = _names(r)
+        return bool(diag) or (bool(fact) and not self._approx(r))
+
     def init_traces(self, data: StepTraceData) -> dict[str, Any]:
         assert self.graph is not None  # the learner calls its hooks after compile_graph
         out = {}
@@ -159,12 +180,14 @@ class OTPE(ETraceVjpAlgorithm):
                 out[self._x_key(r)] = {"x": jnp.zeros(jnp.shape(ops[r.entry.x_invar_index]), dtype)}
             for gi in r.hidden_groups:
                 g = self.graph.hidden_groups[gi]
+                if self._approx(r):
+                    out[self._f_key(r, gi)] = {"f": jnp.zeros(tuple(g.varshape) + (g.num_state,), dtype)}
+                if not self._own_traces(r):
+                    continue
                 val = {}
                 if diag:
                     val.update(_DIAGONAL.init(r.entry, ops, params, diag, g.varshape, g.num_state, dtype))
-                if fact and self._approx(r):
-                    val["f"] = jnp.zeros(tuple(g.varshape) + (g.num_state,), dtype)
-                elif fact:
+                if fact and not self._approx(r):
                     val.update(self._rule(r).init(r.entry, ops, params, fact, g.varshape, g.num_state, dtype))
                 out[self._key(r, gi)] = val
         return out
@@ -182,13 +205,17 @@ class OTPE(ETraceVjpAlgorithm):
             for gi in r.hidden_groups:
                 key = self._key(r, gi)
                 df = data.df[(r.index, gi)]
+                if self._approx(r):
+                    fkey = self._f_key(r, gi)
+                    if out[fkey] is traces[fkey]:  # not yet advanced by another member of its class
+                        out[fkey] = {"f": PresynapticTrace.rule(traces[fkey]["f"], df, lam)}
+                if not self._own_traces(r):
+                    continue
                 D = jnp.full(data.D[gi].shape, lam, data.D[gi].dtype)  # D := λ (S = 1)
                 val = {}
                 if diag:
                     val.update(_DIAGONAL.update(r.entry, traces[key], ops, params, diag, D, df))
-                if fact and self._approx(r):
-                    val["f"] = PresynapticTrace.rule(traces[key]["f"], df, lam)
-                elif fact:
+                if fact and not self._approx(r):
                     val.update(self._rule(r).update(r.entry, traces[key], ops, params, fact, D, df))
                 out[key] = val
         return out
@@ -210,7 +237,7 @@ class OTPE(ETraceVjpAlgorithm):
             ops, params = operands[r.index], _eqn(self, r).params
             acc: dict[str, Any] = {}
             for gi in r.hidden_groups:
-                tr = traces[self._key(r, gi)]
+                tr = traces.get(self._key(r, gi))
                 if diag:
                     _add(acc, _DIAGONAL.contract(r.entry, tr, ops, params, diag, signal[gi]))
                 if fact and not self._approx(r):
@@ -218,7 +245,7 @@ class OTPE(ETraceVjpAlgorithm):
             if self._approx(r):
                 dtype = signal[r.hidden_groups[0]].dtype
                 n = self._norm(k, dtype)
-                fbar = {gi: traces[self._key(r, gi)]["f"].astype(dtype) / n for gi in r.hidden_groups}
+                fbar = {gi: traces[self._f_key(r, gi)]["f"].astype(dtype) / n for gi in r.hidden_groups}
                 dy = _dy(self, r, None, signal, scale=fbar)
                 _add(acc, r.entry.xy_to_dw(_with_x(r, ops, traces[self._x_key(r)]["x"]), params, dy, names=fact))
             out[r.index] = acc

@@ -151,6 +151,32 @@ class LIFNet(brainstate.nn.Module):
         return self.readout(self.lif(self.inp(x)))
 
 
+class SummedLeaky(brainstate.nn.Module):
+    """``h = a h + (1-a) tanh(x W_in + b + h W_rec)``: two relations summed into one current.
+
+    With ``gate=True`` the recurrent current passes through ``tanh`` before the
+    sum, so the two relations no longer share their output derivative.
+    """
+
+    def __init__(self, n_in=3, n_h=4, n_out=2, seed=0, batch=None, gate=False):
+        super().__init__()
+        rng = np.random.RandomState(seed)
+        self.w_in = brainstate.ParamState(
+            {"weight": jnp.asarray(rng.randn(n_in, n_h) / np.sqrt(n_in)), "bias": jnp.asarray(0.1 * rng.randn(n_h))}
+        )
+        self.w_rec = brainstate.ParamState(jnp.asarray(rng.randn(n_h, n_h) / np.sqrt(n_h)))
+        self.w_out = brainstate.ParamState(jnp.asarray(rng.randn(n_h, n_out) / np.sqrt(n_h)))
+        self.a = jnp.asarray(jax.nn.sigmoid(rng.randn(n_h) + 1.0))
+        self.gate = gate
+        self.h = brainstate.HiddenState(jnp.asarray(0.5 * rng.randn(*((n_h,) if batch is None else (batch, n_h)))))
+
+    def update(self, x):
+        rec = braintrace.matmul(self.h.value, self.w_rec.value)
+        y = braintrace.matmul(x, self.w_in.value["weight"], self.w_in.value["bias"]) + (jnp.tanh(rec) if self.gate else rec)
+        self.h.value = self.a * self.h.value + (1.0 - self.a) * jnp.tanh(y)
+        return self.h.value @ self.w_out.value
+
+
 # -- runners --------------------------------------------------------------------------
 
 

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-import brainstate
 import braintrace
 import jax
 import jax.numpy as jnp
 
 import oracle as O
+from .snn_models import SummedLeaky
 from learning import online_grads, window_grads, x64  # noqa: F401
 
 T, N_IN, N_H, N_OUT = 6, 3, 4, 2
@@ -117,32 +117,6 @@ def test_runs_on_coupled_and_multi_state_models(x64, name):
     cos = O.tree_cosine(got, bptt)
     print(f"ES_D_RTRL on {name}: cosine with BPTT {cos:.4f}")
     assert np.isfinite(cos) and cos > 0.5
-
-
-class SummedLeaky(brainstate.nn.Module):
-    """``h = a h + (1-a) tanh(x W_in + b + h W_rec)``: two relations summed into one current.
-
-    With ``gate=True`` the recurrent current passes through ``tanh`` before the
-    sum, so the two relations no longer share their output derivative.
-    """
-
-    def __init__(self, seed=0, batch=None, gate=False):
-        super().__init__()
-        rng = np.random.RandomState(seed)
-        self.w_in = brainstate.ParamState(
-            {"weight": jnp.asarray(rng.randn(N_IN, N_H) / np.sqrt(N_IN)), "bias": jnp.asarray(0.1 * rng.randn(N_H))}
-        )
-        self.w_rec = brainstate.ParamState(jnp.asarray(rng.randn(N_H, N_H) / np.sqrt(N_H)))
-        self.w_out = brainstate.ParamState(jnp.asarray(rng.randn(N_H, N_OUT) / np.sqrt(N_H)))
-        self.a = jnp.asarray(jax.nn.sigmoid(rng.randn(N_H) + 1.0))
-        self.gate = gate
-        self.h = brainstate.HiddenState(jnp.asarray(0.5 * rng.randn(*((N_H,) if batch is None else (batch, N_H)))))
-
-    def update(self, x):
-        rec = braintrace.matmul(self.h.value, self.w_rec.value)
-        y = braintrace.matmul(x, self.w_in.value["weight"], self.w_in.value["bias"]) + (jnp.tanh(rec) if self.gate else rec)
-        self.h.value = self.a * self.h.value + (1.0 - self.a) * jnp.tanh(y)
-        return self.h.value @ self.w_out.value
 
 
 def es_by_hand_summed(model, xs, targets, alpha):
