@@ -8,8 +8,12 @@
    most BPTT's time (the issue states this one on CPU); one line per variant
    measured (single-step, ``_winK``, ``_msK``).
 3. ES_D_RTRL per step at most 2.5x the forward-only step (every timed config and
-   variant; from back-to-back forward and ES_D_RTRL calls when the record has them,
-   ``paired_forward_ratio``, else from the two separate medians).
+   variant). When the record has back-to-back forward and ES_D_RTRL calls the
+   measured ratio is the larger of their median ratio (``paired_forward_ratio``)
+   and the ratio of the two methods' fastest calls (``min_s``; a load can only
+   add time, so each minimum is the least disturbed call): either alone was seen
+   to pass a config the other failed by 2x on a host with busy neighbours.
+   Without back-to-back calls, the ratio of the two separate medians.
 4. Recurrent LIF N=4096, T=1000: ES_D_RTRL at most 0.5x BPTT's time (per variant).
 
 A target whose measurements are missing from the run is reported as ``n/a``
@@ -98,10 +102,18 @@ def evaluate_targets(records: list[dict]) -> list[dict]:
         for m in _variants(records, c["kind"], c["size"], c["T"], "es_d_rtrl"):
             es = _find(records, c["kind"], c["size"], c["T"], m, c["batch"])
             paired = _find(records, c["kind"], c["size"], c["T"], m, c["batch"], field="paired_forward_ratio")
+            es_min = _find(records, c["kind"], c["size"], c["T"], m, c["batch"], field="min_s")
+            fwd_min = _find(records, c["kind"], c["size"], c["T"], "forward", c["batch"], field="min_s")
             if es is not None and paired is not None:  # back-to-back calls: robust to a drifting load
-                out.append(_target(f"{r['name']}: {m} step / forward step", "<= 2.5", paired, paired <= 2.5,
-                                   f"paired calls; separate medians {es / c['T'] * 1e6:.4g} µs"
-                                   + (f" / {fwd / c['T'] * 1e6:.4g} µs" if fwd is not None else "")))
+                fastest = es_min / fwd_min if es_min is not None and fwd_min else None
+                ratio = paired if fastest is None else max(paired, fastest)
+                detail = f"paired calls {paired:.3g}"
+                if fastest is not None:
+                    detail += (f", fastest calls {fastest:.3g} ({es_min / c['T'] * 1e6:.4g} µs"
+                               f" / {fwd_min / c['T'] * 1e6:.4g} µs)")
+                detail += f"; separate medians {es / c['T'] * 1e6:.4g} µs" + (
+                    f" / {fwd / c['T'] * 1e6:.4g} µs" if fwd is not None else "")
+                out.append(_target(f"{r['name']}: {m} step / forward step", "<= 2.5", ratio, ratio <= 2.5, detail))
             elif es is not None and fwd is not None:
                 out.append(_target(f"{r['name']}: {m} step / forward step", "<= 2.5", es / fwd, es / fwd <= 2.5,
                                    f"{es / c['T'] * 1e6:.4g} µs / {fwd / c['T'] * 1e6:.4g} µs"))

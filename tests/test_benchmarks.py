@@ -72,7 +72,10 @@ def test_table_rows_and_targets(result):
     assert "GRU-8 B=2 T=5: es_d_rtrl step / forward step" in names
     per_step = next(t for t in saved["targets"] if t["target"] == "GRU-8 B=2 T=5: es_d_rtrl step / forward step")
     es = next(r for r in saved["results"] if r["method"] == "es_d_rtrl")
-    assert per_step["measured"] == es["paired_forward_ratio"] and per_step["detail"].startswith("paired calls")
+    fwd = next(r for r in saved["results"] if r["method"] == "forward" and r["config"]["T"] == 5)
+    # the conservative one of the back-to-back ratio and the ratio of the fastest calls
+    assert per_step["measured"] == pytest.approx(max(es["paired_forward_ratio"], es["min_s"] / fwd["min_s"]))
+    assert per_step["detail"].startswith("paired calls") and "fastest calls" in per_step["detail"]
     assert "GRU-8 B=2 T=5: es_d_rtrl_ms5 step / forward step" in names
     gru512 = [t for t in saved["targets"] if t["target"].startswith("GRU-512")]
     assert gru512 and all(t["passed"] is None and t["measured"] is None for t in gru512)
@@ -120,3 +123,16 @@ def test_merge_splits_and_rejects_overlaps(result, tmp_path):
     assert (tmp_path / "all.md").read_text().startswith("| config | method |")
     with pytest.raises(ValueError, match="in both"):
         merge_results([timed, timed])
+
+
+def test_decompose_prints_the_three_variants():
+    from benchmarks.decompose import main as decompose_main
+
+    text = decompose_main(["--model", "gru-8", "--T", "4", "--batch", "2", "--window", "2", "--rounds", "1"])
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| variant")]
+    assert [r.split(" | ")[0][2:] for r in rows] == ["forward", "traces", "gradient"]
+    assert rows[0].endswith("| 1 | 1 |")
+    with pytest.raises(SystemExit, match="gru-N or lif-N"):
+        decompose_main(["--model", "rnn-8"])
+    with pytest.raises(ValueError, match="must divide"):
+        decompose_main(["--model", "gru-8", "--T", "5", "--window", "2"])
