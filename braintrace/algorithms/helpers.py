@@ -386,9 +386,10 @@ def _shared_output_key(learner, relation, gi: int, member) -> str:
     (``graph.output_classes``); those of one class for which ``member(r)``
     holds share one trace, named after all of them (``'a#0&b#1->g0:f'``).
     """
-    classes = learner.graph.output_classes
+    relations = learner.graph.hidden_param_op_relations
+    classes = learner.graph.output_classes or tuple(range(len(relations)))  # a graph built without the analysis
     members = [
-        m for m in learner.graph.hidden_param_op_relations if classes[m.index] == classes[relation.index] and member(m)
+        m for m in relations if classes[m.index] == classes[relation.index] and member(m)
     ]
     return "&".join(learner.trace_key_prefix(m) for m in members) + f"->g{gi}:f"
 
