@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import brainstate
 import braintrace
 import jax
 import jax.numpy as jnp
@@ -178,4 +179,50 @@ def test_relations_not_only_summed_keep_their_own_output_traces(x64):
     assert {k for k in learner.etraces if k.endswith(":f")} == {f"{w}#{i}->g0:f" for w, i in idx.items()}
     want = es_by_hand_summed(model, xs, targets, 0.8)
     got, _ = online_grads(learner, xs, loss)
+    assert O.tree_max_rel_err(got, want) < 1e-10
+
+
+class ThreeCurrents(brainstate.nn.Module):
+    """``v = a v + (1-a) tanh(x W_in + h W_rec + x W_skip + e ⊙ 1 + b)``: three matrix products and an
+    element-wise weight summed into one current (the element-wise one has no ``x``: never shared)."""
+
+    def __init__(self, batch=None, seed=0):
+        super().__init__()
+        rng = np.random.RandomState(seed)
+        self.w_in = brainstate.ParamState(jnp.asarray(rng.randn(N_IN, N_H) / np.sqrt(N_IN)))
+        self.w_skip = brainstate.ParamState(jnp.asarray(rng.randn(N_IN, N_H) / np.sqrt(N_IN)))
+        self.w_rec = brainstate.ParamState(jnp.asarray(rng.randn(N_H, N_H) / np.sqrt(N_H)))
+        self.e = brainstate.ParamState(jnp.asarray(0.1 * rng.randn(N_H)))
+        self.b = brainstate.ParamState(jnp.asarray(0.1 * rng.randn(N_H)))
+        self.w_out = brainstate.ParamState(jnp.asarray(rng.randn(N_H, N_OUT) / np.sqrt(N_H)))
+        self.a = jnp.asarray(jax.nn.sigmoid(rng.randn(N_H) + 1.0))
+        self.h = brainstate.HiddenState(jnp.asarray(0.5 * rng.randn(*((N_H,) if batch is None else (batch, N_H)))))
+
+    def update(self, x):
+        y = braintrace.matmul(x, self.w_in.value) + braintrace.matmul(self.h.value, self.w_rec.value)
+        y = y + braintrace.matmul(x, self.w_skip.value) + braintrace.element_wise(self.e.value) + self.b.value
+        self.h.value = self.a * self.h.value + (1.0 - self.a) * jnp.tanh(y)
+        return self.h.value @ self.w_out.value
+
+
+def _without_sharing(monkeypatch):
+    import braintrace.compiler.graph as graph_module
+
+    monkeypatch.setattr(graph_module, "summed_output_classes", lambda jaxpr, rels: tuple(r.index for r in rels))
+
+
+@pytest.mark.parametrize("make", [lambda b: SummedLeaky(batch=b), lambda b: ThreeCurrents(batch=b)])
+@pytest.mark.parametrize("learner", ["es_d_rtrl", "otpe"])
+@pytest.mark.parametrize("window", [None, 3])
+def test_sharing_output_traces_changes_no_gradient(x64, monkeypatch, make, learner, window):
+    """The same gradients with the summed-output classes as with one class per relation."""
+    xs, _, loss = data(2)
+    build = {"es_d_rtrl": lambda m: braintrace.ES_D_RTRL(m, 0.8), "otpe": lambda m: braintrace.OTPE(m, "approx", leak=0.6)}
+    shared = build[learner](make(2)).compile_graph(xs[0])
+    got, _ = online_grads(shared, xs, loss) if window is None else window_grads(shared, xs, loss, window)
+    n_shared = sum(k.endswith(":f") for k in shared.etraces)
+    _without_sharing(monkeypatch)
+    alone = build[learner](make(2)).compile_graph(xs[0])
+    want, _ = online_grads(alone, xs, loss) if window is None else window_grads(alone, xs, loss, window)
+    assert n_shared < sum(k.endswith(":f") for k in alone.etraces)
     assert O.tree_max_rel_err(got, want) < 1e-10
