@@ -30,7 +30,7 @@ import jax.numpy as jnp
 
 import braintrace
 
-from .methods import ES_DECAY, build_body
+from .methods import _learner, build_body, split_windows
 from .models import ModelSpec, build_model, make_data, mse_loss
 
 __all__ = ["decompose", "format_decomposition", "main"]
@@ -38,14 +38,12 @@ __all__ = ["decompose", "format_decomposition", "main"]
 
 def _traces_body(spec: ModelSpec, K: int) -> Callable:
     model = build_model(spec)
-    learner = braintrace.ES_D_RTRL(model, decay_or_rank=ES_DECAY)
-    learner.compile_graph(jnp.zeros((spec.batch, spec.n_in), jnp.float32))
+    learner = _learner("es_d_rtrl", model, spec, "single-step")  # the learner of `es_d_rtrl_winK`
 
     def body(xs, ys):
         brainstate.nn.reset_all_states(model, batch_size=spec.batch)
         learner.reset_state(spec.batch)
-        n = spec.T // K
-        xw, yw = xs.reshape((n, K) + xs.shape[1:]), ys.reshape((n, K) + ys.shape[1:])
+        xw, yw = split_windows(xs, ys, K)
 
         def step(total, xy):
             outs = learner(braintrace.MultiStepData(xy[0]))

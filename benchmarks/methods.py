@@ -31,7 +31,7 @@ import braintrace
 
 from .models import ModelSpec, mse_loss
 
-__all__ = ["ES_DECAY", "method_names", "parse_method", "build_body", "method_family"]
+__all__ = ["ES_DECAY", "method_names", "parse_method", "build_body", "method_family", "split_windows"]
 
 ES_DECAY = 0.9
 _WINDOWED = re.compile(r"^(d_rtrl|es_d_rtrl)_(ms|win)(\d+)$")
@@ -85,6 +85,12 @@ def _forward_body(model, spec: ModelSpec) -> Callable:
     return body
 
 
+def split_windows(xs, ys, K: int) -> tuple:
+    """``(T, ...)`` inputs and targets as ``(T // K, K, ...)`` windows."""
+    n = xs.shape[0] // K
+    return xs.reshape((n, K) + xs.shape[1:]), ys.reshape((n, K) + ys.shape[1:])
+
+
 def _window_body(learner, spec: ModelSpec, K: int) -> Callable:
     model = learner.model
     params = model.states(brainstate.ParamState)
@@ -92,9 +98,7 @@ def _window_body(learner, spec: ModelSpec, K: int) -> Callable:
     def body(xs, ys):
         brainstate.nn.reset_all_states(model, batch_size=spec.batch)
         learner.reset_state(spec.batch)
-        n = spec.T // K
-        xw = xs.reshape((n, K) + xs.shape[1:])
-        yw = ys.reshape((n, K) + ys.shape[1:])
+        xw, yw = split_windows(xs, ys, K)
 
         def step(acc, xy):
             x, y = xy

@@ -21,7 +21,7 @@ from typing import Any
 import jax
 import jax.extend.core as jcore
 
-from ..compiler.jaxpr_tools import eval_eqn, is_literal
+from ..compiler.jaxpr_tools import UseDef, eval_eqn, is_literal
 
 __all__ = ["InvariantResiduals", "analyse_residuals", "invariant_outputs"]
 
@@ -57,10 +57,7 @@ def invariant_outputs(jaxpr: jcore.Jaxpr, invariant_invars: Sequence[bool]) -> l
     """
     if len(invariant_invars) != len(jaxpr.invars):
         raise ValueError(f"{len(invariant_invars)} flags for {len(jaxpr.invars)} inputs")
-    variant = {v for v, inv in zip(jaxpr.invars, invariant_invars) if not inv}
-    for eqn in jaxpr.eqns:
-        if any(not is_literal(v) and v in variant for v in eqn.invars):
-            variant.update(eqn.outvars)
+    variant = UseDef(jaxpr).forward(v for v, inv in zip(jaxpr.invars, invariant_invars) if not inv)
     return [is_literal(v) or v not in variant for v in jaxpr.outvars]
 
 
@@ -102,15 +99,10 @@ class InvariantResiduals:
         """
         jaxpr = self.closed.jaxpr
         targets = [v for v, m in zip(jaxpr.outvars, self.mask) if m]
-        needed = {v for v in targets if not is_literal(v)}
-        eqns = []
-        for eqn in reversed(jaxpr.eqns):
-            if any(v in needed for v in eqn.outvars):
-                eqns.append(eqn)
-                needed.update(v for v in eqn.invars if not is_literal(v))
+        needed = UseDef(jaxpr).backward(targets)
         env: dict[Any, Any] = dict(zip(jaxpr.constvars, self.closed.consts))
         env.update(zip(jaxpr.invars[: self.n_params], param_vals))
-        for eqn in reversed(eqns):
+        for eqn in (e for e in jaxpr.eqns if any(v in needed for v in e.outvars)):
             outs = eval_eqn(eqn, [v.val if is_literal(v) else env[v] for v in eqn.invars])
             env.update(zip(eqn.outvars, outs))
         return [v.val if is_literal(v) else env[v] for v in targets]

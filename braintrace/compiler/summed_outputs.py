@@ -37,9 +37,7 @@ def _merge_point(jaxpr: Any, usedef: UseDef, outvars: set, var: Any) -> Any:
     variable is not a jaxpr output, has exactly one consumer, and the consumer
     is an addition of same-shaped operands (so the tangent passes unchanged).
     """
-    seen = set()
-    while var not in outvars and var not in seen:
-        seen.add(var)
+    while var not in outvars:  # a jaxpr is acyclic: the chain ends
         uses = usedef.consumers.get(var, [])
         if len(uses) != 1:
             break

@@ -177,6 +177,47 @@ class SummedLeaky(brainstate.nn.Module):
         return self.h.value @ self.w_out.value
 
 
+def summed_leaky_by_hand(model, xs, targets, *, x_decay, f_decay, f_gain, bias_decay, norm):
+    """A factored rule on :class:`SummedLeaky`, in NumPy (ES_D_RTRL and OTPE 'approx' are instances).
+
+    ``h = a h + (1-a) tanh(y)``, ``y = x W_in + b + r`` with ``r = h W_rec``
+    (``tanh(h W_rec)`` with ``gate``), ``out = h W_out``, ``L^t = ½|out - target|²``.
+    ``df = (1-a)(1 - tanh(y)²)`` for ``W_in`` and, without ``gate``, for
+    ``W_rec`` too (their outputs are summed: one output trace ``f`` serves
+    both); with ``gate`` ``W_rec``'s is ``df ⊙ (1 - tanh(h W_rec)²)``, in a trace
+    ``g`` of its own. Per step: ``x̂ = x_decay·x̂ + x`` for each weight's input,
+    ``f = f_decay ⊙ f + f_gain·df``, the bias's trace ``e = bias_decay ⊙ e + df``,
+    ``∇W += x̂ ⊗ (f / norm(t) ⊙ δ)``, ``∇b += e ⊙ δ``; ``W_out`` gets ``h ⊗ err``.
+    """
+    W, b = (np.asarray(model.w_in.value[k]) for k in ("weight", "bias"))
+    Wr, Wo, a = np.asarray(model.w_rec.value), np.asarray(model.w_out.value), np.asarray(model.a)
+    h = np.asarray(model.h.value)
+    n_in, n_h, n_out = W.shape[0], h.shape[-1], Wo.shape[1]
+    ex, er = np.zeros_like(np.asarray(xs[0])), np.zeros_like(h)
+    f, f_rec, e = np.zeros_like(h), np.zeros_like(h), np.zeros_like(h)
+    fd = f_decay(a) if callable(f_decay) else f_decay
+    bd = bias_decay(a) if callable(bias_decay) else bias_decay
+    g = {"weight": np.zeros_like(W), "bias": np.zeros_like(b), "rec": np.zeros_like(Wr), "out": np.zeros_like(Wo)}
+    for t in range(len(xs)):
+        x = np.asarray(xs[t])
+        rec = h @ Wr
+        y = x @ W + b + (np.tanh(rec) if model.gate else rec)
+        ex, er = x_decay * ex + x, x_decay * er + h
+        h = a * h + (1 - a) * np.tanh(y)
+        err = h @ Wo - np.asarray(targets[t])
+        delta = err @ Wo.T
+        df = (1 - a) * (1 - np.tanh(y) ** 2)
+        f = fd * f + f_gain * df
+        f_rec = fd * f_rec + f_gain * df * ((1 - np.tanh(rec) ** 2) if model.gate else 1.0)
+        e = bd * e + df
+        n = norm(t)
+        g["weight"] += ex.reshape(-1, n_in).T @ (f / n * delta).reshape(-1, n_h)
+        g["rec"] += er.reshape(-1, n_h).T @ (f_rec / n * delta).reshape(-1, n_h)
+        g["bias"] += (e * delta).reshape(-1, n_h).sum(0)
+        g["out"] += h.reshape(-1, n_h).T @ err.reshape(-1, n_out)
+    return {("w_in",): {"weight": g["weight"], "bias": g["bias"]}, ("w_rec",): g["rec"], ("w_out",): g["out"]}
+
+
 # -- runners --------------------------------------------------------------------------
 
 

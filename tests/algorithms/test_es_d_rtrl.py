@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 import oracle as O
-from .snn_models import SummedLeaky
+from .snn_models import SummedLeaky, summed_leaky_by_hand
 from learning import online_grads, window_grads, x64  # noqa: F401
 
 T, N_IN, N_H, N_OUT = 6, 3, 4, 2
@@ -121,37 +121,11 @@ def test_runs_on_coupled_and_multi_state_models(x64, name):
 
 
 def es_by_hand_summed(model, xs, targets, alpha):
-    """ES_D_RTRL for :class:`SummedLeaky` in NumPy: without ``gate``, one output trace serves both weights.
-
-    The cut Jacobian is ``D = a`` (the recurrent current enters through the
-    data input of ``W_rec``), ``df = (1-a)(1 - tanh(y)²)`` for both relations;
-    with ``gate`` the recurrent relation's is ``df ⊙ (1 - tanh(h W_rec)²)``,
-    with a trace ``ε_g`` of its own.
-    """
-    W, b = (np.asarray(model.w_in.value[k]) for k in ("weight", "bias"))
-    Wr, Wo, a = np.asarray(model.w_rec.value), np.asarray(model.w_out.value), np.asarray(model.a)
-    h = np.asarray(model.h.value)
-    ex, er, ef, eb = np.zeros_like(np.asarray(xs[0])), np.zeros_like(h), np.zeros_like(h), np.zeros_like(h)
-    eg = np.zeros_like(h)
-    g = {"weight": np.zeros_like(W), "bias": np.zeros_like(b), "rec": np.zeros_like(Wr), "out": np.zeros_like(Wo)}
-    for t in range(T):
-        x = np.asarray(xs[t])
-        rec = h @ Wr
-        y = x @ W + b + (np.tanh(rec) if model.gate else rec)
-        ex, er = alpha * ex + x, alpha * er + h
-        h = a * h + (1 - a) * np.tanh(y)
-        err = h @ Wo - np.asarray(targets[t])
-        delta = err @ Wo.T
-        df = (1 - a) * (1 - np.tanh(y) ** 2)
-        ef = alpha * a * ef + (1 - alpha) * df
-        eb = a * eb + df
-        eg = alpha * a * eg + (1 - alpha) * df * ((1 - np.tanh(rec) ** 2) if model.gate else 1.0)
-        c = 1 - alpha ** (t + 1)
-        g["weight"] += ex.reshape(-1, N_IN).T @ (ef * delta / c).reshape(-1, N_H)
-        g["rec"] += er.reshape(-1, N_H).T @ (eg * delta / c).reshape(-1, N_H)
-        g["bias"] += (eb * delta).reshape(-1, N_H).sum(0)
-        g["out"] += h.reshape(-1, N_H).T @ err.reshape(-1, N_OUT)
-    return {("w_in",): {"weight": g["weight"], "bias": g["bias"]}, ("w_rec",): g["rec"], ("w_out",): g["out"]}
+    """ES_D_RTRL on :class:`SummedLeaky`: ``D = a`` (the recurrent current enters through
+    ``W_rec``'s data input), ``ε_f = α a ε_f + (1-α) df``, the bias's exact trace
+    ``e = a e + df``, bias correction ``c_t = 1 - α^{t+1}``."""
+    return summed_leaky_by_hand(model, xs, targets, x_decay=alpha, f_decay=lambda a: alpha * a, f_gain=1 - alpha,
+                                bias_decay=lambda a: a, norm=lambda t: 1 - alpha ** (t + 1))
 
 
 @pytest.mark.parametrize("batch", [None, 2])
@@ -166,8 +140,10 @@ def test_summed_relations_share_one_output_trace(x64, batch, window):
     assert set(f_key[: -len("->g0:f")].split("&")) == {f"w_in#{idx['w_in']}", f"w_rec#{idx['w_rec']}"}
     assert set(learner.get_etrace_of(model.w_rec)) == {f_key, f"w_rec#{idx['w_rec']}:x"}
     want = es_by_hand_summed(model, xs, targets, 0.8)
+    bptt, _ = O.bptt_grads(model, xs, loss)
     got, _ = online_grads(learner, xs, loss) if window is None else window_grads(learner, xs, loss, window)
     assert O.tree_max_rel_err(got, want) < 1e-10
+    assert O.tree_cosine(got, bptt) > 0.5  # an approximation of BPTT's gradient, not another gradient
 
 
 def test_relations_not_only_summed_keep_their_own_output_traces(x64):

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 import oracle as O
 
-from .snn_models import SummedLeaky, TwoLayer, f64, hidden, restore, step_grads, to_numpy, total, window_sum  # noqa: F401
+from .snn_models import SummedLeaky, TwoLayer, summed_leaky_by_hand, f64, hidden, restore, step_grads, to_numpy, total, window_sum  # noqa: F401
 
 T, N_IN, N_H, N_OUT = 6, 3, 4, 2
 LEAK, KAPPA = 0.6, 0.7
@@ -301,38 +301,10 @@ def test_osttp_per_step_window_takes_a_target_per_step(f64):
 
 
 def otpe_by_hand_summed(model, xs, targets, leak):
-    """OTPE ('approx') on :class:`SummedLeaky` in NumPy: ``f = λ f + df`` shared by ``W_in`` and ``W_rec``.
-
-    ``df = (1-a)(1 - tanh(y)²)`` for both relations (their outputs are summed);
-    with ``gate`` the recurrent one's is ``df ⊙ (1 - tanh(h W_rec)²)``, in a
-    trace ``g`` of its own. Presynaptic traces ``x̂ = λ x̂ + x``, bias trace
-    ``e = λ e + df``, normalisation ``n_k = Σ_{j≤k} λ^j``.
-    """
-    W, b = (np.asarray(model.w_in.value[k]) for k in ("weight", "bias"))
-    Wr, Wo, a = np.asarray(model.w_rec.value), np.asarray(model.w_out.value), np.asarray(model.a)
-    h = np.asarray(model.h.value)
-    n_h = h.shape[-1]
-    ex, er = np.zeros_like(np.asarray(xs[0])), np.zeros_like(h)
-    f, g_tr, e = np.zeros_like(h), np.zeros_like(h), np.zeros_like(h)
-    g = {"weight": np.zeros_like(W), "bias": np.zeros_like(b), "rec": np.zeros_like(Wr), "out": np.zeros_like(Wo)}
-    for t in range(len(xs)):
-        x = np.asarray(xs[t])
-        rec = h @ Wr
-        y = x @ W + b + (np.tanh(rec) if model.gate else rec)
-        ex, er = leak * ex + x, leak * er + h
-        h = a * h + (1 - a) * np.tanh(y)
-        err = h @ Wo - np.asarray(targets[t])
-        delta = err @ Wo.T
-        df = (1 - a) * (1 - np.tanh(y) ** 2)
-        f = leak * f + df
-        g_tr = leak * g_tr + df * ((1 - np.tanh(rec) ** 2) if model.gate else 1.0)
-        e = leak * e + df
-        n = (1 - leak ** (t + 1)) / (1 - leak)
-        g["weight"] += ex.reshape(-1, W.shape[0]).T @ (f / n * delta).reshape(-1, n_h)
-        g["rec"] += er.reshape(-1, n_h).T @ (g_tr / n * delta).reshape(-1, n_h)
-        g["bias"] += (e * delta).reshape(-1, n_h).sum(0)
-        g["out"] += h.reshape(-1, n_h).T @ err.reshape(-1, Wo.shape[1])
-    return {("w_in",): {"weight": g["weight"], "bias": g["bias"]}, ("w_rec",): g["rec"], ("w_out",): g["out"]}
+    """OTPE ('approx') on :class:`SummedLeaky`: ``f = λ f + df``, presynaptic traces with
+    ``λ``, bias trace ``e = λ e + df``, normalisation ``n_t = Σ_{j≤t} λ^j``."""
+    return summed_leaky_by_hand(model, xs, targets, x_decay=leak, f_decay=leak, f_gain=1.0, bias_decay=leak,
+                                norm=lambda t: (1 - leak ** (t + 1)) / (1 - leak))
 
 
 @pytest.mark.parametrize("gate", [False, True])
