@@ -1,0 +1,205 @@
+"""ES_D_RTRL written out by hand in plain JAX for the recurrent LIF benchmark model.
+
+How fast can the algorithm itself be in JAX on this machine, with no framework
+around it? This module is the same computation as ``es_d_rtrl_winK`` of
+:mod:`benchmarks.methods` on :class:`~benchmarks.models.RecurrentLIFNet`, written
+directly: one ``scan`` per ``K``-step window that advances the model and the
+traces and keeps every step's traces, then the window's weight gradients as
+matrix products over its ``K·B`` rows. It times, in rounds (each round calls
+every variant once), the forward pass, braintrace's ES_D_RTRL and this one, and
+prints the largest relative difference between the two gradients::
+
+    python -m benchmarks.hand_es --size 256 --T 1000 --window 25
+
+The rule (:class:`braintrace.ES_D_RTRL`, decay ``a``; LIF decay ``α``, read-out
+decay ``κ``; ``σ'`` the sigmoid surrogate; ``s^{t-1} = H(v^{t-1} - 1)``):
+
+.. math::
+
+    D^t = α\\,(1 - σ'(v^{t-1} - 1)), \\quad
+    ε_f^t = a D^t ε_f^{t-1} + (1 - a), \\quad
+    ε_b^t = D^t ε_b^{t-1} + 1, \\quad
+    ε_r^t = a κ ε_r^{t-1} + (1 - a),
+
+x-traces ``ε^t = a ε^{t-1} + x^t`` of ``x^t`` (input), ``s^{t-1}`` (recurrent)
+and ``s^t`` (read-out), learning signals ``δ_r^t = ∂L^t/∂r^t`` and
+``δ_v^t = σ'(v^t - 1)\\,(δ_r^t W_{out}^T)``, and with ``c_t = 1 - a^{t+1}``:
+``∇W_{in} = Σ_t ε_{x}^{t T} (ε_f^t δ_v^t / c_t)``, the same for ``W_{rec}``,
+``∇b = Σ_t ε_b^t δ_v^t`` and ``∇W_{out} = Σ_t ε_s^{t T} (ε_r^t δ_r^t / c_t)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import brainstate
+import jax
+import jax.numpy as jnp
+
+from .methods import ES_DECAY, build_body
+from .models import ModelSpec, build_model, make_data
+
+__all__ = ["compare", "format_comparison", "hand_es_lif", "lif_params", "main", "max_relative_difference"]
+
+_SURROGATE_ALPHA = 4.0  # braintrace.nn.surrogate.sigmoid's default
+
+
+def lif_params(model) -> dict[str, jax.Array]:
+    """The weights of a :class:`~benchmarks.models.RecurrentLIFNet` and its decays ``alpha``, ``kappa``."""
+    lif = model.lif
+    return {
+        "w_in": model.w_in.weight.value["weight"],
+        "b_in": model.w_in.weight.value["bias"],
+        "w_rec": model.w_rec.weight.value["weight"],
+        "w_out": model.readout.weight.value["weight"],
+        "alpha": jnp.asarray(lif._decay("tau")),
+        "kappa": jnp.asarray(model.readout._kappa()),
+    }
+
+
+def _spike(u):
+    return (u >= 0).astype(u.dtype)
+
+
+def _surrogate(u):
+    sg = jax.nn.sigmoid(_SURROGATE_ALPHA * u)
+    return _SURROGATE_ALPHA * sg * (1 - sg)
+
+
+def hand_es_lif(p: dict, xs: jax.Array, ys: jax.Array, K: int, decay: float = ES_DECAY) -> tuple[dict, jax.Array]:
+    """ES_D_RTRL's summed gradient and the summed loss over ``(T, B, I)`` inputs, ``K``-step windows.
+
+    ``p`` as from :func:`lif_params`; states start at zero, the trace count at 0.
+    Returns ``({'w_in', 'b_in', 'w_rec', 'w_out'}: gradient, loss)``; the loss is
+    ``Σ_t mean((r^t - y^t)^2)``.
+    """
+    T, B, n_in = xs.shape
+    N, n_out = p["w_rec"].shape[0], p["w_out"].shape[1]
+    a, alpha, kappa = decay, p["alpha"], p["kappa"]
+
+    def window(carry, xy):
+        v, r, traces, k, grads, total = carry
+        x_win, y_win = xy
+
+        def step(c, x):
+            v, r, (ex, es_prev, es, ef, eb, er), k = c
+            s_prev = _spike(v - 1.0)
+            D = alpha * (1.0 - _surrogate(v - 1.0))
+            v = alpha * (v - s_prev) + x @ p["w_in"] + p["b_in"] + s_prev @ p["w_rec"]
+            s = _spike(v - 1.0)
+            r = kappa * r + s @ p["w_out"]
+            ex, es_prev, es = a * ex + x, a * es_prev + s_prev, a * es + s
+            ef, eb, er = a * D * ef + (1 - a), D * eb + 1.0, a * kappa * er + (1 - a)
+            inv_c = 1.0 / (1.0 - a ** (k + 1.0))
+            kept = (ex, es_prev, es, ef * inv_c, eb, er * inv_c, _surrogate(v - 1.0), r)
+            return (v, r, (ex, es_prev, es, ef, eb, er), k + 1.0), kept
+
+        (v, r, traces, k), kept = jax.lax.scan(step, (v, r, traces, k), x_win)
+        ex, es_prev, es, ef, eb, er, sg, rs = kept
+        d_r = 2.0 * (rs - y_win) / (B * n_out)  # ∂ mean((r - y)^2) / ∂r, per step
+        d_v = (d_r @ p["w_out"].T) * sg
+        rows = K * B
+        lv = (ef * d_v).reshape(rows, N)
+        grads = {
+            "w_in": grads["w_in"] + ex.reshape(rows, n_in).T @ lv,
+            "b_in": grads["b_in"] + jnp.sum((eb * d_v).reshape(rows, N), axis=0),
+            "w_rec": grads["w_rec"] + es_prev.reshape(rows, N).T @ lv,
+            "w_out": grads["w_out"] + es.reshape(rows, N).T @ (er * d_r).reshape(rows, n_out),
+        }
+        total = total + jnp.sum(jnp.mean((rs - y_win) ** 2, axis=(1, 2)))
+        return (v, r, traces, k, grads, total), None
+
+    dt = xs.dtype
+    traces = (jnp.zeros((B, n_in), dt), jnp.zeros((B, N), dt), jnp.zeros((B, N), dt),
+              jnp.zeros((B, N), dt), jnp.zeros((B, N), dt), jnp.zeros((B, n_out), dt))
+    grads = {name: jnp.zeros_like(p[name]) for name in ("w_in", "b_in", "w_rec", "w_out")}
+    carry = (jnp.zeros((B, N), dt), jnp.zeros((B, n_out), dt), traces, jnp.zeros((), dt), grads, jnp.zeros((), dt))
+    windows = (xs.reshape((T // K, K) + xs.shape[1:]), ys.reshape((T // K, K) + ys.shape[1:]))
+    (_, _, _, _, grads, total), _ = jax.lax.scan(window, carry, windows)
+    return grads, total
+
+
+def _library_grads(grads: dict) -> dict[str, jax.Array]:
+    """braintrace's ``{path: {name: grad}}`` in :func:`hand_es_lif`'s names."""
+    return {
+        "w_in": grads[("w_in", "weight")]["weight"],
+        "b_in": grads[("w_in", "weight")]["bias"],
+        "w_rec": grads[("w_rec", "weight")]["weight"],
+        "w_out": grads[("readout", "weight")]["weight"],
+    }
+
+
+def max_relative_difference(a: dict, b: dict) -> float:
+    """``max_k max|a_k - b_k| / max|b_k|`` over the gradients of both."""
+    return max(float(jnp.max(jnp.abs(a[k] - b[k])) / (jnp.max(jnp.abs(b[k])) + 1e-30)) for k in b)
+
+
+def compare(spec: ModelSpec, K: int, rounds: int = 7) -> dict:
+    """Per-step times of ``forward``, ``braintrace`` and ``by_hand`` (fastest and median calls)
+    and ``max_rel_diff`` of the two gradients.
+
+    Raises ``ValueError`` for a GRU spec or a ``K`` that does not divide ``spec.T``.
+    """
+    if spec.kind != "lif":
+        raise ValueError("hand_es covers the recurrent LIF model only (spec.kind == 'lif')")
+    if K < 1 or spec.T % K:
+        raise ValueError(f"window K={K} must divide T={spec.T}")
+    xs, ys = make_data(spec)
+    model = build_model(spec)
+    params = lif_params(model)
+    fns: dict[str, Callable] = {
+        "forward": brainstate.transform.jit(build_body("forward", build_model(spec), spec)),
+        "braintrace": brainstate.transform.jit(build_body(f"es_d_rtrl_win{K}", model, spec)),
+        "by_hand": jax.jit(lambda xs, ys: hand_es_lif(params, xs, ys, K)),
+    }
+    lib_grads, _ = fns["braintrace"](xs, ys)
+    hand_grads, _ = fns["by_hand"](xs, ys)
+    diff = max_relative_difference(hand_grads, _library_grads(lib_grads))
+    for f in fns.values():
+        jax.block_until_ready(f(xs, ys))
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, f in fns.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(f(xs, ys))
+            times[name].append(time.perf_counter() - t0)
+    out: dict = {name: {"min_us": min(ts) / spec.T * 1e6, "median_us": statistics.median(ts) / spec.T * 1e6}
+                 for name, ts in times.items()}
+    out["max_rel_diff"] = diff
+    return out
+
+
+def format_comparison(spec: ModelSpec, K: int, result: dict) -> str:
+    """A markdown table of :func:`compare`'s times and their multiples of the forward step."""
+    fwd = result["forward"]
+    title = (f"{spec.name}, {K}-step windows; gradients: by hand vs braintrace, max relative "
+             f"difference {result['max_rel_diff']:.2e}")
+    lines = [title, "",
+             "| variant | fastest µs/step | median µs/step | × forward (fastest) | × forward (median) |",
+             "|---|---:|---:|---:|---:|"]
+    for name in ("forward", "braintrace", "by_hand"):
+        r = result[name]
+        lines.append(f"| {name} | {r['min_us']:.4g} | {r['median_us']:.4g} | {r['min_us'] / fwd['min_us']:.3g} "
+                     f"| {r['median_us'] / fwd['median_us']:.3g} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=256, help="LIF neurons (default 256)")
+    parser.add_argument("--T", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--window", type=int, default=25)
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args(argv)
+    spec = ModelSpec("lif", args.size, args.T, batch=args.batch)
+    text = format_comparison(spec, args.window, compare(spec, args.window, args.rounds))
+    print(text, flush=True)
+    return text
+
+
+if __name__ == "__main__":
+    main()
