@@ -1,17 +1,18 @@
-"""ES_D_RTRL written out by hand in plain JAX for the recurrent LIF benchmark model.
+"""ES_D_RTRL written out by hand in plain JAX for the benchmark models.
 
 How fast can the algorithm itself be in JAX on this machine, with no framework
 around it? This module is the same computation as ``es_d_rtrl_winK`` of
-:mod:`benchmarks.methods` on :class:`~benchmarks.models.RecurrentLIFNet`, written
-directly: one ``scan`` per ``K``-step window that advances the model and the
-traces and keeps every step's traces, then the window's weight gradients as
-matrix products over its ``K·B`` rows. It times, in rounds (each round calls
-every variant once), the forward pass, braintrace's ES_D_RTRL and this one, and
-prints the largest relative difference between the two gradients::
+:mod:`benchmarks.methods` on :class:`~benchmarks.models.RecurrentLIFNet` and
+:class:`~benchmarks.models.GRUNet`, written directly: one ``scan`` per
+``K``-step window that advances the model and the traces and keeps every step's
+traces, then the window's weight gradients as matrix products over its ``K·B``
+rows. It times, in rounds (each round calls every variant once), the forward
+pass, braintrace's ES_D_RTRL and this one, and prints the largest relative
+difference between the two gradients::
 
-    python -m benchmarks.hand_es --size 256 --T 1000 --window 25
+    python -m benchmarks.hand_es --model lif-256 --T 1000 --window 25
 
-The rule (:class:`braintrace.ES_D_RTRL`, decay ``a``; LIF decay ``α``, read-out
+The LIF rule (:class:`braintrace.ES_D_RTRL`, decay ``a``; LIF decay ``α``, read-out
 decay ``κ``; ``σ'`` the sigmoid surrogate; ``s^{t-1} = H(v^{t-1} - 1)``):
 
 .. math::
@@ -26,6 +27,7 @@ and ``s^t`` (read-out), learning signals ``δ_r^t = ∂L^t/∂r^t`` and
 ``δ_v^t = σ'(v^t - 1)\\,(δ_r^t W_{out}^T)``, and with ``c_t = 1 - a^{t+1}``:
 ``∇W_{in} = Σ_t ε_{x}^{t T} (ε_f^t δ_v^t / c_t)``, the same for ``W_{rec}``,
 ``∇b = Σ_t ε_b^t δ_v^t`` and ``∇W_{out} = Σ_t ε_s^{t T} (ε_r^t δ_r^t / c_t)``.
+The GRU's rule is in :func:`hand_es_gru`.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ import jax.numpy as jnp
 from .methods import ES_DECAY, build_body
 from .models import ModelSpec, build_model, make_data
 
-__all__ = ["compare", "format_comparison", "hand_es_lif", "lif_params", "main", "max_relative_difference"]
+__all__ = ["compare", "format_comparison", "gru_params", "hand_es_gru", "hand_es_lif", "lif_params", "main",
+           "max_relative_difference"]
 
 _SURROGATE_ALPHA = 4.0  # braintrace.nn.surrogate.sigmoid's default
 
@@ -122,8 +125,84 @@ def hand_es_lif(p: dict, xs: jax.Array, ys: jax.Array, K: int, decay: float = ES
     return grads, total
 
 
+def gru_params(model) -> dict[str, jax.Array]:
+    """The weights and biases of a :class:`~benchmarks.models.GRUNet` (``[x, h]`` rows first ``x``)."""
+    cell, out = model.cell, model.readout.weight.value
+    p = {f"{g}_{n}": getattr(cell, g).weight.value[n] for g in ("Wz", "Wr", "Wh") for n in ("weight", "bias")}
+    p.update(Wo_weight=out["weight"], Wo_bias=out["bias"])
+    return p
+
+
+def hand_es_gru(p: dict, xs: jax.Array, ys: jax.Array, K: int, decay: float = ES_DECAY) -> tuple[dict, jax.Array]:
+    """ES_D_RTRL's summed gradient and the summed loss of a :class:`~benchmarks.models.GRUNet`.
+
+    ``p`` as from :func:`gru_params`. ``Wz`` and ``Wh`` learn from traces (``D = 1 - z``,
+    ``df_z = (h̃ - h) z (1 - z)``, ``df_h = z (1 - h̃^2)``; exact traces for their
+    biases); ``Wr``, which reaches ``h`` only through ``Wh``'s input, and the
+    read-out learn from their instantaneous gradients.
+    """
+    T, B, n_in = xs.shape
+    N, n_out = p["Wz_weight"].shape[1], p["Wo_weight"].shape[1]
+    a = decay
+    w_h_hidden = p["Wh_weight"][n_in:]
+
+    def window(carry, xy):
+        h, traces, k, grads, total = carry
+        x_win, y_win = xy
+
+        def step(c, x):
+            h, (ex_z, ex_h, ef_z, ef_h, eb_z, eb_h), k = c
+            xh = jnp.concatenate([x, h], axis=-1)
+            z = jax.nn.sigmoid(xh @ p["Wz_weight"] + p["Wz_bias"])
+            r = jax.nn.sigmoid(xh @ p["Wr_weight"] + p["Wr_bias"])
+            xrh = jnp.concatenate([x, r * h], axis=-1)
+            cand = jnp.tanh(xrh @ p["Wh_weight"] + p["Wh_bias"])
+            D, df_z, df_h = 1.0 - z, (cand - h) * z * (1.0 - z), z * (1.0 - cand**2)
+            h_new = (1.0 - z) * h + z * cand
+            ex_z, ex_h = a * ex_z + xh, a * ex_h + xrh
+            ef_z, ef_h = a * D * ef_z + (1 - a) * df_z, a * D * ef_h + (1 - a) * df_h
+            eb_z, eb_h = D * eb_z + df_z, D * eb_h + df_h
+            inv_c = 1.0 / (1.0 - a ** (k + 1.0))
+            # Wr's instantaneous gradient needs the step's inputs and gate values
+            kept = (ex_z, ex_h, ef_z * inv_c, ef_h * inv_c, eb_z, eb_h, xh, h * r * (1.0 - r), df_h, h_new)
+            return (h_new, (ex_z, ex_h, ef_z, ef_h, eb_z, eb_h), k + 1.0), kept
+
+        (h, traces, k), kept = jax.lax.scan(step, (h, traces, k), x_win)
+        ex_z, ex_h, ef_z, ef_h, eb_z, eb_h, xh, gate_r, df_h, hs = kept
+        rows = K * B
+        ys_hat = hs @ p["Wo_weight"] + p["Wo_bias"]
+        d_y = 2.0 * (ys_hat - y_win) / (B * n_out)
+        d_h = d_y @ p["Wo_weight"].T
+        d_r = ((d_h * df_h) @ w_h_hidden.T) * gate_r  # through Wh's hidden input r ⊙ h
+        flat = lambda v: v.reshape(rows, v.shape[-1])
+        grads = {
+            "Wz_weight": grads["Wz_weight"] + flat(ex_z).T @ flat(ef_z * d_h),
+            "Wz_bias": grads["Wz_bias"] + jnp.sum(flat(eb_z * d_h), axis=0),
+            "Wh_weight": grads["Wh_weight"] + flat(ex_h).T @ flat(ef_h * d_h),
+            "Wh_bias": grads["Wh_bias"] + jnp.sum(flat(eb_h * d_h), axis=0),
+            "Wr_weight": grads["Wr_weight"] + flat(xh).T @ flat(d_r),
+            "Wr_bias": grads["Wr_bias"] + jnp.sum(flat(d_r), axis=0),
+            "Wo_weight": grads["Wo_weight"] + flat(hs).T @ flat(d_y),
+            "Wo_bias": grads["Wo_bias"] + jnp.sum(flat(d_y), axis=0),
+        }
+        total = total + jnp.sum(jnp.mean((ys_hat - y_win) ** 2, axis=(1, 2)))
+        return (h, traces, k, grads, total), None
+
+    dt = xs.dtype
+    traces = (jnp.zeros((B, n_in + N), dt), jnp.zeros((B, n_in + N), dt)) + tuple(jnp.zeros((B, N), dt) for _ in range(4))
+    grads = {name: jnp.zeros_like(v) for name, v in p.items()}
+    carry = (jnp.zeros((B, N), dt), traces, jnp.zeros((), dt), grads, jnp.zeros((), dt))
+    windows = (xs.reshape((T // K, K) + xs.shape[1:]), ys.reshape((T // K, K) + ys.shape[1:]))
+    (_, _, _, grads, total), _ = jax.lax.scan(window, carry, windows)
+    return grads, total
+
+
 def _library_grads(grads: dict) -> dict[str, jax.Array]:
-    """braintrace's ``{path: {name: grad}}`` in :func:`hand_es_lif`'s names."""
+    """braintrace's ``{path: {name: grad}}`` in the names of :func:`lif_params` / :func:`gru_params`."""
+    if ("cell", "Wz", "weight") in grads:
+        out = {f"{g}_{n}": grads[("cell", g, "weight")][n] for g in ("Wz", "Wr", "Wh") for n in ("weight", "bias")}
+        out.update(Wo_weight=grads[("readout", "weight")]["weight"], Wo_bias=grads[("readout", "weight")]["bias"])
+        return out
     return {
         "w_in": grads[("w_in", "weight")]["weight"],
         "b_in": grads[("w_in", "weight")]["bias"],
@@ -141,19 +220,17 @@ def compare(spec: ModelSpec, K: int, rounds: int = 7) -> dict:
     """Per-step times of ``forward``, ``braintrace`` and ``by_hand`` (fastest and median calls)
     and ``max_rel_diff`` of the two gradients.
 
-    Raises ``ValueError`` for a GRU spec or a ``K`` that does not divide ``spec.T``.
+    Raises ``ValueError`` for a ``K`` that does not divide ``spec.T``.
     """
-    if spec.kind != "lif":
-        raise ValueError("hand_es covers the recurrent LIF model only (spec.kind == 'lif')")
     if K < 1 or spec.T % K:
         raise ValueError(f"window K={K} must divide T={spec.T}")
     xs, ys = make_data(spec)
     model = build_model(spec)
-    params = lif_params(model)
+    params, rule = (lif_params(model), hand_es_lif) if spec.kind == "lif" else (gru_params(model), hand_es_gru)
     fns: dict[str, Callable] = {
         "forward": brainstate.transform.jit(build_body("forward", build_model(spec), spec)),
         "braintrace": brainstate.transform.jit(build_body(f"es_d_rtrl_win{K}", model, spec)),
-        "by_hand": jax.jit(lambda xs, ys: hand_es_lif(params, xs, ys, K)),
+        "by_hand": jax.jit(lambda xs, ys: rule(params, xs, ys, K)),
     }
     lib_grads, _ = fns["braintrace"](xs, ys)
     hand_grads, _ = fns["by_hand"](xs, ys)
@@ -189,13 +266,16 @@ def format_comparison(spec: ModelSpec, K: int, result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=256, help="LIF neurons (default 256)")
+    parser.add_argument("--model", default="lif-256", help="lif-N or gru-N (default lif-256)")
     parser.add_argument("--T", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--window", type=int, default=25)
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args(argv)
-    spec = ModelSpec("lif", args.size, args.T, batch=args.batch)
+    kind, _, size = args.model.partition("-")
+    if kind not in ("gru", "lif") or not size.isdigit():
+        raise SystemExit(f"--model takes gru-N or lif-N (e.g. lif-256), got {args.model!r}")
+    spec = ModelSpec(kind, int(size), args.T, batch=args.batch)
     text = format_comparison(spec, args.window, compare(spec, args.window, args.rounds))
     print(text, flush=True)
     return text
