@@ -33,6 +33,7 @@ The GRU's rule is in :func:`hand_es_gru`.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -230,7 +231,10 @@ def compare(spec: ModelSpec, K: int, rounds: int = 7) -> dict:
     fns: dict[str, Callable] = {
         "forward": brainstate.transform.jit(build_body("forward", build_model(spec), spec)),
         "braintrace": brainstate.transform.jit(build_body(f"es_d_rtrl_win{K}", model, spec)),
-        "by_hand": jax.jit(lambda xs, ys: rule(params, xs, ys, K)),
+        # the parameters as arguments, as braintrace's are: closed over, they would be
+        # compile-time constants, which XLA pre-packs and rewrites (e.g. splits
+        # ``[x, h] @ W`` into two products)
+        "by_hand": functools.partial(jax.jit(lambda p, xs, ys: rule(p, xs, ys, K)), params),
     }
     lib_grads, _ = fns["braintrace"](xs, ys)
     hand_grads, _ = fns["by_hand"](xs, ys)

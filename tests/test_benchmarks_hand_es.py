@@ -43,7 +43,7 @@ def grads(request):
 
 def test_by_hand_equals_braintrace(grads):
     params, rule, xs, ys, lib, lib_loss = grads
-    hand, loss = jax.jit(lambda xs, ys: rule(params, xs, ys, K))(xs, ys)
+    hand, loss = jax.jit(lambda p, xs, ys: rule(p, xs, ys, K))(params, xs, ys)
     assert max_relative_difference(hand, lib) < 1e-5
     assert float(jnp.abs(loss - lib_loss)) <= 1e-5 * float(jnp.abs(lib_loss))
     # every gradient is non-trivial (the LIF network spikes: its recurrent weight's
@@ -54,7 +54,7 @@ def test_by_hand_equals_braintrace(grads):
 @pytest.mark.parametrize("decay", [0.8, 0.95])
 def test_another_decay_is_far_off(grads, decay):
     params, rule, xs, ys, lib, _ = grads
-    hand, _ = jax.jit(lambda xs, ys: rule(params, xs, ys, K, decay=decay))(xs, ys)
+    hand, _ = jax.jit(lambda p, xs, ys: rule(p, xs, ys, K, decay=decay))(params, xs, ys)
     assert max_relative_difference(hand, lib) > 1e-2
 
 
