@@ -9,8 +9,15 @@ only, not on the step's inputs or states (a weight ``W`` for the tangent
 they are kept once, computed from the parameters outside the scan, and restored
 unbatched (``vmap`` ``in_axes=None``) when the steps are transposed.
 
-Which residuals are invariant is a dependence analysis over the jaxpr of one
-linearised step, traced once per shape (:func:`analyse_residuals`).
+Residuals that cheap shape-preserving operations (element-wise arithmetic,
+concatenation, broadcasting, reshaping) compute from other kept residuals, the
+step's data inputs and the parameters (``1 - tanh(x)`` next to ``tanh(x)``, a
+new state ``(1 - z) h + z c`` next to ``z``, ``h`` and ``c``, ``[x, h]`` next to
+``h``) are not stacked either: they are recomputed after the scan, for all the
+window's steps at once (:meth:`InvariantResiduals.derived_values`).
+
+Which residuals are invariant or derived is a dependence analysis over the jaxpr
+of one linearised step, traced once per shape (:func:`analyse_residuals`).
 """
 
 from __future__ import annotations
@@ -20,10 +27,17 @@ from typing import Any
 
 import jax
 import jax.extend.core as jcore
+from jax import lax
 
-from ..compiler.jaxpr_tools import UseDef, eval_eqn, is_literal
+from ..compiler.jaxpr_tools import ELEMENTWISE_PRIMITIVES, UseDef, eval_eqn, is_literal
 
-__all__ = ["InvariantResiduals", "analyse_residuals", "invariant_outputs"]
+__all__ = ["InvariantResiduals", "analyse_residuals", "derivable_outputs", "invariant_outputs"]
+
+#: Operations cheap to redo for a whole window after the scan: each output element
+#: is a copy or an element-wise function of operand elements.
+CHEAP_PRIMITIVES = ELEMENTWISE_PRIMITIVES | frozenset(
+    (lax.concatenate_p, lax.broadcast_in_dim_p, lax.reshape_p, lax.squeeze_p)
+)
 
 
 def invariant_outputs(jaxpr: jcore.Jaxpr, invariant_invars: Sequence[bool]) -> list[bool]:
@@ -61,12 +75,88 @@ def invariant_outputs(jaxpr: jcore.Jaxpr, invariant_invars: Sequence[bool]) -> l
     return [is_literal(v) or v not in variant for v in jaxpr.outvars]
 
 
+def derivable_outputs(jaxpr: jcore.Jaxpr, free: Sequence[Any], candidates: Sequence[bool]) -> list[bool]:
+    """Which candidate outputs cheap operations compute from the free variables and the other kept outputs.
+
+    A greedy pass in output order: a candidate is *derived* if walking back
+    from it through :data:`CHEAP_PRIMITIVES` ends only at literals, at variables
+    in ``free`` or at candidate outputs still kept (the walk goes on through
+    outputs already derived); those it uses stay kept.
+    Non-candidates are neither derived nor usable (they are not kept per step).
+
+    Parameters
+    ----------
+    jaxpr : jax.extend.core.Jaxpr
+    free : sequence of variables
+        Available without being kept (inputs, parameter-only values).
+    candidates : sequence of bool
+        One flag per ``jaxpr.outvars``: kept per step unless derived.
+
+    Returns
+    -------
+    list of bool
+        One flag per output.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> from braintrace.algorithms.residuals import derivable_outputs
+    >>> def leaves(h):
+    ...     c = jnp.tanh(h @ h.T)
+    ...     return c, 1.0 - c, c * h, jnp.exp(h @ h.T)
+    >>> j = jax.make_jaxpr(leaves)(jnp.ones((2, 2))).jaxpr
+    >>> derivable_outputs(j, j.invars, [True] * 4)      # 1 - c and c * h from c and h
+    [False, True, True, False]
+    """
+    if len(candidates) != len(jaxpr.outvars):
+        raise ValueError(f"{len(candidates)} flags for {len(jaxpr.outvars)} outputs")
+    usedef, free_vars = UseDef(jaxpr), set(free)
+    kept = {i for i, c in enumerate(candidates) if c and not is_literal(jaxpr.outvars[i])}
+    pinned: set[Any] = set()
+    derived = [False] * len(candidates)
+
+    def sources(v: Any, base: set) -> set | None:
+        """The base variables ``v`` is computed from by cheap operations, or ``None``."""
+        used: set[Any] = set()
+        todo, seen = [v], set()
+        while todo:
+            u = todo.pop()
+            if is_literal(u) or u in seen:
+                continue
+            seen.add(u)
+            if u in base:
+                used.add(u)
+                continue
+            if u not in usedef.producer:
+                return None
+            eqn = jaxpr.eqns[usedef.producer[u]]
+            if eqn.primitive not in CHEAP_PRIMITIVES:
+                return None
+            todo.extend(eqn.invars)
+        return used
+
+    for i in sorted(kept):
+        v = jaxpr.outvars[i]
+        others = {jaxpr.outvars[j] for j in kept if j != i}
+        if v in pinned and v not in others:
+            continue
+        used = {v} if v in others else sources(v, free_vars | others) if v not in free_vars else set()
+        if used is not None:
+            kept.discard(i)
+            derived[i] = True
+            pinned |= used & others
+    return derived
+
+
 class InvariantResiduals:
-    """The invariant leaves of a linearised step and how to compute them once.
+    """Which leaves of a linearised step are kept per step, and how to compute the others.
 
     Built by :func:`analyse_residuals` from the jaxpr of
-    ``(params, *others) -> leaves``; ``mask[i]`` says whether leaf ``i`` depends
-    on ``params`` only.
+    ``(params, *others, *data) -> leaves``. ``mask[i]`` says whether leaf ``i``
+    depends on ``params`` only (kept once, :meth:`values`); ``derived[i]``
+    whether cheap operations compute it from the kept leaves, the data and the
+    parameters (recomputed after the scan, :meth:`derived_values`). The other
+    leaves are stacked by the scan.
 
     Parameters
     ----------
@@ -76,13 +166,31 @@ class InvariantResiduals:
         The number of leading inputs that are parameters.
     mask : sequence of bool
         One flag per output: invariant or not.
+    derived : sequence of bool, optional
+        One flag per output: derived or not (default: none).
+    n_data : int, default 0
+        The number of trailing inputs (the step's data) that :meth:`derived_values` receives.
     """
 
-    def __init__(self, closed: jcore.ClosedJaxpr, n_params: int, mask: Sequence[bool]) -> None:
+    def __init__(
+        self,
+        closed: jcore.ClosedJaxpr,
+        n_params: int,
+        mask: Sequence[bool],
+        derived: Sequence[bool] | None = None,
+        n_data: int = 0,
+    ) -> None:
         self.closed = closed
         self.n_params = n_params
         self.mask = tuple(bool(m) for m in mask)
+        self.derived = tuple(bool(d) for d in derived) if derived is not None else (False,) * len(self.mask)
+        self.n_data = n_data
         self.avals = tuple((tuple(v.aval.shape), v.aval.dtype) for v in closed.jaxpr.outvars)
+
+    @property
+    def stacked(self) -> tuple[bool, ...]:
+        """One flag per leaf: neither invariant nor derived (kept per step)."""
+        return tuple(not m and not d for m, d in zip(self.mask, self.derived))
 
     def matches(self, leaves: Sequence[Any]) -> bool:
         """Whether ``leaves`` have the shapes and dtypes of the analysed outputs."""
@@ -90,6 +198,17 @@ class InvariantResiduals:
             tuple(jax.numpy.shape(x)) == s and jax.numpy.result_type(x) == d
             for x, (s, d) in zip(leaves, self.avals)
         )
+
+    def _evaluate(self, targets: list, known: dict) -> list[Any]:
+        """``targets``' values, evaluating only the equations between ``known`` and them."""
+        jaxpr = self.closed.jaxpr
+        needed = UseDef(jaxpr).backward(targets, stop=set(known))
+        env: dict[Any, Any] = dict(zip(jaxpr.constvars, self.closed.consts))
+        env.update(known)
+        for eqn in (e for e in jaxpr.eqns if any(v in needed and v not in env for v in e.outvars)):
+            outs = eval_eqn(eqn, [v.val if is_literal(v) else env[v] for v in eqn.invars])
+            env.update(zip(eqn.outvars, outs))
+        return [v.val if is_literal(v) else env[v] for v in targets]
 
     def values(self, param_vals: Sequence[Any]) -> list[Any]:
         """The invariant leaves (in order), computed from the parameters alone.
@@ -99,17 +218,27 @@ class InvariantResiduals:
         """
         jaxpr = self.closed.jaxpr
         targets = [v for v, m in zip(jaxpr.outvars, self.mask) if m]
-        needed = UseDef(jaxpr).backward(targets)
-        env: dict[Any, Any] = dict(zip(jaxpr.constvars, self.closed.consts))
-        env.update(zip(jaxpr.invars[: self.n_params], param_vals))
-        for eqn in (e for e in jaxpr.eqns if any(v in needed for v in e.outvars)):
-            outs = eval_eqn(eqn, [v.val if is_literal(v) else env[v] for v in eqn.invars])
-            env.update(zip(eqn.outvars, outs))
-        return [v.val if is_literal(v) else env[v] for v in targets]
+        return self._evaluate(targets, dict(zip(jaxpr.invars[: self.n_params], param_vals)))
+
+    def derived_values(self, param_vals: Sequence[Any], stacked: Sequence[Any], data: Sequence[Any]) -> list[Any]:
+        """The derived leaves (in order) of one step, from its stacked leaves and data.
+
+        ``stacked``: the values of the leaves flagged by :attr:`stacked`, in
+        order; ``data``: the step's last ``n_data`` inputs. ``vmap`` it over a
+        window's steps.
+        """
+        jaxpr = self.closed.jaxpr
+        known = dict(zip(jaxpr.invars[: self.n_params], param_vals))
+        known.update(zip(jaxpr.invars[len(jaxpr.invars) - self.n_data:], data) if self.n_data else {})
+        known.update(zip((v for v, k in zip(jaxpr.outvars, self.stacked) if k), stacked))
+        targets = [v for v, d in zip(jaxpr.outvars, self.derived) if d]
+        return self._evaluate(targets, known)
 
 
-def analyse_residuals(fn: Callable[..., list], param_vals: Sequence[Any], *others: Any) -> InvariantResiduals:
-    """Trace ``fn(param_vals, *others) -> leaves`` (abstract values only) and find its invariant leaves.
+def analyse_residuals(
+    fn: Callable[..., list], param_vals: Sequence[Any], *others: Any, n_data: int = 0
+) -> InvariantResiduals:
+    """Trace ``fn(param_vals, *others) -> leaves`` (abstract values only) and find its invariant and derived leaves.
 
     Parameters
     ----------
@@ -120,6 +249,9 @@ def analyse_residuals(fn: Callable[..., list], param_vals: Sequence[Any], *other
         The parameters (the invariant inputs).
     *others
         The step's varying inputs (states, data); only their shapes are used.
+    n_data : int, default 0
+        How many of the last input leaves are data available after the scan
+        (the window's inputs): derived leaves may be computed from them.
 
     Returns
     -------
@@ -133,13 +265,22 @@ def analyse_residuals(fn: Callable[..., list], param_vals: Sequence[Any], *other
     ...     _, lin = jax.linearize(lambda h: jnp.tanh(h @ params[0].T), x)
     ...     return jax.tree.leaves(lin)
     >>> res = analyse_residuals(leaves, (jnp.ones((3, 2)),), jnp.ones(2))
-    >>> [(s, m) for (s, _), m in zip(res.avals, res.mask)]   # w.T is kept once
-    [((2, 3), True), ((3,), False), ((3,), False)]
+    >>> [(s, m, d) for (s, _), m, d in zip(res.avals, res.mask, res.derived)]   # w.T kept once
+    [((2, 3), True, False), ((3,), False, False), ((3,), False, True)]
     >>> [v.shape for v in res.values((jnp.ones((3, 2)),))]
     [(2, 3)]
+    >>> stacked = [jnp.tanh(jnp.ones(3) * 2.0)]     # tanh(h @ w.T) for h = w = ones
+    >>> [v.shape for v in res.derived_values((jnp.ones((3, 2)),), stacked, [])]
+    [(3,)]
     """
     param_vals = tuple(param_vals)
     closed = jax.make_jaxpr(fn)(param_vals, *others)
+    jaxpr = closed.jaxpr
     n_params = len(jax.tree.leaves(param_vals))
-    flags = [i < n_params for i in range(len(closed.jaxpr.invars))]
-    return InvariantResiduals(closed, n_params, invariant_outputs(closed.jaxpr, flags))
+    flags = [i < n_params for i in range(len(jaxpr.invars))]
+    mask = invariant_outputs(jaxpr, flags)
+    variant = UseDef(jaxpr).forward(jaxpr.invars[n_params:])
+    free = [*jaxpr.constvars, *jaxpr.invars[:n_params], *jaxpr.invars[len(jaxpr.invars) - n_data:]]
+    free += [v for e in jaxpr.eqns for v in e.outvars if v not in variant]  # computed from parameters alone
+    derived = derivable_outputs(jaxpr, free, [not m for m in mask])
+    return InvariantResiduals(closed, n_params, mask, derived, n_data)

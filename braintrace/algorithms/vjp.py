@@ -248,7 +248,8 @@ def _residual_analysis(learner, layout, param_vals, state_vals, first_args) -> I
     key = tuple(jax.typeof(v) for v in (*param_vals, *state_vals, *first_args))
     cache = learner._fns.setdefault("invariant_residuals", {})
     if key not in cache:
-        analysis = analyse_residuals(leaves, param_vals, tuple(state_vals), tuple(first_args))
+        n_data = len(jax.tree.leaves(tuple(first_args)))
+        analysis = analyse_residuals(leaves, param_vals, tuple(state_vals), tuple(first_args), n_data=n_data)
         if any(isinstance(c, jax.core.Tracer) for c in analysis.closed.consts):
             return analysis  # closes over values of an enclosing trace: not reusable
         cache[key] = analysis
@@ -256,36 +257,50 @@ def _residual_analysis(learner, layout, param_vals, state_vals, first_args) -> I
 
 
 def _drop_invariants(lin, analysis: InvariantResiduals, shared: dict) -> list:
-    """The leaves of a step's linearisation, loop invariants replaced by ``None``.
+    """The leaves of a step's linearisation that the scan stacks; the others replaced by ``None``.
 
     A leaf that depends on the parameters only (e.g. ``W`` or ``W.T`` for the
     tangent ``dx @ W``) is the same at every step: it is not stacked ``K``
-    times but computed once (:meth:`InvariantResiduals.values`). ``shared``
-    receives the tree structure and which leaves are invariant (none, should
-    the leaves not be those analysed).
+    times but computed once (:meth:`InvariantResiduals.values`). A leaf that
+    cheap operations compute from the stacked ones and the step's data
+    (``1 - tanh(x)`` next to ``tanh(x)``) is recomputed after the scan
+    (:meth:`InvariantResiduals.derived_values`). ``shared`` receives the tree
+    structure and the analysis, or ``None`` should the leaves not be those
+    analysed (then every leaf is stacked).
     """
     leaves, treedef = jax.tree.flatten(lin)
-    mask = analysis.mask if analysis.matches(leaves) else (False,) * len(leaves)
-    shared["treedef"], shared["mask"] = treedef, mask
-    return [None if m else leaf for leaf, m in zip(leaves, mask)]
+    shared["treedef"] = treedef
+    shared["analysis"] = analysis if analysis.matches(leaves) else None
+    if shared["analysis"] is None:
+        return leaves
+    return [leaf if k else None for leaf, k in zip(leaves, analysis.stacked)]
 
 
 def _structure_key(vjps) -> tuple:
     return jax.tree.structure(vjps), tuple((jnp.shape(v), str(jnp.result_type(v))) for v in jax.tree.leaves(vjps))
 
 
-def _restore_invariants(learner, vjps) -> tuple[Any, list]:
+def _restore_invariants(learner, vjps, param_vals, arg_seq) -> tuple[Any, list]:
     """``(linearisations, in_axes)`` from ``vjps = (stacked leaves, invariant leaves)`` (``in_axes``: one per leaf).
 
     The structure was recorded by the forward pass in the learner's cache, by
     the structure and shapes of ``vjps`` (a ``custom_vjp`` residual keeps
-    arrays only).
+    arrays only). Derived leaves are computed here for all the window's steps
+    at once, from the stacked leaves and the window's data ``arg_seq``.
     """
     stacked, invariant = vjps
-    treedef, mask = learner._fns["window_structures"][_structure_key(vjps)]
+    treedef, analysis = learner._fns["window_structures"][_structure_key(vjps)]
+    if analysis is None:
+        return jax.tree.unflatten(treedef, list(stacked)), [0] * len(stacked)
+    derived: Any = iter(())
+    if any(analysis.derived):
+        kept = [leaf for leaf, k in zip(stacked, analysis.stacked) if k]
+        data = jax.tree.leaves(tuple(arg_seq))
+        derived = iter(jax.vmap(lambda s, d: analysis.derived_values(param_vals, s, d))(kept, data))
     once = iter(invariant)
-    leaves = [next(once) if m else leaf for leaf, m in zip(stacked, mask)]
-    axes = [None if m else 0 for m in mask]
+    leaves = [next(once) if m else next(derived) if d else leaf
+              for leaf, m, d in zip(stacked, analysis.mask, analysis.derived)]
+    axes = [None if m else 0 for m in analysis.mask]
     return jax.tree.unflatten(treedef, leaves), axes
 
 
@@ -299,8 +314,8 @@ def _window_forward(learner, layout, param_vals, state_vals, traces, count, arg_
     ``mode``: ``'plain'`` (no derivatives), ``'vjp'`` (each step's
     linearisation is kept: ``vjps = (stacked, invariant)``, its leaves
     stacked on a leading axis, ``None`` where a leaf depends on the
-    parameters only, and those leaves computed once; see
-    :func:`_restore_invariants`) or ``'differentiable'`` (outputs
+    parameters only (those are computed once) or is derived from the others
+    and the data (recomputed after the scan); see :func:`_restore_invariants`) or ``'differentiable'`` (outputs
     differentiable through the whole window; the trace data is computed on
     stopped values).
 
@@ -338,9 +353,10 @@ def _window_forward(learner, layout, param_vals, state_vals, traces, count, arg_
     carry0 = (tuple(state_vals), dict(traces) if in_scan else None, count)
     (sv, new_traces, _), (outs, xs, D, df, vjps, aux) = jax.lax.scan(body, carry0, tuple(arg_seq), unroll=_unroll(arg_seq))
     if mode == "vjp":
-        vjps = (vjps, analysis.values(param_vals) if any(shared["mask"]) else [])
+        used = shared["analysis"]
+        vjps = (vjps, used.values(param_vals) if used is not None and any(used.mask) else [])
         structures = learner._fns.setdefault("window_structures", {})
-        structures[_structure_key(vjps)] = (shared["treedef"], shared["mask"])
+        structures[_structure_key(vjps)] = (shared["treedef"], used)
     operands = _first_operands(layout, first, param_vals, state_vals)
     seq = WindowTraceData(operands=operands, x=xs, D=D, df=df)
     if not in_scan:
@@ -372,11 +388,11 @@ def _make_window(learner, layout):
             learner, layout, param_vals, state_vals, traces, count, arg_seq, "vjp"
         )
         first = tuple(a[0] for a in arg_seq)
-        res = (vjps, seq, traces, aux, count, param_vals, state_vals, first)
+        res = (vjps, seq, traces, aux, count, param_vals, state_vals, first, arg_seq)
         return ((outs, sv), new_traces), res
 
     def bwd(res, cts):
-        vjps, seq, traces, aux, count, param_vals, state_vals, first = res
+        vjps, seq, traces, aux, count, param_vals, state_vals, first, arg_seq = res
         (outs_ct, sv_ct), _ = cts
         K = jax.tree.leaves(outs_ct)[0].shape[0] if jax.tree.leaves(outs_ct) else _steps(seq)
         # single-step rule: a step's new states get no cotangent from the next step
@@ -388,7 +404,7 @@ def _make_window(learner, layout):
         )
         # the steps are independent (no backpropagation through time): their
         # linearisations are transposed together, parameter gradients summed
-        linearised, in_axes = _restore_invariants(learner, vjps)
+        linearised, in_axes = _restore_invariants(learner, vjps, param_vals, arg_seq)
         g_imm, delta_paths = ex.transpose_steps(
             linearised, layout.cotangents(outs_ct, state_ct_seq), [param_vals[pos] for pos in layout.uncovered_pos],
             in_axes=in_axes,
