@@ -83,8 +83,8 @@ def test_derived_values_are_the_leaves():
 
 @pytest.mark.usefixtures("x64")
 def test_gru_window_stacks_fewer_leaves_and_gives_the_same_gradient():
-    """The GRU's step keeps ``[x, h]``, ``1 - tanh(.)`` and the new state among its
-    residuals; all three are cheap functions of other residuals and the data."""
+    """The GRU's step keeps ``[x, h]`` among its residuals, a concatenation of the data
+    and another residual (``h``); with jax 0.10 also ``1 - tanh(.)`` and the new state."""
     model = ZOO["gru"](2)
     xs, loss = make_data(batch=2)
     h0 = O.get_hidden(model)
@@ -94,8 +94,12 @@ def test_gru_window_stacks_fewer_leaves_and_gives_the_same_gradient():
     windowed, _ = window_grads(learner, xs, loss, 3)
     assert O.tree_max_rel_err(windowed, stepwise) < 1e-10
     (analysis,) = {id(a): a for _, a in learner._fns["window_structures"].values()}.values()
-    assert sum(analysis.derived) >= 3
-    assert sum(analysis.stacked) < len(analysis.mask) - sum(analysis.mask) - 2
+    # which residuals ``jax.linearize`` keeps depends on the JAX version (jax 0.11 keeps
+    # ``1 - tanh(.)^2`` alone, not ``tanh(.)``, so the new state is no longer derivable);
+    # ``[x, h]`` (batch 2, 3 inputs, 4 units) is derived from ``h`` and the data in any
+    concat = [d for (shape, _), d in zip(analysis.avals, analysis.derived) if shape == (2, 7)]
+    assert concat and all(concat)
+    assert sum(analysis.stacked) < len(analysis.mask) - sum(analysis.mask)
 
 
 def test_online_gradients_default_windows_use_it():
