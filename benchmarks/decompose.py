@@ -33,7 +33,7 @@ import braintrace
 from .methods import _learner, build_body, split_windows
 from .models import ModelSpec, build_model, make_data, mse_loss
 
-__all__ = ["decompose", "format_decomposition", "main"]
+__all__ = ["decompose", "format_decomposition", "main", "rounds_table", "spec_from_name", "time_in_rounds"]
 
 
 def _traces_body(spec: ModelSpec, K: int) -> Callable:
@@ -68,26 +68,36 @@ def decompose(spec: ModelSpec, K: int, rounds: int = 7) -> dict[str, dict[str, f
         "gradient": build_body(f"es_d_rtrl_win{K}", build_model(spec), spec),
     }
     fns = {name: brainstate.transform.jit(body) for name, body in bodies.items()}
-    for f in fns.values():  # compile, then one warm-up call
+    for f in fns.values():  # compile
         jax.block_until_ready(f(xs, ys))
-        jax.block_until_ready(f(xs, ys))
+    return time_in_rounds(fns, (xs, ys), spec.T, rounds)
+
+
+def time_in_rounds(fns: dict[str, Callable], args: tuple, T: int, rounds: int) -> dict[str, dict[str, float]]:
+    """``{name: {'min_us', 'median_us'}}`` per step of ``T`` for compiled ``fns(*args)``.
+
+    One warm-up call each, then ``rounds`` rounds, each calling every function
+    once (a load drifting over the run touches them alike).
+    """
+    for f in fns.values():
+        jax.block_until_ready(f(*args))
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, f in fns.items():
             t0 = time.perf_counter()
-            jax.block_until_ready(f(xs, ys))
+            jax.block_until_ready(f(*args))
             times[name].append(time.perf_counter() - t0)
     return {
-        name: {"min_us": min(ts) / spec.T * 1e6, "median_us": statistics.median(ts) / spec.T * 1e6}
+        name: {"min_us": min(ts) / T * 1e6, "median_us": statistics.median(ts) / T * 1e6}
         for name, ts in times.items()
     }
 
 
-def format_decomposition(spec: ModelSpec, K: int, result: dict[str, dict[str, float]]) -> str:
-    """A markdown table: per-step times and their multiples of the forward step."""
+def rounds_table(title: str, result: dict[str, dict[str, float]]) -> str:
+    """A markdown table of :func:`time_in_rounds`' times and their multiples of ``result['forward']``."""
     fwd = result["forward"]
     lines = [
-        f"{spec.name}, {K}-step windows",
+        title,
         "",
         "| variant | fastest µs/step | median µs/step | × forward (fastest) | × forward (median) |",
         "|---|---:|---:|---:|---:|",
@@ -100,7 +110,13 @@ def format_decomposition(spec: ModelSpec, K: int, result: dict[str, dict[str, fl
     return "\n".join(lines)
 
 
-def _spec(model: str, T: int, batch: int) -> ModelSpec:
+def format_decomposition(spec: ModelSpec, K: int, result: dict[str, dict[str, float]]) -> str:
+    """A markdown table: per-step times and their multiples of the forward step."""
+    return rounds_table(f"{spec.name}, {K}-step windows", result)
+
+
+def spec_from_name(model: str, T: int, batch: int) -> ModelSpec:
+    """``'gru-64'`` / ``'lif-256'`` as a :class:`ModelSpec`; ``SystemExit`` with the accepted form otherwise."""
     kind, _, size = model.partition("-")
     if kind not in ("gru", "lif") or not size.isdigit():
         raise SystemExit(f"--model takes gru-N or lif-N (e.g. lif-256), got {model!r}")
@@ -115,7 +131,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args(argv)
-    spec = _spec(args.model, args.T, args.batch)
+    spec = spec_from_name(args.model, args.T, args.batch)
     text = format_decomposition(spec, args.window, decompose(spec, args.window, args.rounds))
     print(text, flush=True)
     return text

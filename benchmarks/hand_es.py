@@ -34,14 +34,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import statistics
-import time
 from collections.abc import Callable
 
 import brainstate
 import jax
 import jax.numpy as jnp
 
+from .decompose import rounds_table, spec_from_name, time_in_rounds
 from .methods import ES_DECAY, build_body
 from .models import ModelSpec, build_model, make_data
 
@@ -238,34 +237,17 @@ def compare(spec: ModelSpec, K: int, rounds: int = 7) -> dict:
     }
     lib_grads, _ = fns["braintrace"](xs, ys)
     hand_grads, _ = fns["by_hand"](xs, ys)
-    diff = max_relative_difference(hand_grads, _library_grads(lib_grads))
-    for f in fns.values():
-        jax.block_until_ready(f(xs, ys))
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, f in fns.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(f(xs, ys))
-            times[name].append(time.perf_counter() - t0)
-    out: dict = {name: {"min_us": min(ts) / spec.T * 1e6, "median_us": statistics.median(ts) / spec.T * 1e6}
-                 for name, ts in times.items()}
-    out["max_rel_diff"] = diff
+    jax.block_until_ready(fns["forward"](xs, ys))  # compile (the others are)
+    out: dict = time_in_rounds(fns, (xs, ys), spec.T, rounds)
+    out["max_rel_diff"] = max_relative_difference(hand_grads, _library_grads(lib_grads))
     return out
 
 
 def format_comparison(spec: ModelSpec, K: int, result: dict) -> str:
     """A markdown table of :func:`compare`'s times and their multiples of the forward step."""
-    fwd = result["forward"]
     title = (f"{spec.name}, {K}-step windows; gradients: by hand vs braintrace, max relative "
              f"difference {result['max_rel_diff']:.2e}")
-    lines = [title, "",
-             "| variant | fastest µs/step | median µs/step | × forward (fastest) | × forward (median) |",
-             "|---|---:|---:|---:|---:|"]
-    for name in ("forward", "braintrace", "by_hand"):
-        r = result[name]
-        lines.append(f"| {name} | {r['min_us']:.4g} | {r['median_us']:.4g} | {r['min_us'] / fwd['min_us']:.3g} "
-                     f"| {r['median_us'] / fwd['median_us']:.3g} |")
-    return "\n".join(lines)
+    return rounds_table(title, {name: result[name] for name in ("forward", "braintrace", "by_hand")})
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -276,10 +258,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--window", type=int, default=25)
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args(argv)
-    kind, _, size = args.model.partition("-")
-    if kind not in ("gru", "lif") or not size.isdigit():
-        raise SystemExit(f"--model takes gru-N or lif-N (e.g. lif-256), got {args.model!r}")
-    spec = ModelSpec(kind, int(size), args.T, batch=args.batch)
+    spec = spec_from_name(args.model, args.T, args.batch)
     text = format_comparison(spec, args.window, compare(spec, args.window, args.rounds))
     print(text, flush=True)
     return text

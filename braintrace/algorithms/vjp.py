@@ -280,8 +280,9 @@ def _structure_key(vjps) -> tuple:
     return jax.tree.structure(vjps), tuple((jnp.shape(v), str(jnp.result_type(v))) for v in jax.tree.leaves(vjps))
 
 
-def _restore_invariants(learner, vjps, param_vals, arg_seq) -> tuple[Any, list]:
-    """``(linearisations, in_axes)`` from ``vjps = (stacked leaves, invariant leaves)`` (``in_axes``: one per leaf).
+def _restore_leaves(learner, vjps, param_vals, arg_seq) -> tuple[Any, list]:
+    """``(linearisations, in_axes)`` from ``vjps = (stacked leaves, invariant leaves)`` (``in_axes``: one per leaf):
+    the invariant leaves put back unbatched, the derived ones recomputed.
 
     The structure was recorded by the forward pass in the learner's cache, by
     the structure and shapes of ``vjps`` (a ``custom_vjp`` residual keeps
@@ -315,7 +316,7 @@ def _window_forward(learner, layout, param_vals, state_vals, traces, count, arg_
     linearisation is kept: ``vjps = (stacked, invariant)``, its leaves
     stacked on a leading axis, ``None`` where a leaf depends on the
     parameters only (those are computed once) or is derived from the others
-    and the data (recomputed after the scan); see :func:`_restore_invariants`) or ``'differentiable'`` (outputs
+    and the data (recomputed after the scan); see :func:`_restore_leaves`) or ``'differentiable'`` (outputs
     differentiable through the whole window; the trace data is computed on
     stopped values).
 
@@ -404,7 +405,7 @@ def _make_window(learner, layout):
         )
         # the steps are independent (no backpropagation through time): their
         # linearisations are transposed together, parameter gradients summed
-        linearised, in_axes = _restore_invariants(learner, vjps, param_vals, arg_seq)
+        linearised, in_axes = _restore_leaves(learner, vjps, param_vals, arg_seq)
         g_imm, delta_paths = ex.transpose_steps(
             linearised, layout.cotangents(outs_ct, state_ct_seq), [param_vals[pos] for pos in layout.uncovered_pos],
             in_axes=in_axes,

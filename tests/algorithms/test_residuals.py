@@ -102,9 +102,9 @@ def test_gru_window_stacks_fewer_leaves_and_gives_the_same_gradient():
     assert sum(analysis.stacked) < len(analysis.mask) - sum(analysis.mask)
 
 
-def test_online_gradients_default_windows_use_it():
-    """``online_gradients`` (windows by default for ES_D_RTRL) on a GRU: float32, the same
-    gradient as one step at a time."""
+def test_online_gradients_windows_equal_single_steps_in_float32():
+    """``online_gradients`` with windows (which recompute the derived residuals) on a GRU
+    cell in float32: the same gradient as one step at a time."""
     cell = braintrace.nn.GRUCell(3, 4)
     brainstate.nn.init_all_states(cell, batch_size=2)
     xs = jnp.asarray(np.random.RandomState(1).randn(8, 2, 3), jnp.float32)
