@@ -339,7 +339,7 @@ class _Flat:
         stop_vars = {new_vars[p] for p in stop if not isinstance(new_vars[p], jcore.Literal)}
         ov = {new_vars[p]: v for p, v in (override or {}).items() if not isinstance(new_vars[p], jcore.Literal)}
         leaves = eval_jaxpr_cut(
-            closed.jaxpr, closed.consts, *jax.tree.leaves((theta, h, x)), cut=cut, stop_vars=stop_vars, override=ov
+            closed, [], *jax.tree.leaves((theta, h, x)), cut=cut, stop_vars=stop_vars, override=ov
         )
         out, new = jax.tree.unflatten(jax.tree.structure(shapes), leaves)
         return out, ravel_pytree(new)[0]
@@ -436,7 +436,10 @@ def eval_jaxpr_cut(jaxpr, consts: Sequence, *args, cut: bool = True, stop_vars=(
     override = override or {}
     stop_vars = set(stop_vars)
     if isinstance(jaxpr, jcore.ClosedJaxpr):
-        jaxpr, consts = jaxpr.jaxpr, list(jaxpr.consts) + list(consts)
+        # jax < 0.11: a wrapper of an open jaxpr and its constants; jax >= 0.11: one
+        # class whose ``.jaxpr`` is itself, the constants attached to its first inputs.
+        # Either way the constants are counted once: pass a closed jaxpr with ``consts=[]``.
+        jaxpr, consts = jaxpr.jaxpr, [*jaxpr.consts, *consts]
     env: dict = {}
 
     def read(v):
@@ -486,7 +489,7 @@ def make_cut_step(flat: _Flat, x_example) -> Callable:
 
     def cut_hnew(theta, h, x):
         args = jax.tree.leaves((theta, h, x))
-        (out,) = eval_jaxpr_cut(closed.jaxpr, closed.consts, *args)
+        (out,) = eval_jaxpr_cut(closed, [], *args)
         return out
 
     return cut_hnew

@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import jax
 import pytest
 
 from braintrace.cli import bench, main
@@ -38,6 +39,13 @@ def _readout_line() -> str:
     lines = [line.strip() for line in text.splitlines() if re.fullmatch(RESULT_PATTERN, line.strip())]
     assert len(lines) == 1, f"expected one README line matching {RESULT_PATTERN!r}, found {lines}"
     return lines[0]
+
+
+def _readme_jax_version() -> str:
+    """The jax version the README says its quoted numbers come from."""
+    match = re.search(r"these come from jax (\d+\.\d+\.\d+)", (REPO / "README.md").read_text())
+    assert match, "the README names the jax version of its quoted numbers"
+    return match[1]
 
 
 # ------------------------------------------------------------------ train
@@ -100,10 +108,16 @@ def test_readme_number_is_what_the_default_command_prints(tmp_path):
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     printed = proc.stdout.strip().splitlines()[-1]
-    assert printed == _readout_line(), (
+    message = (
         f"`braintrace train` now prints {printed!r}; the README quotes {_readout_line()!r}. If a change of "
         "the learners moved the number, run `braintrace train` and put its output in the README."
     )
+    if jax.__version__ == _readme_jax_version():
+        assert printed == _readout_line(), message
+    else:  # another jax rounds differently: the same run, to within a few test images
+        got = float(re.fullmatch(RESULT_PATTERN, printed)["accuracy"])
+        quoted = float(re.fullmatch(RESULT_PATTERN, _readout_line())["accuracy"])
+        assert abs(got - quoted) <= 0.03, message
 
 
 def test_same_seed_same_numbers(tmp_path):

@@ -261,9 +261,9 @@ def analyse_residuals(
     --------
     >>> import jax, jax.numpy as jnp
     >>> from braintrace.algorithms.residuals import analyse_residuals
-    >>> def leaves(params, x):                       # linearised in x: the tangent is dx @ w.T
-    ...     _, lin = jax.linearize(lambda h: jnp.tanh(h @ params[0].T), x)
-    ...     return jax.tree.leaves(lin)
+    >>> def leaves(params, x):   # what a linearisation of tanh(x @ w.T) in x may keep
+    ...     y = jnp.tanh(x @ params[0].T)
+    ...     return [params[0].T, y, 1.0 - y * y]     # w.T, tanh, its derivative
     >>> res = analyse_residuals(leaves, (jnp.ones((3, 2)),), jnp.ones(2))
     >>> [(s, m, d) for (s, _), m, d in zip(res.avals, res.mask, res.derived)]   # w.T kept once
     [((2, 3), True, False), ((3,), False, False), ((3,), False, True)]
