@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from ..compiler import evaluate_step
 from ..executor import WindowTraceData
 from ..primitives.trace_rules import sum_to_shape
-from .loops import window_unroll
+from .loops import window_local, window_unroll
 from .residuals import InvariantResiduals, analyse_residuals
 
 __all__ = ["run_learner"]
@@ -353,6 +353,7 @@ def _window_forward(learner, layout, param_vals, state_vals, traces, count, arg_
 
     carry0 = (tuple(state_vals), dict(traces) if in_scan else None, count)
     (sv, new_traces, _), (outs, xs, D, df, vjps, aux) = jax.lax.scan(body, carry0, tuple(arg_seq), unroll=_unroll(arg_seq))
+    xs = window_local(xs)  # slices of the sequence: keep their layout from spreading to all of it
     if mode == "vjp":
         used = shared["analysis"]
         vjps = (vjps, used.values(param_vals) if used is not None and any(used.mask) else [])

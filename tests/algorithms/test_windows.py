@@ -153,3 +153,31 @@ def test_window_keeps_parameter_only_residuals_once(f64, learner):
     param_shapes = [jnp.shape(v) for v in jax.tree.leaves({k: st.value for k, st in model.states(brainstate.ParamState).items()})]
     assert jnp.shape(model.readout.weight.value["weight"]) in recorded  # kept once
     assert not [s for s in param_shapes if (K,) + s in recorded]  # no parameter stacked per step
+
+
+@pytest.mark.parametrize("learner", list(LEARNERS))
+def test_layout_pinned_window_gives_the_same_gradient(x64, monkeypatch, learner):
+    """On accelerators a window's stacked inputs are pinned to the row-major layout
+    (``window_local``; CI has none: force it here). The pin must be in the program and
+    change no gradient."""
+    import functools
+
+    from braintrace.algorithms import loops, vjp
+
+    model = ZOO["gru"](2)
+    xs, loss = make_data(batch=2)
+    h0 = O.get_hidden(model)
+    free, _ = window_grads(LEARNERS[learner](model).compile_graph(xs[0]), xs, loss, 3)
+    reset(model, h0)
+    pins = []
+
+    def counted(v, layout):
+        pins.append(layout.major_to_minor)
+        return loops_constraint(v, layout)
+
+    loops_constraint = loops.with_layout_constraint
+    monkeypatch.setattr(loops, "with_layout_constraint", counted)
+    monkeypatch.setattr(vjp, "window_local", functools.partial(loops.window_local, pin=True))
+    pinned, _ = window_grads(LEARNERS[learner](model).compile_graph(xs[0]), xs, loss, 3)
+    assert pins and all(m == tuple(range(len(m))) for m in pins)  # row-major, one per stacked input
+    assert O.tree_max_rel_err(pinned, free) < 1e-10
