@@ -3,7 +3,8 @@
 On GPUs and other accelerators every iteration of an XLA loop pays a fixed
 launch (and command-buffer update) cost, which dominates small per-step bodies:
 the loops over a window's steps are unrolled there. On CPUs unrolling only
-lengthens compilation.
+lengthens compilation. There too, a window's stacked inputs are pinned to the
+row-major layout (:func:`window_local`).
 """
 
 from __future__ import annotations
@@ -26,11 +27,7 @@ def window_unroll(K: int) -> int:
 
     Examples
     --------
-    >>> from typing import Any
-
-import jax
-import jax.numpy as jnp
-from jax.experimental.layout import Layout, with_layout_constraint
+    >>> import jax
     >>> from braintrace.algorithms.loops import window_unroll
     >>> window_unroll(32) == (1 if jax.default_backend() == "cpu" else 10)
     True
@@ -61,7 +58,9 @@ def window_local(tree: Any, pin: bool | None = None) -> Any:
     >>> window_local({"x": jnp.ones((4, 2, 3))}, pin=True)["x"].shape
     (4, 2, 3)
     """
-    if not (jax.default_backend() != "cpu" if pin is None else pin):
+    if pin is None:
+        pin = jax.default_backend() != "cpu"
+    if not pin:
         return tree
 
     def pinned(v):

@@ -170,12 +170,12 @@ def test_layout_pinned_window_gives_the_same_gradient(x64, monkeypatch, learner)
     free, _ = window_grads(LEARNERS[learner](model).compile_graph(xs[0]), xs, loss, 3)
     reset(model, h0)
     pins = []
+    constrain = loops.with_layout_constraint
 
     def counted(v, layout):
         pins.append(layout.major_to_minor)
-        return loops_constraint(v, layout)
+        return constrain(v, layout)
 
-    loops_constraint = loops.with_layout_constraint
     monkeypatch.setattr(loops, "with_layout_constraint", counted)
     monkeypatch.setattr(vjp, "window_local", functools.partial(loops.window_local, pin=True))
     pinned, _ = window_grads(LEARNERS[learner](model).compile_graph(xs[0]), xs, loss, 3)
