@@ -1,54 +1,71 @@
-"""Input wrappers: one time step or a window of time steps."""
+"""Input wrappers: one time step or a window of time steps.
+
+Each wrapper holds one payload (any pytree) in ``.data`` and is itself a
+pytree node whose only child is the payload, so it crosses ``jax.jit`` and
+``jax.grad`` like the payload would.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 __all__ = ["SingleStepData", "MultiStepData"]
 
 
-@jax.tree_util.register_pytree_node_class
-@dataclasses.dataclass(frozen=True, init=False)
-class SingleStepData:
-    """A container marking input data as belonging to a single time step.
+class _StepData:
+    """A pytree wrapper of one payload."""
 
-    A learner called with plain arrays treats them as one step; wrapping them in
-    ``SingleStepData`` says so explicitly.
+    __slots__ = ("data",)
 
-    Parameters
-    ----------
-    *data
-        The step's positional inputs (arrays or pytrees).
+    def __init__(self, data: Any) -> None:
+        self.data = data
 
-    Examples
-    --------
-    >>> import jax.numpy as jnp
-    >>> import braintrace
-    >>> d = braintrace.SingleStepData(jnp.zeros(3))
-    >>> d.data[0].shape
-    (3,)
-    """
-
-    data: tuple
-
-    def __init__(self, *data: Any) -> None:
-        object.__setattr__(self, "data", tuple(data))
-
-    def tree_flatten(self) -> tuple[tuple[tuple[Any, ...]], None]:
+    def tree_flatten(self) -> tuple[tuple[Any], None]:
         return (self.data,), None
 
     @classmethod
-    def tree_unflatten(cls, aux: None, children: Sequence[Any]) -> SingleStepData:
-        return cls(*children[0])
+    def tree_unflatten(cls, aux: None, children: Sequence[Any]) -> Any:
+        obj = object.__new__(cls)
+        obj.data = children[0]
+        return obj
+
+    def __repr__(self) -> str:
+        shapes = jax.tree.map(lambda x: tuple(jnp.shape(x)), self.data)
+        return f"{type(self).__name__}({shapes})"
 
 
 @jax.tree_util.register_pytree_node_class
-@dataclasses.dataclass(frozen=True, init=False)
-class MultiStepData:
+class SingleStepData(_StepData):
+    """A container marking input data as belonging to a single time step.
+
+    A learner called with plain arrays treats them as one step; wrapping them in
+    ``SingleStepData`` says so explicitly. In a call that also has a
+    :class:`MultiStepData` argument, a single-step argument is given to every
+    step of the window.
+
+    Parameters
+    ----------
+    data : pytree
+        The step's input (an array or any pytree of arrays).
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> import braintrace
+    >>> d = braintrace.SingleStepData(jnp.zeros(3))
+    >>> d.data.shape
+    (3,)
+    >>> jax.grad(lambda s: (s.data ** 2).sum())(braintrace.SingleStepData(3.0)).data
+    Array(6., dtype=float32, weak_type=True)
+    """
+
+
+@jax.tree_util.register_pytree_node_class
+class MultiStepData(_StepData):
     """A container marking input data as spanning multiple time steps.
 
     The first axis of every leaf is time. A learner runs the whole window in
@@ -57,13 +74,8 @@ class MultiStepData:
 
     Parameters
     ----------
-    *data
-        The window's positional inputs, each with a leading time axis ``K``.
-
-    Raises
-    ------
-    ValueError
-        If the leaves disagree on the length of the time axis.
+    data : pytree
+        The window's input, every leaf with the same leading time axis ``K``.
 
     Examples
     --------
@@ -74,28 +86,20 @@ class MultiStepData:
     5
     """
 
-    data: tuple
-
-    def __init__(self, *data: Any) -> None:
-        leaves = jax.tree.leaves(data)
-        lengths = {int(jax.numpy.shape(x)[0]) for x in leaves if jax.numpy.ndim(x) > 0}
-        if any(jax.numpy.ndim(x) == 0 for x in leaves) or len(lengths) > 1:
-            raise ValueError(
-                "MultiStepData: every input must have the same leading time axis; got shapes "
-                f"{[tuple(jax.numpy.shape(x)) for x in leaves]}."
-            )
-        object.__setattr__(self, "data", tuple(data))
-
     @property
     def num_steps(self) -> int:
+        """``K``, the length of the leading time axis.
+
+        Raises
+        ------
+        ValueError
+            A leaf without a time axis, or leaves with different lengths.
+        """
         leaves = jax.tree.leaves(self.data)
-        return int(jax.numpy.shape(leaves[0])[0]) if leaves else 0
-
-    def tree_flatten(self) -> tuple[tuple[tuple[Any, ...]], None]:
-        return (self.data,), None
-
-    @classmethod
-    def tree_unflatten(cls, aux: None, children: Sequence[Any]) -> MultiStepData:
-        obj = object.__new__(cls)
-        object.__setattr__(obj, "data", tuple(children[0]))
-        return obj
+        lengths = {int(jnp.shape(x)[0]) for x in leaves if jnp.ndim(x) > 0}
+        if not leaves or any(jnp.ndim(x) == 0 for x in leaves) or len(lengths) != 1:
+            raise ValueError(
+                "MultiStepData: every input must have the same leading time axis; got shapes "
+                f"{[tuple(jnp.shape(x)) for x in leaves]}."
+            )
+        return lengths.pop()

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from .algorithms.base import ETraceAlgorithm
+from .algorithms.resetting import reset_model
 from .data import MultiStepData
 
 __all__ = ["online_gradients", "bptt_gradients"]
@@ -28,8 +29,26 @@ __all__ = ["online_gradients", "bptt_gradients"]
 LossFn = Callable[[Any, Any], jax.Array]
 
 
-def _reset(model: brainstate.nn.Module, batch_size: int | None) -> None:
-    brainstate.nn.reset_all_states(model, batch_size=batch_size)
+def _check_sequences(owner: str, inputs: Any, targets: Any) -> int:
+    """``T``, after checking that every input and target leaf has the same leading time axis."""
+    leaves = [("inputs", x) for x in jax.tree.leaves(inputs)] + [("targets", y) for y in jax.tree.leaves(targets)]
+    if not leaves or not jax.tree.leaves(inputs):
+        raise ValueError(f"{owner}: `inputs` holds no array; give time-major inputs of shape (T, ...).")
+    lengths = {name: set() for name, _ in leaves}
+    for name, x in leaves:
+        if jnp.ndim(x) == 0:
+            raise ValueError(f"{owner}: `{name}` has a 0-d leaf; inputs and targets are time-major, (T, ...).")
+        lengths[name].add(int(jnp.shape(x)[0]))
+    every = lengths["inputs"] | lengths.get("targets", set())
+    if len(every) != 1:
+        raise ValueError(
+            f"{owner}: the leading (time) axes of `inputs` {sorted(lengths['inputs'])} and `targets` "
+            f"{sorted(lengths.get('targets', set()))} differ; give one target per input step (time-major)."
+        )
+    T = every.pop()
+    if T == 0:
+        raise ValueError(f"{owner}: the sequence has 0 steps.")
+    return T
 
 
 def online_gradients(
@@ -59,7 +78,9 @@ def online_gradients(
     loss_fn : callable
         ``loss_fn(output_t, target_t) -> scalar``.
     reset : bool, default True
-        Reset the model's states and the traces before the sequence.
+        Reset the model's states and the traces before the sequence
+        (:meth:`~braintrace.ETraceAlgorithm.reset`: states no module resets are
+        restored to their values when the learner was compiled).
     batch_size : int, optional
         Batch size used by the reset (``None`` for unbatched models).
     window : int, None or 'auto', default 'auto'
@@ -83,7 +104,8 @@ def online_gradients(
     Raises
     ------
     ValueError
-        If ``window`` does not divide the sequence length.
+        If ``window`` does not divide the sequence length, or inputs and
+        targets disagree on it.
 
     Examples
     --------
@@ -100,14 +122,12 @@ def online_gradients(
     >>> sorted(grads), loss.shape
     ([('Wf', 'weight'), ('Wh', 'weight')], ())
     """
-    if learner.graph is None:
-        learner._check_compiled()
+    learner.check_compiled()
+    T = _check_sequences("online_gradients", inputs, targets)
     params = learner.model.states(brainstate.ParamState)
     if reset:
-        _reset(learner.model, batch_size)
-        learner.reset_state(batch_size)
+        learner.reset(batch_size)
 
-    T = int(jnp.shape(jax.tree.leaves(inputs)[0])[0])
     if window == "auto":
         window = _auto_window(learner, T)
     if window is not None:
@@ -172,9 +192,10 @@ def bptt_gradients(
     >>> sorted(grads)
     [('Wh', 'weight'), ('Wr', 'weight'), ('Wz', 'weight')]
     """
+    _check_sequences("bptt_gradients", inputs, targets)
     params = model.states(brainstate.ParamState)
     if reset:
-        _reset(model, batch_size)
+        reset_model(model, batch_size, owner="bptt_gradients")
 
     def total_loss():
         def step(carry, xy):

@@ -49,13 +49,18 @@ written; ``δ^t`` is the cotangent of ``p``), and ``J^t``:
   only along its primitive's own tail (a path through another primitive's data
   input contributes its instantaneous gradient through the direct term).
 
-Note on outputs that bypass the hidden write. The single-step form above credits
-the output only through ``h^t``. If ``update`` computes its output from values
-that do not pass through a hidden *write* (e.g. a readout of the old ``h`` read
-before it is overwritten), ``mode='full'`` is not BPTT: the online rule cannot
-see that path. For such models ``windows=1`` (which differentiates the step
-exactly) is BPTT with ``mode='full'``. All models of the zoo read out after the
-write, so ``mode='full'`` equals BPTT for them.
+Outputs read before the write (the bypass term, DESIGN.md §3). If ``update``
+computes its output from a hidden state's old value (a spike from ``v^{t-1}``,
+a readout of ``h`` before it is overwritten), the loss at step ``t`` depends on
+``h^{t-1}`` other than through ``h^t``. The single-step rule then adds
+
+.. math:: δ_{\rm prev}^t P^{t-1}, \qquad
+          δ_{\rm prev}^t = \partial L^t/\partial h^{t-1}\big|_{h^t\ \mathrm{fixed}},
+
+obtained by differentiating the output with the new hidden values *set*
+(:meth:`_Flat.readout`) with respect to the old ones. With it ``mode='full'``
+equals BPTT for every model, and ``mode='diagonal'`` equals BPTT for
+element-wise ones, whichever value the output reads.
 """
 
 from __future__ import annotations
@@ -764,6 +769,7 @@ def rtrl_reference(
         for t in range(T):
             x = _time_slice(xs, t)
             J, M, hnew = transition(h, x)
+            P_prev = P
             P = J @ P + M
 
             def lt(th, h=h, x=x, t=t):
@@ -772,9 +778,12 @@ def rtrl_reference(
             value, g_theta = jax.value_and_grad(lt)(theta)
             # δ^t = ∂L^t/∂h^t: the output as a function of the new hidden values
             delta = learning_signal(h, x, hnew, t)
+            # δ_prev^t = ∂L^t/∂h^{t-1} with h^t fixed (the bypass term; zero when the
+            # output reads only the new values)
+            delta_prev = jax.grad(lambda hh, hn=hnew, x=x, t=t: loss(flat.readout(theta, hh, x, hn), t))(h)
             # ∂L^t/∂θ|_{h^t fixed} = (∂L^t/∂θ with h^{t-1} fixed) - δ^t M^t
             direct = g_theta - delta @ M
-            grad = grad + delta @ P + direct
+            grad = grad + delta @ P + delta_prev @ P_prev + direct
             total = total + value
             P = P * keep[None, :]
             h = hnew

@@ -19,10 +19,11 @@ VanillaRNNCell(...)
 """
 
 from .base import ETraceAlgorithm as ETraceAlgorithm, ETraceVjpAlgorithm as ETraceVjpAlgorithm
+from .keys import TraceKey as TraceKey
 from .d_rtrl import D_RTRL as D_RTRL, ParamDimVjpAlgorithm as ParamDimVjpAlgorithm
 from .es_d_rtrl import ES_D_RTRL as ES_D_RTRL, IODimVjpAlgorithm as IODimVjpAlgorithm, pp_prop as pp_prop
 from .trace_state import EligibilityTrace as EligibilityTrace, GradExpon as GradExpon
-from .helpers import (
+from .feedback import (
     FixedRandomFeedback as FixedRandomFeedback,
     KappaFilter as KappaFilter,
     PresynapticTrace as PresynapticTrace,
@@ -36,6 +37,7 @@ from .osttp import OSTTP as OSTTP
 __all__ = [
     "ETraceAlgorithm",
     "ETraceVjpAlgorithm",
+    "TraceKey",
     "ParamDimVjpAlgorithm",
     "D_RTRL",
     "IODimVjpAlgorithm",

@@ -1,21 +1,29 @@
-"""The learner: a module that wraps a model, keeps its eligibility traces and
-delivers online gradients through ``jax.custom_vjp``.
+r"""The learner: a module that wraps a model, keeps its eligibility traces and
+delivers online gradients through the executor's ``custom_vjp`` driver.
+
+:class:`ETraceVjpAlgorithm` defines the *rule protocol* the driver
+(:class:`~braintrace.executor.OnlineDriver`) calls: class attributes that
+declare what a learner supports, and public methods that initialise, advance
+and contract the traces. A learner is a rule: it never runs the model itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import brainstate
 import jax
 import jax.numpy as jnp
 
-from ..compiler import ETraceGraph, HiddenParamOpRelation, compile_etrace_graph
+from ..compiler import ETraceGraph, compile_etrace_graph
 from ..compiler.module_info import path_str
 from ..data import MultiStepData, SingleStepData
-from ..errors import NotCompiledError
-from ..executor import ETraceVjpGraphExecutor, StepTraceData, WindowTraceData
+from ..errors import CompilationError, NotCompiledError, NotSupportedError
+from ..executor import OnlineDriver, StepTraceData, WindowTraceData, add_contributions
+from .input_checks import check_call_args, check_example_args, check_states, spec_of, state_spec
+from .keys import TraceKey, keys_of_relations
+from .resetting import reset_model, unresettable_states
 from .trace_state import EligibilityTrace
 
 __all__ = ["ETraceAlgorithm", "ETraceVjpAlgorithm"]
@@ -39,6 +47,15 @@ class ETraceAlgorithm(brainstate.nn.Module):
     the traces and, under ``brainstate.transform.grad`` or ``jax.grad``, gives
     the parameters their online gradients.
 
+    *What a compiled learner treats as constants.* Like ``jax.jit``,
+    compiling traces the model's step once: plain (non-``State``) array
+    attributes of the model (``model.gain = ...``), Python numbers and the
+    structure of ``update`` are baked into the compiled step. Values held in
+    ``brainstate`` states (``ParamState``, ``HiddenState``, ...) are read at
+    every call. After changing such a constant, call :meth:`recompile` (or
+    ``compile_graph(..., recompile=True)``); a new learner always compiles
+    afresh.
+
     Examples
     --------
     >>> import brainstate, jax.numpy as jnp
@@ -47,8 +64,8 @@ class ETraceAlgorithm(brainstate.nn.Module):
     >>> brainstate.nn.init_all_states(cell)  # doctest: +ELLIPSIS
     VanillaRNNCell(...)
     >>> learner = braintrace.D_RTRL(cell)
-    >>> isinstance(learner, braintrace.ETraceAlgorithm), learner.graph is None
-    (True, True)
+    >>> isinstance(learner, braintrace.ETraceAlgorithm), learner.is_compiled
+    (True, False)
     >>> _ = learner.compile_graph(jnp.zeros(2))
     >>> learner(jnp.ones(2)).shape
     (3,)
@@ -57,46 +74,74 @@ class ETraceAlgorithm(brainstate.nn.Module):
     def __init__(self, model: brainstate.nn.Module, name: str | None = None) -> None:
         super().__init__(name=name)
         if not isinstance(model, brainstate.nn.Module):
-            raise TypeError(f"{type(self).__name__}: `model` must be a brainstate.nn.Module, got {type(model).__name__}.")
+            raise TypeError(
+                f"{type(self).__name__}: `model` must be a brainstate.nn.Module, got {type(model).__name__}."
+            )
         self.model = model
         self.graph: ETraceGraph | None = None
-        self.executor: ETraceVjpGraphExecutor | None = None
-        self.etraces: dict[str, EligibilityTrace] = {}
+        self.etraces: dict[TraceKey, EligibilityTrace] = {}
         self.step_count = brainstate.ShortTermState(jnp.zeros((), jnp.int32))
         self._arg_spec: Any = None
+        self._state_spec: Any = None
+        self._snapshot: dict = {}
+
+    @property
+    def is_compiled(self) -> bool:
+        """Whether :meth:`compile_graph` has run."""
+        return self.graph is not None
 
     # -- compilation -------------------------------------------------------
-    def compile_graph(self, *example_args: Any) -> "ETraceAlgorithm":
-        """Compile the model's step into an eligibility-trace graph (idempotent, cached).
+    def compile_graph(self, *example_args: Any, recompile: bool = False) -> "ETraceAlgorithm":
+        """Compile the model's step into an eligibility-trace graph.
 
         Parameters
         ----------
         *example_args
-            Inputs of one time step (``SingleStepData`` accepted).
+            Inputs of one time step (``SingleStepData`` accepted; a
+            ``MultiStepData`` contributes its first step).
+        recompile : bool, default False
+            Trace the step again even if the inputs have the shapes of the last
+            compile (after changing a constant of the model, see the class notes).
 
         Returns
         -------
         self
+
+        Raises
+        ------
+        CompilationError
+            The example inputs do not fit the model (a whole sequence given
+            where one step is expected, a hidden state whose shape the step
+            changes, ...), or the learner cannot handle the model.
         """
-        if len(example_args) == 1 and isinstance(example_args[0], SingleStepData):
-            example_args = example_args[0].data
-        if len(example_args) == 1 and isinstance(example_args[0], MultiStepData):
-            example_args = jax.tree.map(lambda x: x[0], example_args[0].data)
-        graph = compile_etrace_graph(self.model, *example_args)
-        spec = _spec(example_args)
-        if graph is self.graph and spec == self._arg_spec:
+        args = _one_step(example_args)
+        check_example_args(type(self).__name__, args)
+        spec = spec_of(args)
+        if not recompile and self.graph is not None and spec == self._arg_spec:
             return self
-        self.graph = graph
-        self.executor = ETraceVjpGraphExecutor(graph)
+        self.graph = compile_etrace_graph(self.model, *args)
         self._arg_spec = spec
-        self._on_compile()
+        self._state_spec = state_spec(self.graph)
+        self._snapshot = {p: st.value for p, st in unresettable_states(self.model).items()}
+        try:
+            self.on_compile(self.graph)
+        except (CompilationError, NotSupportedError):
+            self.graph, self._arg_spec = None, None
+            raise
         self.init_etrace_state()
         return self
 
-    def _on_compile(self) -> None:
-        """Hook run after a (new) graph is compiled."""
+    def recompile(self) -> "ETraceAlgorithm":
+        """Trace the model's step again with the inputs of the last compile (picks up changed constants)."""
+        self.check_compiled()
+        return self.compile_graph(*self.example_args(), recompile=True)
 
-    def _check_compiled(self) -> None:
+    def on_compile(self, graph: ETraceGraph) -> None:
+        """Called once per new graph, before the traces are created (override to check the
+        model or build per-graph data; raise :class:`~braintrace.CompilationError` to refuse)."""
+
+    def check_compiled(self) -> None:
+        """Raise :class:`~braintrace.NotCompiledError` if :meth:`compile_graph` has not run."""
         if self.graph is None:
             raise NotCompiledError(
                 f"{type(self).__name__} was called before compile_graph. Call "
@@ -104,35 +149,54 @@ class ETraceAlgorithm(brainstate.nn.Module):
                 "before the training loop."
             )
 
+    def example_args(self) -> tuple:
+        """Abstract inputs of one step (``jax.ShapeDtypeStruct``) of the last compile."""
+        self.check_compiled()
+        treedef, shapes = self._arg_spec
+        return jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in shapes])
+
     # -- states ------------------------------------------------------------
     def init_etrace_state(self, *args: Any, **kwargs: Any) -> None:
         """Create the eligibility traces (zeros) for the compiled graph."""
-        self._check_compiled()
-        executor = self.executor
-        assert executor is not None  # set together with the graph
-        invals = executor.current_invals(*self._example_args())
-        shapes = jax.eval_shape(lambda iv: self.init_traces(executor.trace_data(iv)), invals)
+        self.check_compiled()
+        shapes = self.trace_shapes()
         self.etraces = {
             key: EligibilityTrace(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), val))
             for key, val in shapes.items()
         }
         self.step_count.value = jnp.zeros((), jnp.int32)
 
-    def _example_args(self) -> tuple:
-        treedef, shapes = self._arg_spec
-        return jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in shapes])
+    def trace_shapes(self) -> dict[TraceKey, Any]:
+        """``{key: ShapeDtypeStruct pytree}`` of the traces (abstract evaluation only)."""
+        self.check_compiled()
+        driver = OnlineDriver(self.graph, self)
+        ex = driver.executor
+
+        def shapes(*args):
+            return self.init_traces(ex.trace_data(ex.current_invals(*args)))
+
+        return jax.eval_shape(shapes, *self.example_args())
 
     def reset_state(self, batch_size: int | None = None, **kwargs: Any) -> None:
         """Zero the traces and the step counter (the model's states are reset by the model).
 
-        Use ``brainstate.nn.reset_all_states(learner, batch_size)`` to reset
-        the model and the traces together; it calls this method.
+        Use :meth:`reset` to reset the model and the traces together.
         """
         for st in self.etraces.values():
             st.value = jax.tree.map(jnp.zeros_like, st.value)
         self.step_count.value = jnp.zeros((), jnp.int32)
 
-    def get_etrace_of(self, weight: Any) -> dict[str, Any]:
+    def reset(self, batch_size: int | None = None) -> None:
+        """Reset the model's states and the traces before a new sequence.
+
+        States whose module defines ``reset_state`` are reset by it (with
+        ``batch_size``); states no module resets are restored to their values
+        at compile time.
+        """
+        reset_model(self.model, batch_size, self._snapshot, owner=f"{type(self).__name__}.reset")
+        self.reset_state(batch_size)
+
+    def get_etrace_of(self, weight: Any) -> dict[TraceKey, Any]:
         """The trace values of one weight.
 
         Parameters
@@ -143,110 +207,75 @@ class ETraceAlgorithm(brainstate.nn.Module):
         Returns
         -------
         dict
-            ``{trace key: trace value}`` for every relation of that weight.
+            ``{TraceKey: trace value}`` for every trace of that weight's relations
+            (shared traces included).
 
         Raises
         ------
         ValueError
             If the weight has no online relation.
         """
-        self._check_compiled()
+        self.check_compiled()
         assert self.graph is not None
-        if isinstance(weight, brainstate.State):
-            paths = [p for p, s in self.model.states().items() if s is weight]
-            target = path_str(tuple(paths[0])) if paths else None
-        elif isinstance(weight, str):
-            target = weight
-        else:
-            target = path_str(tuple(weight))
-        prefixes = {
-            self.trace_key_prefix(r)
-            for r in self.graph.hidden_param_op_relations
-            if path_str(r.weight_path) == target
-        }
-        out = {k: st.value for k, st in self.etraces.items() if any(_key_of(k, p) for p in prefixes)}
-        if not out:
+        target = _weight_path(self.model, weight)
+        rels = [r.index for r in self.graph.hidden_param_op_relations if path_str(r.weight_path) == target]
+        keys = keys_of_relations(self.etraces, rels)
+        if not keys:
             online = ", ".join(sorted({path_str(r.weight_path) for r in self.graph.hidden_param_op_relations}))
             raise ValueError(
                 f"get_etrace_of: `{target}` has no eligibility trace; it is not learned online "
                 f"(see learner.graph.explain(weight_path=...)). Weights learned online: {online or 'none'}."
             )
-        return out
-
-    @staticmethod
-    def trace_key_prefix(relation: HiddenParamOpRelation) -> str:
-        """``'path#index'``: trace keys start with it; a trace shared by several
-        relations joins their prefixes with ``'&'``."""
-        return f"{path_str(relation.weight_path)}#{relation.index}"
+        return {k: self.etraces[k].value for k in keys}
 
     def show_graph(self) -> None:
         """Print the compiled graph and the compiler's warnings."""
-        self._check_compiled()
-        assert self.graph is not None
+        self.check_compiled()
         print(self.graph)
-        warn = [str(d) for d in self.graph.diagnostics if d.level.value >= 1]
+        warn = [str(d) for d in self.graph.diagnostics if d.level.value >= 1]  # type: ignore[union-attr]
         if warn:
             print("\n".join(warn))
 
-    # -- algorithm hooks (overridden) ---------------------------------------
-    def init_traces(self, data: StepTraceData) -> dict[str, Any]:
+    # -- the rule protocol (see ETraceVjpAlgorithm) -----------------------------------
+    def init_traces(self, data: StepTraceData) -> dict[TraceKey, Any]:
         """Zero traces, ``{key: pytree}``, from one step's trace data (shapes only)."""
         raise NotImplementedError
 
-    def update_traces(self, traces: Mapping[str, Any], data: StepTraceData, count: jax.Array) -> dict[str, Any]:
-        raise NotImplementedError
-
-    # -- running -------------------------------------------------------------
     def update(self, *args: Any) -> Any:
         """Run one step (or a ``MultiStepData`` window) of the model, updating the traces."""
         raise NotImplementedError
 
-    def _split_args(self, args: tuple) -> tuple[tuple, bool]:
-        if len(args) == 1 and isinstance(args[0], MultiStepData):
-            return args[0].data, True
-        if len(args) == 1 and isinstance(args[0], SingleStepData):
-            return args[0].data, False
-        return args, False
-
-    def _check_args(self, args: tuple, multi: bool) -> None:
-        spec = _spec(jax.tree.map(lambda x: x[0], args) if multi else args)
-        if spec != self._arg_spec:
-            got = [s for s, _ in spec[1]]
-            want = [s for s, _ in self._arg_spec[1]]
-            raise ValueError(
-                f"{type(self).__name__}: the inputs have shapes {got} per time step, but the learner was "
-                f"compiled for {want}. A different batch size or input size needs a new compile: call "
-                "`learner.compile_graph(*inputs_of_one_step)` (and reset the model's states with the new "
-                "batch size)."
-            )
-
-
-def _window_length(seq) -> int:
-    for v in list(seq.D.values()) + list(seq.df.values()) + list(seq.x.values()):
-        return int(v.shape[0])
-    raise ValueError("empty window")
-
-
-def _spec(args: Any) -> tuple:
-    leaves, treedef = jax.tree.flatten(args)
-    return treedef, tuple((tuple(jnp.shape(x)), jnp.result_type(x)) for x in leaves)
-
 
 class ETraceVjpAlgorithm(ETraceAlgorithm):
-    """Base class of the VJP-based learners (D_RTRL, ES_D_RTRL and the SNN rules).
+    r"""Base class of the VJP-based learners (D_RTRL, ES_D_RTRL and the SNN rules).
 
-    Subclasses define the traces (:meth:`init_traces`, :meth:`update_traces`)
-    and how a learning signal turns them into gradients
-    (:meth:`trace_contributions`, :meth:`credit_contributions`). The learning
-    signal itself passes through :meth:`_compute_learning_signal`, which
-    target-projection algorithms override.
+    A subclass is a *rule*: the executor's driver runs the model, linearises and
+    transposes each step, and calls the rule through this protocol.
+
+    Capability flags (class attributes):
+
+    ``traces_in_scan``
+        ``True``: :meth:`update_traces` runs step by step inside a window's
+        forward scan and every step's traces are kept for
+        :meth:`window_contributions` (small traces). ``False``: the traces are
+        advanced once per window by :meth:`window_update` (large traces, read
+        and written once per window).
+    ``credits_previous_traces``
+        Whether :meth:`contributions` can contract a signal with the traces of
+        the *previous* step alone (needed for ``vjp_method='multi-step'`` and
+        for the bypass term of states read before they are written).
+
+    Methods the driver calls: :meth:`init_traces`, :meth:`update_traces`,
+    :meth:`window_update`, :meth:`contributions`,
+    :meth:`window_contributions`, :meth:`learning_signal`.
 
     Parameters
     ----------
     model : brainstate.nn.Module
     name : str, optional
     vjp_method : {'single-step', 'multi-step'}
-        ``'single-step'``: every step's loss contributes ``δ^t · ε^t``.
+        ``'single-step'``: every step's loss contributes ``δ^t · ε^t`` (and
+        ``δ_prev^t · ε^{t-1}`` for outputs read before the write).
         ``'multi-step'``: a ``MultiStepData`` window is differentiated exactly
         (BPTT inside the window) plus trace credit for what came before.
 
@@ -258,12 +287,20 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
     >>> brainstate.nn.init_all_states(cell)  # doctest: +ELLIPSIS
     VanillaRNNCell(...)
     >>> learner = braintrace.ES_D_RTRL(cell, decay_or_rank=0.9, vjp_method="multi-step")
-    >>> isinstance(learner, braintrace.ETraceVjpAlgorithm)
-    True
+    >>> isinstance(learner, braintrace.ETraceVjpAlgorithm), learner.traces_in_scan
+    (True, True)
     >>> _ = learner.compile_graph(jnp.zeros(2))
     >>> learner(braintrace.MultiStepData(jnp.ones((4, 2)))).shape
     (4, 3)
     """
+
+    #: Advance the traces inside a window's forward scan (see the class docstring).
+    traces_in_scan: ClassVar[bool] = True
+    #: :meth:`contributions` works on the previous step's traces alone.
+    credits_previous_traces: ClassVar[bool] = True
+    #: Preferred ``MultiStepData`` window of :func:`braintrace.online_gradients`
+    #: (``window='auto'``); ``None``: one step at a time.
+    default_window: ClassVar[int | None] = None
 
     def __init__(
         self, model: brainstate.nn.Module, name: str | None = None, vjp_method: str = "single-step"
@@ -273,124 +310,161 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
             raise ValueError(
                 f"{type(self).__name__}: vjp_method must be one of {_VJP_METHODS}, got {vjp_method!r}."
             )
+        if vjp_method == "multi-step" and not self.credits_previous_traces:
+            raise ValueError(
+                f"{type(self).__name__}: vjp_method='multi-step' credits the adjoint at a window's start to the "
+                "traces before the window, but this learner's contributions need the current step's data "
+                "besides its traces. Use vjp_method='single-step' (MultiStepData windows then run step by step)."
+            )
         self.vjp_method = vjp_method
-        self._fns: dict[str, Any] = {}
+        self.driver: OnlineDriver | None = None
 
-    #: Preferred ``MultiStepData`` window of :func:`braintrace.online_gradients`
-    #: (``window='auto'``); ``None``: one step at a time.
-    default_window: int | None = None
+    def on_compile(self, graph: ETraceGraph) -> None:
+        self.driver = OnlineDriver(graph, self)
+        if graph.bypass_paths and not self.credits_previous_traces:
+            names = ", ".join(f"`{path_str(p)}`" for p in graph.bypass_paths)
+            raise NotSupportedError(
+                f"{type(self).__name__}: the model reads {names} before writing it and returns (or spikes from) "
+                "the old value; the gradient of that output needs the traces of the previous step, which "
+                f"{type(self).__name__}'s rule does not keep, so the weights feeding those states would get a "
+                "wrong (often zero) gradient. Compute the output from the new value, or use D_RTRL, ES_D_RTRL "
+                "or OTPE."
+            )
 
-    def _on_compile(self) -> None:
-        self._fns = {}
-
-    def _compute_learning_signal(self, dl_dh: dict[int, jax.Array], **context: Any) -> dict[int, jax.Array]:
-        """Map ``{group index: ∂L/∂h}`` to the learning signal used with the traces (identity).
-
-        ``context`` holds ``data`` (the step's :class:`~braintrace.executor.StepTraceData`),
-        ``count`` (time steps since reset), ``out_cts`` (cotangents of the model's
-        output leaves, i.e. the output error), ``signal`` (what the caller passed
-        to :func:`~braintrace.algorithms.vjp.run_learner`, e.g. a target),
-        ``traces`` (the traces after this step's update) and ``invals`` (the
-        step's flat jaxpr inputs, to re-evaluate the step). The gradient
-        contributions use the returned signal; the instantaneous part they
-        replace (see :mod:`braintrace.algorithms.vjp`) uses ``dl_dh``.
-        """
-        return dl_dh
-
-    def trace_contributions(
-        self, traces: Mapping[str, Any], data: StepTraceData, delta: dict[int, jax.Array], count: jax.Array
-    ) -> dict:
-        """``{relation index: {name: gradient w.r.t. that operand}}`` from the traces at step t."""
+    # -- the rule protocol ----------------------------------------------------------------
+    def update_traces(self, traces: Mapping[TraceKey, Any], data: StepTraceData, count: jax.Array) -> dict:
+        """The traces after one step (``count``: time steps since reset, before this one)."""
         raise NotImplementedError
 
-    def credit_contributions(
-        self, traces: Mapping[str, Any], operands: dict, lam: dict[int, jax.Array], count: jax.Array
-    ) -> dict:
-        """Trace credit for a window: ``λ`` (adjoint before the window) contracted with the traces."""
-        raise NotImplementedError
+    def window_update(self, traces: Mapping[TraceKey, Any], seq: WindowTraceData, count: jax.Array) -> dict:
+        """The traces after a window of ``K`` steps (used when ``traces_in_scan`` is False).
 
-    # -- windows ----------------------------------------------------------------
-    def window_update(
-        self, traces: Mapping[str, Any], seq: WindowTraceData, count: jax.Array
-    ) -> tuple[dict[str, Any], Any]:
-        """Advance the traces over a window of ``K`` steps: ``(new traces, aux)``.
-
-        ``seq`` is a :class:`~braintrace.executor.WindowTraceData`. The default
-        applies :meth:`update_traces` step by step and keeps every step's traces
-        as ``aux`` (the fused window path does this inside its forward scan, see
-        :attr:`updates_traces_in_scan`); learners with large traces override it
-        with an update that reads and writes the traces once per window.
+        The default applies :meth:`update_traces` step by step.
         """
-        K = _window_length(seq)
         assert self.graph is not None
         relations = self.graph.hidden_param_op_relations
 
         def body(tr, k):
-            tr = self.update_traces(tr, seq.step(k, relations), count + k)
-            return tr, tr
+            return self.update_traces(tr, seq.step(k, relations), count + k), None
 
-        return jax.lax.scan(body, dict(traces), jnp.arange(K))
+        return jax.lax.scan(body, dict(traces), jnp.arange(seq.num_steps))[0]
+
+    def contributions(self, traces: Mapping[TraceKey, Any], data: StepTraceData, signal: Mapping, count: jax.Array) -> dict:
+        """``{relation index: {trainable name: gradient}}``: ``signal`` contracted with the traces
+        of step ``count`` (``data``: that step's trace data; its ``operands`` give the
+        trainable inputs)."""
+        raise NotImplementedError
 
     def window_contributions(
         self,
-        traces: Mapping[str, Any],
+        before: Mapping[TraceKey, Any],
+        after: Mapping[TraceKey, Any],
         aux: Any,
         seq: WindowTraceData,
-        delta_seq: dict[int, jax.Array],
+        signal_seq: Mapping,
         count: jax.Array,
     ) -> dict:
-        """``Σ_k`` of this window's trace contributions (default: step by step)."""
-        K = _window_length(seq)
+        """``Σ_k contributions(ε_k, signal_k)`` over a window.
+
+        ``before``/``after``: the traces before and after the window; ``aux``:
+        every step's traces stacked (``traces_in_scan`` learners, else
+        ``None``). The default sums :meth:`contributions` over the steps.
+        """
         assert self.graph is not None
         relations = self.graph.hidden_param_op_relations
 
         def body(acc, k):
             tr_k = jax.tree.map(lambda a: a[k], aux)
-            c = self.trace_contributions(tr_k, seq.step(k, relations), {g: d[k] for g, d in delta_seq.items()}, count + k)
-            return (c if acc is None else jax.tree.map(jnp.add, acc, c)), None
+            c = self.contributions(tr_k, seq.step(k, relations), {g: d[k] for g, d in signal_seq.items()}, count + k)
+            return add_contributions(acc, c), None
 
-        first = body(None, 0)[0]
-        if K == 1:
+        first = body({}, 0)[0]
+        if seq.num_steps == 1:
             return first
-        acc, _ = jax.lax.scan(lambda a, k: body(a, k), first, jnp.arange(1, K))
-        return acc
+        return jax.lax.scan(body, first, jnp.arange(1, seq.num_steps))[0]
 
-    @property
-    def updates_traces_in_scan(self) -> bool:
-        """Whether a window's traces are advanced step by step inside its forward scan.
+    def learning_signal(
+        self, delta: Mapping, delta_prev: Mapping, *, out_cts: Any, signal: Any, count: jax.Array
+    ) -> tuple[dict, dict]:
+        """``(signal, signal_prev)`` contracted with the traces, from one step's true signals.
 
-        True for learners that keep the default :meth:`window_update` (small
-        traces: every step's traces are kept for :meth:`window_contributions`);
-        a learner with a fused window update runs it once after the scan.
+        ``delta``: ``{group: ∂L^t/∂h^t}``; ``delta_prev``: ``{group: ∂L^t/∂h^{t-1}}`` for the
+        groups read before they are written; ``out_cts``: the cotangents of the
+        model's output leaves (the output error); ``signal``: what the caller
+        passed to the learner besides the inputs (e.g. a target); ``count``: the
+        step. The default returns the true signals.
         """
-        return type(self).window_update is ETraceVjpAlgorithm.window_update
+        return dict(delta), dict(delta_prev)
 
-    @property
-    def window_fusion(self) -> bool:
-        """Whether a ``MultiStepData`` window is processed as one fused window.
-
-        True when the learner defines its own window rule (:meth:`window_update`
-        or :meth:`window_contributions`) and keeps the plain learning signal (a
-        learning signal that needs each step's traces is computed step by step).
-        """
-        cls = type(self)
-        own = (
-            cls.window_update is not ETraceVjpAlgorithm.window_update
-            or cls.window_contributions is not ETraceVjpAlgorithm.window_contributions
-        )
-        return own and cls._compute_learning_signal is ETraceVjpAlgorithm._compute_learning_signal
-
+    # -- running ----------------------------------------------------------------------
     def update(self, *args: Any) -> Any:
-        from .vjp import run_learner
+        """Run one step, or a ``MultiStepData`` window of steps, updating states and traces."""
+        return self.run(args, signal=())
 
-        self._check_compiled()
-        data, multi = self._split_args(args)
-        self._check_args(data, multi)
-        return run_learner(self, data, multi)
+    def run(self, args: tuple, *, signal: Any = ()) -> Any:
+        """Run ``args`` (one step or a window) through the driver; ``signal`` goes to :meth:`learning_signal`."""
+        self.check_compiled()
+        assert self.graph is not None and self.driver is not None
+        data, multi = _split(args)
+        check_call_args(type(self).__name__, data, multi, self._arg_spec)
+        check_states(type(self).__name__, self.graph, self._state_spec)
+        driver, layout = self.driver, self.driver.layout
+        arg_vals = tuple(jax.tree.leaves(data))
+        traces = {k: st.value for k, st in self.etraces.items()}
+        count = self.step_count.value
+        if multi and self.vjp_method == "multi-step":
+            result = driver.hybrid(layout.param_values(), layout.state_values(), traces, count, arg_vals, signal)
+        else:
+            result = driver.online(
+                layout.param_values(), layout.state_values(), traces, count, arg_vals, signal, window=multi
+            )
+        (out_leaves, new_states), new_traces = result
+        layout.write_states(new_states)
+        for k, st in self.etraces.items():
+            st.value = new_traces[k]
+        self.step_count.value = count + (int(jnp.shape(arg_vals[0])[0]) if multi and arg_vals else 1)
+        return jax.tree.unflatten(layout.minfo.out_treedef, list(out_leaves))
 
 
-def _key_of(key: str, prefix: str) -> bool:
-    """Whether trace ``key`` belongs to the relation with ``prefix`` (alone or shared with ``'&'``)."""
-    return any(
-        part.startswith(prefix) and part[len(prefix):len(prefix) + 1] in ("", "-", ":") for part in key.split("&")
-    )
+def _one_step(example_args: tuple) -> tuple:
+    """The example inputs of one step (``SingleStepData`` unwrapped, a window's first step)."""
+    out = []
+    for a in example_args:
+        if isinstance(a, SingleStepData):
+            a = a.data
+        elif isinstance(a, MultiStepData):
+            a = jax.tree.map(lambda x: x[0], a.data)
+        out.append(a)
+    return tuple(out)
+
+
+def _split(args: tuple) -> tuple[tuple, bool]:
+    """``(inputs, is a window)``: wrappers unwrapped; a window when any argument is ``MultiStepData``
+    (plain and single-step arguments are then broadcast to every step)."""
+    multi = any(isinstance(a, MultiStepData) for a in args)
+    if not multi:
+        return tuple(a.data if isinstance(a, SingleStepData) else a for a in args), False
+    steps = {a.num_steps for a in args if isinstance(a, MultiStepData)}
+    if len(steps) > 1:
+        raise ValueError(
+            f"the MultiStepData inputs have different numbers of steps {sorted(steps)}; every window input "
+            "must have the same leading time axis."
+        )
+    K = steps.pop()
+    out = []
+    for a in args:
+        if isinstance(a, MultiStepData):
+            out.append(a.data)
+        else:
+            v = a.data if isinstance(a, SingleStepData) else a
+            out.append(jax.tree.map(lambda x: jnp.broadcast_to(x, (K,) + jnp.shape(x)), v))
+    return tuple(out), True
+
+
+def _weight_path(model: Any, weight: Any) -> str | None:
+    if isinstance(weight, brainstate.State):
+        paths = [p for p, s in model.states().items() if s is weight]
+        return path_str(tuple(paths[0])) if paths else None
+    if isinstance(weight, str):
+        return weight
+    return path_str(tuple(weight))

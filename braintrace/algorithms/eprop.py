@@ -16,25 +16,27 @@ projection of the output error (``'random'``), and :math:`\bar ε` the
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
-from ..errors import CompilationError
-from ..executor import StepTraceData
+from ..compiler.module_info import path_str
+from ..compiler.outputs import output_groups
+from ..executor import StepTraceData, WindowTraceData
 from .d_rtrl import ParamDimVjpAlgorithm
-from .helpers import (
+from .feedback import (
     FixedRandomFeedback,
     KappaFilter,
-    _abort_compile,
-    _as_key,
+    as_key,
     layer_size,
     output_batch_shape,
     output_error,
-    output_groups,
     project_to_group,
 )
+from .keys import FILTERED, TraceKey
 
 __all__ = ["EProp"]
 
@@ -96,7 +98,11 @@ class EProp(ParamDimVjpAlgorithm):
     matrices are in :attr:`feedback_matrices` (a
     :class:`~braintrace.FixedRandomFeedback` per group). The random signal
     carries no pseudo-derivative (e-prop multiplies it by :math:`ψ^t` inside
-    its eligibility trace).
+    its eligibility trace). For a model that returns a hidden state's old
+    value (a spike from the voltage before its update), a random signal
+    stands in for the whole error of the step and is credited to the current
+    trace; the bypass term (DESIGN.md §3) of those groups is then not added,
+    and compiling says so with a warning.
 
     Parameters
     ----------
@@ -183,69 +189,85 @@ class EProp(ParamDimVjpAlgorithm):
         self.kappa: float = float(kappa)
         self.random_feedback_key: Any = random_feedback_key
         self.feedback_matrices: dict[int, FixedRandomFeedback] = {}
-        self._outputs: frozenset[int] = frozenset()
-        self._hidden: tuple[int, ...] = ()
-        self._batch: tuple[int, ...] = ()
+        #: the κ filter needs every step's trace: a window then advances them inside its scan
+        self.traces_in_scan = self.kappa > 0
+        self.hidden_groups: tuple[int, ...] = ()
+        self.batch_axes: tuple[int, ...] = ()
 
-    def _on_compile(self) -> None:
-        super()._on_compile()
-        graph = self.graph
-        assert graph is not None  # compile_graph sets it before this hook
-        self._outputs = output_groups(graph)
+    def on_compile(self, graph: Any) -> None:
+        super().on_compile(graph)
+        outputs = output_groups(graph)
         online = sorted({gi for r in graph.hidden_param_op_relations for gi in r.hidden_groups})
-        self._hidden = tuple(gi for gi in online if gi not in self._outputs)
+        self.hidden_groups = tuple(gi for gi in online if gi not in outputs)
         self.feedback_matrices = {}
-        if self.feedback == "random" and self._hidden:
-            try:
-                self._batch, n_out = output_batch_shape(graph, "EProp")
-                sizes = [layer_size(graph.hidden_groups[gi], self._batch, "EProp") for gi in self._hidden]
-            except CompilationError as err:  # forget the half-installed graph first
-                _abort_compile(self, str(err))
-            keys = jax.random.split(_as_key(self.random_feedback_key), len(self._hidden))
+        if self.feedback == "random" and self.hidden_groups:
+            self.batch_axes, n_out = output_batch_shape(graph, "EProp")
+            sizes = [layer_size(graph.hidden_groups[gi], self.batch_axes, "EProp") for gi in self.hidden_groups]
+            keys = jax.random.split(as_key(self.random_feedback_key), len(self.hidden_groups))
             self.feedback_matrices = {
-                gi: FixedRandomFeedback(n_out, n, k) for gi, n, k in zip(self._hidden, sizes, keys)
+                gi: FixedRandomFeedback(n_out, n, k) for gi, n, k in zip(self.hidden_groups, sizes, keys)
             }
+            replaced = [p for gi in self.feedback_matrices for p in graph.hidden_groups[gi].hidden_paths
+                        if p in graph.bypass_paths]
+            if replaced:
+                warnings.warn(
+                    f"EProp(feedback='random'): the model returns the old value of "
+                    f"{', '.join('`' + path_str(p) + '`' for p in replaced)} (read before the write); the random "
+                    "learning signal of those neurons is credited to their current trace, and the bypass term "
+                    "dL[t]/dh[t-1] · trace[t-1] is not added for them.",
+                    UserWarning,
+                    stacklevel=3,
+                )
 
     # -- the κ filter -----------------------------------------------------------
-    def _filtered_keys(self) -> list[tuple[str, str]]:
-        if self.kappa == 0.0 or self.graph is None:
+    def _filtered(self) -> list[tuple[TraceKey, TraceKey]]:
+        if self.kappa == 0.0 or self.exact is None:
             return []
         return [
-            (self._key(r, gi), f"{self._key(r, gi)}:kappa")
-            for r in self.graph.hidden_param_op_relations
-            for gi in r.hidden_groups
-            if gi in self._hidden
+            (key, TraceKey(FILTERED, key.relations, key.group))
+            for key in self.exact.keys()
+            if key.group in self.hidden_groups
         ]
 
-    def init_traces(self, data: StepTraceData) -> dict[str, Any]:
+    def _view(self, traces: Mapping[TraceKey, Any]) -> dict:
+        view = dict(traces)
+        for key, fkey in self._filtered():
+            view[key] = traces[fkey]
+        return view
+
+    def init_traces(self, data: StepTraceData) -> dict[TraceKey, Any]:
         out = super().init_traces(data)
-        for key, fkey in self._filtered_keys():
+        for key, fkey in self._filtered():
             out[fkey] = jax.tree.map(lambda v: v, out[key])
         return out
 
-    def update_traces(self, traces: Mapping[str, Any], data: StepTraceData, count: jax.Array) -> dict[str, Any]:
+    def update_traces(self, traces: Mapping[TraceKey, Any], data: StepTraceData, count: jax.Array) -> dict:
         out = super().update_traces(traces, data, count)
-        for key, fkey in self._filtered_keys():
+        for key, fkey in self._filtered():
             out[fkey] = KappaFilter.rule(traces[fkey], out[key], self.kappa)
         return out
 
-    def trace_contributions(
-        self, traces: Mapping[str, Any], data: StepTraceData, delta: dict, count: jax.Array
-    ) -> dict:
-        view = dict(traces)
-        for key, fkey in self._filtered_keys():
-            view[key] = traces[fkey]
-        return self._contract(view, data.operands, delta)
+    def contributions(self, traces: Mapping[TraceKey, Any], data: StepTraceData, signal: Mapping, count: jax.Array) -> dict:
+        return super().contributions(self._view(traces), data, signal, count)
+
+    def window_contributions(self, before, after, aux, seq: WindowTraceData, signal_seq: Mapping, count) -> dict:
+        if not self.traces_in_scan:
+            return super().window_contributions(before, after, aux, seq, signal_seq, count)
+        return self._exact().contributions_seq(self._view(aux), seq, signal_seq)
 
     # -- the learning signal ----------------------------------------------------
-    def _compute_learning_signal(self, dl_dh: dict, **context: Any) -> dict:
+    def learning_signal(
+        self, delta: Mapping, delta_prev: Mapping, *, out_cts: Any, signal: Any, count: jax.Array
+    ) -> tuple[dict, dict]:
+        """The true signals ('symmetric'), or for non-output groups ``reshape(e^t B_g)`` ('random')."""
+        if self.feedback == "symmetric" or not self.feedback_matrices:
+            return dict(delta), dict(delta_prev)
         assert self.graph is not None  # the learner calls its hooks after compile_graph
-        if self.feedback == "symmetric":
-            return dl_dh
-        out = dict(dl_dh)
-        if self.feedback == "random":
-            err = output_error(context["out_cts"], self._batch)
-            for gi, fb in self.feedback_matrices.items():
-                g = self.graph.hidden_groups[gi]
-                out[gi] = project_to_group(fb.matrix, err, g, dl_dh[gi].dtype)
-        return out
+        out, prev = dict(delta), dict(delta_prev)
+        err = output_error(out_cts, self.batch_axes)
+        for gi, fb in self.feedback_matrices.items():
+            g = self.graph.hidden_groups[gi]
+            out[gi] = project_to_group(fb.matrix, err, g, delta[gi].dtype)
+            if gi in prev:
+                prev[gi] = jnp.zeros_like(prev[gi])
+        return out, prev

@@ -14,19 +14,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from .. import data as braintrace_data
+
 from ..compiler.module_info import path_str
+from ..compiler.outputs import output_groups
 from ..errors import CompilationError
-from ..executor import StepTraceData
 from .d_rtrl import ParamDimVjpAlgorithm
-from .helpers import (
-    FixedRandomFeedback,
-    _abort_compile,
-    _paths,
-    layer_size,
-    output_batch_shape,
-    output_groups,
-    project_to_group,
-)
+from .feedback import FixedRandomFeedback, group_label, layer_size, output_batch_shape, project_to_group
 
 __all__ = ["OSTTP"]
 
@@ -155,48 +149,37 @@ class OSTTP(ParamDimVjpAlgorithm):
         self.target_timing: str = target_timing
         self.feedback_matrices: dict[int, jax.Array] = {}
         self.n_target: int | None = None
-        self._batch: tuple[int, ...] = ()
+        self.batch_axes: tuple[int, ...] = ()
 
     # -- compile: match B_list with the hidden groups ---------------------------
-    def _on_compile(self) -> None:
-        super()._on_compile()
-        graph = self.graph
-        assert graph is not None  # compile_graph sets it before this hook
+    def on_compile(self, graph: Any) -> None:
+        super().on_compile(graph)
         outputs = output_groups(graph)
         online = sorted({gi for r in graph.hidden_param_op_relations for gi in r.hidden_groups})
         hidden = [gi for gi in online if gi not in outputs]
         groups = graph.hidden_groups
-        names = "; ".join(f"({_paths(groups[gi])})" for gi in hidden) or "none"
-        try:
-            self._batch, _ = output_batch_shape(graph, "OSTTP")
-            sizes = {gi: layer_size(groups[gi], self._batch, "OSTTP") for gi in hidden}
-        except CompilationError as err:
-            _abort_compile(self, str(err))
+        names = "; ".join(f"({group_label(groups[gi])})" for gi in hidden) or "none"
+        self.batch_axes, _ = output_batch_shape(graph, "OSTTP")
+        sizes = {gi: layer_size(groups[gi], self.batch_axes, "OSTTP") for gi in hidden}
         if isinstance(self.B_list, Mapping):
             by_path = {path_str(p): gi for gi in hidden for p in groups[gi].hidden_paths}
             chosen = {}
             for k, v in self.B_list.items():
                 key = k if isinstance(k, str) else path_str(tuple(k))
                 if key not in by_path:
-                    _abort_compile(
-                        self,
-                        f"OSTTP: B_list names `{key}`, which is not a member of a hidden group that learns "
+                    raise CompilationError(f"OSTTP: B_list names `{key}`, which is not a member of a hidden group that learns "
                         f"online through a target projection. Those groups are: {names}.",
                     )
                 chosen[by_path[key]] = v
             missing = [gi for gi in hidden if gi not in chosen]
             if missing:
-                _abort_compile(
-                    self,
-                    "OSTTP: B_list has no matrix for "
-                    + "; ".join(f"({_paths(groups[gi])})" for gi in missing)
+                raise CompilationError("OSTTP: B_list has no matrix for "
+                    + "; ".join(f"({group_label(groups[gi])})" for gi in missing)
                     + "; their weights would get a zero gradient. Give one matrix per hidden group.",
                 )
         else:
             if len(self.B_list) != len(hidden):
-                _abort_compile(
-                    self,
-                    f"OSTTP: B_list has {len(self.B_list)} matrices but the model has {len(hidden)} hidden "
+                raise CompilationError(f"OSTTP: B_list has {len(self.B_list)} matrices but the model has {len(hidden)} hidden "
                     f"group(s) learning through a target projection, in this order: {names} (output groups, "
                     "which learn from the true error, take none).",
                 )
@@ -205,15 +188,13 @@ class OSTTP(ParamDimVjpAlgorithm):
         for gi, b in chosen.items():
             m = b.matrix if isinstance(b, FixedRandomFeedback) else jnp.asarray(b)
             if m.ndim != 2 or m.shape[1] != sizes[gi]:
-                _abort_compile(
-                    self,
-                    f"OSTTP: the feedback matrix for ({_paths(groups[gi])}) has shape {tuple(m.shape)}; it "
+                raise CompilationError(f"OSTTP: the feedback matrix for ({group_label(groups[gi])}) has shape {tuple(m.shape)}; it "
                     f"must be (n_target, {sizes[gi]}) (positions × states per batch element).",
                 )
             mats[gi] = m
             n_targets.add(int(m.shape[0]))
         if len(n_targets) > 1:
-            _abort_compile(self, f"OSTTP: the feedback matrices disagree on n_target: {sorted(n_targets)}.")
+            raise CompilationError(f"OSTTP: the feedback matrices disagree on n_target: {sorted(n_targets)}.")
         self.feedback_matrices = mats
         self.n_target = n_targets.pop() if n_targets else None
 
@@ -229,13 +210,10 @@ class OSTTP(ParamDimVjpAlgorithm):
             ``(*b, n_target)`` for a step (and for a window under ``'end'``),
             ``(K, *b, n_target)`` for a window under ``'per-step'``.
         """
-        from .vjp import run_learner
-
-        self._check_compiled()
-        data, multi = self._split_args((x,))
-        self._check_args(data, multi)
-        steps = int(jnp.shape(jax.tree.leaves(data)[0])[0]) if multi else 1
-        return run_learner(self, data, multi, signal=self._signal(y_target, multi, steps))
+        self.check_compiled()
+        multi = isinstance(x, braintrace_data.MultiStepData)
+        steps = x.num_steps if multi else 1
+        return self.run((x,), signal=self._signal(y_target, multi, steps))
 
     def _signal(self, y_target: Any, multi: bool, steps: int) -> Any:
         if y_target is None:
@@ -248,7 +226,7 @@ class OSTTP(ParamDimVjpAlgorithm):
         y = jnp.asarray(y_target)
         if not jnp.issubdtype(y.dtype, jnp.floating):
             y = y.astype(jnp.result_type(float))
-        want = tuple(self._batch) + (self.n_target,)
+        want = tuple(self.batch_axes) + (self.n_target,)
         if multi and self.target_timing == "per-step":
             want = (steps,) + want
         if tuple(y.shape) != want:
@@ -263,15 +241,19 @@ class OSTTP(ParamDimVjpAlgorithm):
         on = jnp.zeros((steps,), y.dtype).at[-1].set(1.0)
         return {"y": jnp.broadcast_to(y, (steps,) + y.shape), "on": on}
 
-    def _compute_learning_signal(self, dl_dh: dict, **context: Any) -> dict:
+    def learning_signal(
+        self, delta: Mapping, delta_prev: Mapping, *, out_cts: Any, signal: Any, count: jax.Array
+    ) -> tuple[dict, dict]:
+        """The true signal for output groups, the projected target (or zero) for the others."""
         assert self.graph is not None  # the learner calls its hooks after compile_graph
-        signal = context.get("signal", ())
-        out = dict(dl_dh)
+        out, prev = dict(delta), dict(delta_prev)
         for gi, m in self.feedback_matrices.items():
             g = self.graph.hidden_groups[gi]
             if isinstance(signal, tuple) and not signal:
-                out[gi] = jnp.zeros_like(dl_dh[gi])
+                out[gi] = jnp.zeros_like(delta[gi])
             else:
-                on = jnp.asarray(signal["on"], dl_dh[gi].dtype)
-                out[gi] = on * project_to_group(m, signal["y"], g, dl_dh[gi].dtype)
-        return out
+                on = jnp.asarray(signal["on"], delta[gi].dtype)
+                out[gi] = on * project_to_group(m, signal["y"], g, delta[gi].dtype)
+            if gi in prev:
+                prev[gi] = jnp.zeros_like(prev[gi])
+        return out, prev

@@ -2,11 +2,13 @@ r"""OTPE: online training with postsynaptic estimates (Summe et al., 2023).
 
 OTPE extends OTTT's presynaptic trace with an estimate of the postsynaptic
 factor's history: 'full' keeps the synapse-shaped trace of
-:math:`x \otimes df` decayed by a scalar leak, 'approx' keeps a presynaptic
-trace and a postsynaptic trace separately. In 'approx' mode, relations whose
-outputs are summed before any other use (an input and a recurrent current, see
-:attr:`~braintrace.compiler.ETraceGraph.output_classes`) share one postsynaptic
-trace: their ``df`` are equal.
+:math:`x \otimes df` decayed by a scalar leak (the exact trace part of
+:mod:`braintrace.algorithms.exact_traces` with ``D := λ``), 'approx' keeps a
+presynaptic trace and a postsynaptic trace separately (the factored part of
+:mod:`braintrace.algorithms.factored_traces`, undecayed by ``D``). In 'approx'
+mode, relations whose outputs are summed before any other use (an input and a
+recurrent current, see :attr:`~braintrace.compiler.ETraceGraph.output_classes`)
+share one postsynaptic trace: their ``df`` are equal.
 """
 
 from __future__ import annotations
@@ -15,28 +17,18 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
-from ..executor import StepTraceData
-from ..primitives import DiagonalRule, FullJacobianRule
+from ..executor import StepTraceData, WindowTraceData, add_contributions
 from .base import ETraceVjpAlgorithm
-from .helpers import (
-    PresynapticTrace,
-    _add,
-    _check_decay,
-    _check_presynaptic,
-    _dy,
-    _eqn,
-    _names,
-    _shared_output_key,
-    _with_x,
-)
+from .exact_traces import ExactTraces, full_rule, split_names
+from .factored_traces import FactoredTraces, leaky_count
+from .feedback import check_decay
+from .graph_checks import check_single_state
+from .keys import TraceKey
 
 __all__ = ["OTPE"]
 
 _MODES = ("full", "approx")
-_DIAGONAL = DiagonalRule()
-_FULL = FullJacobianRule()
 
 _WHY = (
     "OTPE replaces the Jacobian blocks D of the eligibility trace by the scalar `leak`, which is meaningful "
@@ -141,123 +133,55 @@ class OTPE(ETraceVjpAlgorithm):
             raise ValueError(f"OTPE: mode must be one of {_MODES}, got {mode!r}.")
         if leak is None:
             raise TypeError("OTPE: `leak` is required (the membrane decay per step, a float in [0, 1]).")
-        self.leak = _check_decay("OTPE", "leak", leak, closed_top=True)
+        self.leak = check_decay("OTPE", "leak", leak, closed_top=True)
         self.mode = mode
         self.fast_solve = bool(fast_solve)
+        self.exact: ExactTraces | None = None
+        self.factored: FactoredTraces | None = None
 
-    def _on_compile(self) -> None:
-        super()._on_compile()
-        _check_presynaptic(self, "OTPE", _WHY)
-
-    def _key(self, r, gi: int) -> str:
-        return f"{self.trace_key_prefix(r)}->g{gi}"
-
-    def _x_key(self, r) -> str:
-        return f"{self.trace_key_prefix(r)}:x"
-
-    def _rule(self, r):
-        return r.entry.trace_rule if self.fast_solve else _FULL
-
-    def _approx(self, r) -> bool:
-        return self.mode == "approx" and bool(_names(r)[1])
-
-    def _f_key(self, r, gi: int) -> str:
-        """The approximate trace ``f`` of group ``gi``, shared by relations whose outputs are summed."""
-        return _shared_output_key(self, r, gi, self._approx)
-
-    def _own_traces(self, r) -> bool:
-        diag, fact = _names(r)
-        return bool(diag) or (bool(fact) and not self._approx(r))
-
-    def init_traces(self, data: StepTraceData) -> dict[str, Any]:
-        assert self.graph is not None  # the learner calls its hooks after compile_graph
-        out = {}
-        for r in self.graph.hidden_param_op_relations:
-            diag, fact = _names(r)
-            ops, params = data.operands[r.index], _eqn(self, r).params
-            dtype = data.D[r.hidden_groups[0]].dtype
-            if self._approx(r):
-                out[self._x_key(r)] = {"x": jnp.zeros(jnp.shape(ops[r.entry.x_invar_index]), dtype)}
-            for gi in r.hidden_groups:
-                g = self.graph.hidden_groups[gi]
-                if self._approx(r):
-                    out[self._f_key(r, gi)] = {"f": jnp.zeros(tuple(g.varshape) + (g.num_state,), dtype)}
-                if not self._own_traces(r):
-                    continue
-                val = {}
-                if diag:
-                    val.update(_DIAGONAL.init(r.entry, ops, params, diag, g.varshape, g.num_state, dtype))
-                if fact and not self._approx(r):
-                    val.update(self._rule(r).init(r.entry, ops, params, fact, g.varshape, g.num_state, dtype))
-                out[self._key(r, gi)] = val
-        return out
-
-    def update_traces(self, traces: Mapping[str, Any], data: StepTraceData, count: jax.Array) -> dict[str, Any]:
-        assert self.graph is not None  # the learner calls its hooks after compile_graph
+    def on_compile(self, graph: Any) -> None:
+        super().on_compile(graph)
+        check_single_state(graph, "OTPE", _WHY)
         lam = self.leak
-        out = dict(traces)
-        for r in self.graph.hidden_param_op_relations:
-            diag, fact = _names(r)
-            ops, params = data.operands[r.index], _eqn(self, r).params
-            if self._approx(r):
-                key = self._x_key(r)
-                out[key] = PresynapticTrace.rule(traces[key], {"x": ops[r.entry.x_invar_index]}, lam)
-            for gi in r.hidden_groups:
-                key = self._key(r, gi)
-                df = data.df[(r.index, gi)]
-                if self._approx(r):
-                    fkey = self._f_key(r, gi)
-                    if out[fkey] is traces[fkey]:  # not yet advanced by another member of its class
-                        out[fkey] = {"f": PresynapticTrace.rule(traces[fkey]["f"], df, lam)}
-                if not self._own_traces(r):
-                    continue
-                D = jnp.full(data.D[gi].shape, lam, data.D[gi].dtype)  # D := λ (S = 1)
-                val = {}
-                if diag:
-                    val.update(_DIAGONAL.update(r.entry, traces[key], ops, params, diag, D, df))
-                if fact and not self._approx(r):
-                    val.update(self._rule(r).update(r.entry, traces[key], ops, params, fact, D, df))
-                out[key] = val
+        factored = None
+        if self.mode == "approx":
+            factored = FactoredTraces(graph, lam, propagate=False, source_scale=1.0, normaliser=leaky_count(lam))
+
+        def names(r):
+            diag, other = split_names(r)
+            return diag, (() if factored is not None and factored.covers(r) else other)
+
+        rule = (lambda r: r.entry.trace_rule) if self.fast_solve else full_rule
+        self.exact = ExactTraces(graph, names, rule, leak=lam)
+        self.factored = factored
+
+    def _exact(self) -> ExactTraces:
+        if self.exact is None:
+            self.check_compiled()
+        assert self.exact is not None
+        return self.exact
+
+    def init_traces(self, data: StepTraceData) -> dict[TraceKey, Any]:
+        out = self._exact().init(data)
+        if self.factored is not None:
+            out.update(self.factored.init(data))
         return out
 
-    def _norm(self, k, dtype):
-        """``n_k = Σ_{j=0}^{k} λ^j`` (1 where ``k < 0``: the traces are still zero)."""
-        k = k.astype(dtype)
-        if self.leak == 1.0:
-            n = k + 1
-        else:
-            n = (1 - jnp.power(jnp.asarray(self.leak, dtype), k + 1)) / (1 - self.leak)
-        return jnp.where(n > 0, n, jnp.ones_like(n))
-
-    def _contract(self, traces, operands, signal, k):
-        assert self.graph is not None  # the learner calls its hooks after compile_graph
-        out = {}
-        for r in self.graph.hidden_param_op_relations:
-            diag, fact = _names(r)
-            ops, params = operands[r.index], _eqn(self, r).params
-            acc: dict[str, Any] = {}
-            for gi in r.hidden_groups:
-                tr = traces.get(self._key(r, gi))
-                if diag:
-                    _add(acc, _DIAGONAL.contract(r.entry, tr, ops, params, diag, signal[gi]))
-                if fact and not self._approx(r):
-                    _add(acc, self._rule(r).contract(r.entry, tr, ops, params, fact, signal[gi]))
-            if self._approx(r):
-                dtype = signal[r.hidden_groups[0]].dtype
-                n = self._norm(k, dtype)
-                fbar = {gi: traces[self._f_key(r, gi)]["f"].astype(dtype) / n for gi in r.hidden_groups}
-                dy = _dy(self, r, None, signal, scale=fbar)
-                _add(acc, r.entry.xy_to_dw(_with_x(r, ops, traces[self._x_key(r)]["x"]), params, dy, names=fact))
-            out[r.index] = acc
+    def update_traces(self, traces: Mapping[TraceKey, Any], data: StepTraceData, count: jax.Array) -> dict:
+        out = {**traces, **self._exact().update(traces, data)}
+        if self.factored is not None:
+            out.update(self.factored.update(traces, data))
         return out
 
-    def trace_contributions(
-        self, traces: Mapping[str, Any], data: StepTraceData, delta: dict, count: jax.Array
-    ) -> dict:
-        return self._contract(traces, data.operands, delta, count)
+    def contributions(self, traces: Mapping[TraceKey, Any], data: StepTraceData, signal: Mapping, count: jax.Array) -> dict:
+        """``δ · E`` ('full'), or ``xy_to_dw(â, Σ_s F / n_k ⊙ δ)`` with ``n_k = Σ_{j≤k} λ^j`` ('approx')."""
+        out = self._exact().contributions(traces, data.operands, signal)
+        if self.factored is not None:
+            out = add_contributions(out, self.factored.contributions(traces, data.operands, signal, count))
+        return out
 
-    def credit_contributions(
-        self, traces: Mapping[str, Any], operands: dict, lam: dict, count: jax.Array
-    ) -> dict:
-        # the traces before the window belong to step count - 1
-        return self._contract(traces, operands, lam, count - 1)
+    def window_contributions(self, before, after, aux, seq: WindowTraceData, signal_seq: Mapping, count) -> dict:
+        out = self._exact().contributions_seq(aux, seq, signal_seq)
+        if self.factored is not None:
+            out = add_contributions(out, self.factored.contributions_seq(aux, seq, signal_seq, count))
+        return out

@@ -8,24 +8,19 @@ signal of the current step.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 
 from ..executor import StepTraceData
+from ..primitives.trace_rules import sum_to_shape
 from .base import ETraceVjpAlgorithm
-from .helpers import (
-    PresynapticTrace,
-    _add,
-    _check_decay,
-    _check_presynaptic,
-    _diag_to_param,
-    _dy,
-    _eqn,
-    _names,
-    _with_x,
-)
+from .exact_traces import split_names
+from .factored_traces import _with_x
+from .feedback import PresynapticTrace, check_decay
+from .graph_checks import check_single_state
+from .keys import INPUT, PRESYNAPTIC, TraceKey
 
 __all__ = ["OTTT"]
 
@@ -78,7 +73,9 @@ class OTTT(ETraceVjpAlgorithm):
     vjp_method : {'single-step'}, default 'single-step'
         ``'multi-step'`` is refused: OTTT keeps no postsynaptic factor between
         steps, so there is no trace to credit the adjoint at a window start
-        with. ``MultiStepData`` windows run step by step.
+        with. ``MultiStepData`` windows run step by step. For the same reason a
+        model that returns (or spikes from) a hidden state's old value is
+        refused at compile time (:class:`~braintrace.NotSupportedError`).
 
     Raises
     ------
@@ -108,6 +105,9 @@ class OTTT(ETraceVjpAlgorithm):
        training through time for spiking neural networks. NeurIPS 35.
     """
 
+    #: The contribution pairs the trace with the *current* step's ``df``.
+    credits_previous_traces: ClassVar[bool] = False
+
     def __init__(
         self,
         model: Any,
@@ -117,89 +117,84 @@ class OTTT(ETraceVjpAlgorithm):
         name: str | None = None,
         vjp_method: str = "single-step",
     ) -> None:
-        super().__init__(model, name=name, vjp_method=vjp_method)
         if mode not in _MODES:
             raise ValueError(f"OTTT: mode must be one of {_MODES}, got {mode!r}.")
         if leak is None:
             raise TypeError("OTTT: `leak` is required (the membrane decay per step, a float in [0, 1]).")
-        self.leak = _check_decay("OTTT", "leak", leak, closed_top=True)
-        if vjp_method == "multi-step":
-            raise ValueError(
-                "OTTT: vjp_method='multi-step' is not meaningful: OTTT keeps no postsynaptic factor between "
-                "steps, so there is no trace to credit the adjoint at a window start with. Use "
-                "vjp_method='single-step' (MultiStepData windows then run step by step)."
-            )
+        super().__init__(model, name=name, vjp_method=vjp_method)
+        self.leak = check_decay("OTTT", "leak", leak, closed_top=True)
         self.mode = mode
 
-    def _on_compile(self) -> None:
-        super()._on_compile()
-        _check_presynaptic(self, "OTTT", _WHY)
-
-    def _x_key(self, r) -> str:
-        return f"{self.trace_key_prefix(r)}:x"
-
-    def _diag_key(self, r) -> str:
-        return f"{self.trace_key_prefix(r)}:diag"
+    def on_compile(self, graph: Any) -> None:
+        super().on_compile(graph)
+        check_single_state(graph, "OTTT", _WHY)
 
     def _presynaptic(self, r, ops, params):
         """``(x, {name: a})``: the step's data input and diagonal factors."""
-        diag, fact = _names(r)
+        diag, fact = split_names(r)
         x = ops[r.entry.x_invar_index] if fact else None
         return x, {n: r.entry.diagonal_factor(tuple(ops), params, n) for n in diag}
 
-    def init_traces(self, data: StepTraceData) -> dict[str, Any]:
+    def _params(self, r):
+        return self.graph.module_info.jaxpr.eqns[r.eqn_index].params
+
+    def init_traces(self, data: StepTraceData) -> dict[TraceKey, Any]:
         assert self.graph is not None  # the learner calls its hooks after compile_graph
-        out: dict[str, Any] = {}
+        out: dict[TraceKey, Any] = {}
         if self.mode == "O":
             return out
         for r in self.graph.hidden_param_op_relations:
             dtype = data.D[r.hidden_groups[0]].dtype
-            x, a = self._presynaptic(r, data.operands[r.index], _eqn(self, r).params)
+            x, a = self._presynaptic(r, data.operands[r.index], self._params(r))
             if x is not None:
-                out[self._x_key(r)] = {"x": jnp.zeros(jnp.shape(x), dtype)}
+                out[TraceKey(INPUT, (r.index,))] = {"x": jnp.zeros(jnp.shape(x), dtype)}
             if a:
-                out[self._diag_key(r)] = {n: jnp.zeros(jnp.shape(v), dtype) for n, v in a.items()}
+                out[TraceKey(PRESYNAPTIC, (r.index,))] = {n: jnp.zeros(jnp.shape(v), dtype) for n, v in a.items()}
         return out
 
-    def update_traces(self, traces: Mapping[str, Any], data: StepTraceData, count: jax.Array) -> dict[str, Any]:
+    def update_traces(self, traces: Mapping[TraceKey, Any], data: StepTraceData, count: jax.Array) -> dict:
         assert self.graph is not None  # the learner calls its hooks after compile_graph
         out = dict(traces)
         if self.mode == "O":
             return out
         for r in self.graph.hidden_param_op_relations:
-            x, a = self._presynaptic(r, data.operands[r.index], _eqn(self, r).params)
+            x, a = self._presynaptic(r, data.operands[r.index], self._params(r))
             if x is not None:
-                key = self._x_key(r)
+                key = TraceKey(INPUT, (r.index,))
                 out[key] = PresynapticTrace.rule(traces[key], {"x": x}, self.leak)
             if a:
-                key = self._diag_key(r)
+                key = TraceKey(PRESYNAPTIC, (r.index,))
                 out[key] = PresynapticTrace.rule(traces[key], a, self.leak)
         return out
 
-    def trace_contributions(
-        self, traces: Mapping[str, Any], data: StepTraceData, delta: dict, count: jax.Array
-    ) -> dict:
+    def contributions(self, traces: Mapping[TraceKey, Any], data: StepTraceData, signal: Mapping, count: jax.Array) -> dict:
+        """``xy_to_dw(â, Σ_g Σ_s df ⊙ δ)`` with the current step's ``df`` (and the diagonal inputs' trace)."""
         assert self.graph is not None  # the learner calls its hooks after compile_graph
         out = {}
         for r in self.graph.hidden_param_op_relations:
-            diag, fact = _names(r)
-            ops, params = data.operands[r.index], _eqn(self, r).params
+            diag, fact = split_names(r)
+            ops, params = data.operands[r.index], self._params(r)
             x, a = self._presynaptic(r, ops, params)
             if self.mode == "A":
-                x = traces[self._x_key(r)]["x"] if fact else None
-                a = traces[self._diag_key(r)] if diag else {}
+                x = traces[TraceKey(INPUT, (r.index,))]["x"] if fact else None
+                a = traces[TraceKey(PRESYNAPTIC, (r.index,))] if diag else {}
             acc: dict[str, Any] = {}
+            posts = {gi: jnp.sum(data.df[(r.index, gi)] * signal[gi], axis=-1) for gi in r.hidden_groups}
             if fact:
-                dy = _dy(self, r, data.df, delta)
+                dy = sum(sum_to_shape(p, r.y_shape) for p in posts.values())
                 acc.update(r.entry.xy_to_dw(_with_x(r, ops, x), params, dy, names=fact))
             for n in diag:
-                for gi in r.hidden_groups:
-                    post = jnp.sum(data.df[(r.index, gi)] * delta[gi], axis=-1)
-                    _add(acc, {n: _diag_to_param(r.entry, ops, params, n, post * a[n].astype(post.dtype))})
+                for post in posts.values():
+                    g = _diag_to_param(r.entry, ops, params, n, post * a[n].astype(post.dtype))
+                    acc[n] = g if n not in acc else acc[n] + g
             out[r.index] = acc
         return out
 
-    def credit_contributions(
-        self, traces: Mapping[str, Any], operands: dict, lam: dict, count: jax.Array
-    ) -> dict:
-        raise NotImplementedError("OTTT refuses vjp_method='multi-step' at construction.")
+
+def _diag_to_param(entry, operands, params, name: str, g: jax.Array) -> jax.Array:
+    """Map a hidden-shaped sum back to a diagonal (broadcast) trainable input."""
+    to_param = getattr(entry.trace_rule, "diagonal_to_param", None)
+    if to_param is not None:
+        return to_param(entry, operands, params, name, g)
+    index = entry.trainable_invars(params, len(operands))
+    return sum_to_shape(g, jnp.shape(operands[index[name]]))

@@ -80,6 +80,10 @@ class DiagnosticKind(enum.Enum):
         blocks are computed exactly by probing every position (slower).
     STATE_MISMATCH
         A state's declared type does not match how the step uses it.
+    HIDDEN_READ_BEFORE_WRITE
+        The step's output depends on a hidden state's old value other than
+        through its new value (a spike or readout computed before the write);
+        online learners add the bypass term for it.
 
     Examples
     --------
@@ -105,6 +109,7 @@ class DiagnosticKind(enum.Enum):
     HIDDEN_GROUP_MERGED = "hidden_group_merged"
     HIDDEN_GROUP_NON_ELEMENTWISE = "hidden_group_non_elementwise"
     STATE_MISMATCH = "state_mismatch"
+    HIDDEN_READ_BEFORE_WRITE = "hidden_read_before_write"
 
 
 Path = tuple[Any, ...]

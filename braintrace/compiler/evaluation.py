@@ -14,6 +14,12 @@ r"""Evaluating a compiled step with the hooks the learners need.
   step's loss with respect to group ``g``'s state, the rest of the step
   responding, which is what the per-group traces (whose ``D`` and ``df`` hold
   the other groups' new values constant) need;
+* give the *direct* reads of chosen hidden states' old values their own input
+  (``hidden_direct``): the new hidden values are computed from ``invals``,
+  every other use of ``h^{t-1}`` (an output or a spike computed from the old
+  value before the write) reads the separate value. The derivative with
+  respect to it is ``δ_prev = ∂L^t/∂h^{t-1}`` with ``h^t`` held fixed, the
+  learning signal of the *bypass* term (DESIGN.md §3);
 * record the operands of chosen ETP equations (``x`` and trainable inputs).
 """
 
@@ -25,7 +31,7 @@ from typing import Any
 import jax
 
 from ..primitives import REGISTRY
-from .jaxpr_tools import eval_eqn, is_literal
+from .jaxpr_tools import UseDef, eval_eqn, is_literal
 from .module_info import ModuleInfo
 
 __all__ = ["evaluate_step"]
@@ -40,6 +46,7 @@ def evaluate_step(
     hidden_perturb: Mapping[Any, Any] | None = None,
     perturb_groups: Sequence[Sequence[Any]] | None = None,
     stop_hidden: Collection[Any] = (),
+    hidden_direct: Mapping[Any, Any] | None = None,
     record: Sequence[int] = (),
 ) -> tuple[list[Any], dict[int, list[Any]]]:
     """Evaluate the step.
@@ -64,6 +71,12 @@ def evaluate_step(
     stop_hidden : collection of paths
         Hidden states whose new values are treated as constants by
         derivatives (``stop_gradient`` where they are computed).
+    hidden_direct : mapping, optional
+        ``{hidden path: value}``: the value that every read of that state's old
+        value sees, except the reads that compute the hidden states' new values
+        (those see ``invals``). Numerically equal values give the same result;
+        derivatives with respect to these values are the step's dependence on
+        ``h^{t-1}`` with ``h^t`` held fixed.
     record : sequence of int
         ETP equation indices whose operands are returned.
 
@@ -86,46 +99,99 @@ def evaluate_step(
     ([3.0, 3.0], [(3,), (3, 2), (2,)])
     """
     jaxpr = minfo.jaxpr
-    y_perturb = dict(y_perturb or {})
-    record_set = set(record)
-    env: dict[Any, Any] = {}
-
-    def read(e, v):
-        return v.val if is_literal(v) else e[v]
-
-    for v, c in zip(jaxpr.constvars, minfo.closed_jaxpr.consts):
-        env[v] = c
-    for v, a in zip(jaxpr.invars, invals):
-        env[v] = a
-
     stop_vars = {jaxpr.outvars[slot.outvars[0]] for slot in minfo.hidden_slots if slot.path in stop_hidden}
-    recorded: dict[int, list[Any]] = {}
-    for i, eqn in enumerate(jaxpr.eqns):
-        ops = [read(env, v) for v in eqn.invars]
-        entry = REGISTRY.get(eqn.primitive)
-        if entry is not None:
-            if i in record_set:
-                recorded[i] = list(ops)
-            if cut and entry.x_invar_index is not None:
-                ops[entry.x_invar_index] = jax.lax.stop_gradient(ops[entry.x_invar_index])
-        outs = eval_eqn(eqn, ops)
-        if i in y_perturb:
-            k = entry.y_outvar_index if entry is not None else 0
-            outs[k] = outs[k] + y_perturb[i]
-        for v, o in zip(eqn.outvars, outs):
-            env[v] = jax.lax.stop_gradient(o) if v in stop_vars else o
-    for v in jaxpr.invars:
-        if v in stop_vars:
-            env[v] = jax.lax.stop_gradient(env[v])
+    pass_one = _PassOne(minfo, cut=cut, y_perturb=dict(y_perturb or {}), stop_vars=stop_vars, record=record)
+    if hidden_direct:
+        new_values = pass_one.run(invals, only=_dynamics(minfo))
+        direct = _with_direct(minfo, invals, hidden_direct)
+        env, recorded = pass_one.run_env(direct, pinned=new_values)
+    else:
+        env, recorded = pass_one.run_env(invals)
+    outvals = [v.val if is_literal(v) else env[v] for v in jaxpr.outvars]
+    if hidden_perturb:
+        _add_perturbation(minfo, env, outvals, hidden_perturb, perturb_groups)
+    return outvals, recorded
 
-    outvals = [read(env, v) for v in jaxpr.outvars]
-    if not hidden_perturb:
-        return outvals, recorded
 
-    # pass 2, once per group: the group's new values perturbed (its members held
-    # fixed), everything downstream recomputed from stopped pass-1 values; the
-    # result enters the outputs as `o2 - stop_gradient(o2)` (zero in value, the
-    # perturbation's derivative in gradient)
+class _PassOne:
+    """The plain evaluation of the step's equations, with the cut, ``y`` perturbations and recording."""
+
+    def __init__(self, minfo: ModuleInfo, *, cut: bool, y_perturb: dict, stop_vars: set, record: Sequence[int]):
+        self.minfo = minfo
+        self.cut = cut
+        self.y_perturb = y_perturb
+        self.stop_vars = stop_vars
+        self.record = set(record)
+
+    def run(self, invals: Sequence[Any], only: set[int]) -> dict[Any, Any]:
+        """The values of the hidden states' new values, evaluating only the equations in ``only``."""
+        env, _ = self.run_env(invals, only=only)
+        return {v: env[v] for v in _hidden_out_vars(self.minfo) if v in env}
+
+    def run_env(
+        self, invals: Sequence[Any], *, only: set[int] | None = None, pinned: Mapping[Any, Any] | None = None
+    ) -> tuple[dict[Any, Any], dict[int, list[Any]]]:
+        """``(variable -> value, recorded operands)``; ``pinned`` values replace variables where defined."""
+        jaxpr = self.minfo.jaxpr
+        pinned = pinned or {}
+        env: dict[Any, Any] = dict(zip(jaxpr.constvars, self.minfo.closed_jaxpr.consts))
+        for v, a in zip(jaxpr.invars, invals):
+            env[v] = pinned.get(v, a)
+        recorded: dict[int, list[Any]] = {}
+        for i, eqn in enumerate(jaxpr.eqns):
+            if only is not None and i not in only:
+                continue
+            ops = [v.val if is_literal(v) else env[v] for v in eqn.invars]
+            entry = REGISTRY.get(eqn.primitive)
+            if entry is not None:
+                if i in self.record:
+                    recorded[i] = list(ops)
+                if self.cut and entry.x_invar_index is not None:
+                    ops[entry.x_invar_index] = jax.lax.stop_gradient(ops[entry.x_invar_index])
+            outs = eval_eqn(eqn, ops)
+            if i in self.y_perturb:
+                k = entry.y_outvar_index if entry is not None else 0
+                outs[k] = outs[k] + self.y_perturb[i]
+            for v, o in zip(eqn.outvars, outs):
+                o = pinned.get(v, o)
+                env[v] = jax.lax.stop_gradient(o) if v in self.stop_vars else o
+        for v in jaxpr.invars:
+            if v in self.stop_vars:
+                env[v] = jax.lax.stop_gradient(env[v])
+        return env, recorded
+
+
+def _hidden_out_vars(minfo: ModuleInfo) -> list[Any]:
+    return [minfo.hidden_out_var(s) for s in minfo.hidden_slots if not is_literal(minfo.hidden_out_var(s))]
+
+
+def _dynamics(minfo: ModuleInfo) -> set[int]:
+    """Indices of the equations the hidden states' new values depend on."""
+    usedef = UseDef(minfo.jaxpr)
+    needed = usedef.backward(_hidden_out_vars(minfo))
+    return {i for i, eqn in enumerate(minfo.jaxpr.eqns) if any(o in needed for o in eqn.outvars)}
+
+
+def _with_direct(minfo: ModuleInfo, invals: Sequence[Any], hidden_direct: Mapping[Any, Any]) -> list[Any]:
+    iv = list(invals)
+    for slot in minfo.hidden_slots:
+        if slot.path in hidden_direct:
+            iv[slot.invars[0]] = hidden_direct[slot.path]
+    return iv
+
+
+def _add_perturbation(
+    minfo: ModuleInfo,
+    env: Mapping[Any, Any],
+    outvals: list[Any],
+    hidden_perturb: Mapping[Any, Any],
+    perturb_groups: Sequence[Sequence[Any]] | None,
+) -> None:
+    """Pass 2, once per group: the group's new values perturbed (its members held
+    fixed), everything downstream recomputed from stopped pass-1 values; the
+    result enters the outputs as ``o2 - stop_gradient(o2)`` (zero in value, the
+    perturbation's derivative in gradient)."""
+    jaxpr = minfo.jaxpr
     slot_of = {slot.path: slot for slot in minfo.hidden_slots}
     groups = [tuple(hidden_perturb)] if perturb_groups is None else [tuple(g) for g in perturb_groups]
     for group in groups:
@@ -163,4 +229,3 @@ def evaluate_step(
             elif v in env2:
                 o2 = env2[v]
                 outvals[k] = outvals[k] + (o2 - jax.lax.stop_gradient(o2))
-    return outvals, recorded

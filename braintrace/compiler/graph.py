@@ -1,26 +1,29 @@
 """The compiled eligibility-trace graph and its entry point.
 
 :func:`compile_etrace_graph` runs the whole compiler on a model step and
-bundles the result in an :class:`ETraceGraph`. Graphs are cached per model and
-per input/state shapes: compiling again with the same shapes returns the same
-graph without re-tracing.
+bundles the result in an :class:`ETraceGraph`. There is no global cache: each
+call traces the step afresh, so a graph always reflects the model's values at
+the time of the call (plain array attributes such as ``model.gain`` are
+constants of the traced step). A learner keeps the graph it compiled; see
+:meth:`braintrace.ETraceAlgorithm.compile_graph`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import weakref
 from typing import Any
 
 import brainstate
 import jax
 
+from .bypass import bypass_paths
 from .control_flow import check_control_flow
 from .diagnostics import CompilationRecord, DiagnosticKind, DiagnosticLevel, emit_warnings
 from .hidden_groups import HiddenGroup, _analyze as _analyze_groups
 from .jaxpr_tools import UseDef, is_literal
 from .module_info import ModuleInfo, extract_module_info, path_str
 from .perturbation import HiddenPerturbation, add_hidden_perturbation_from_minfo
+from .state_shapes import check_state_shapes
 from .relations import HiddenParamOpRelation, _analyze as _analyze_relations
 from .summed_outputs import summed_output_classes
 
@@ -51,6 +54,11 @@ class ETraceGraph:
         summed with its own before any other use (its own index if none);
         relations of one class have equal output derivatives ``df``
         (:func:`~braintrace.compiler.summed_outputs.summed_output_classes`).
+    bypass_paths : tuple of tuple
+        Hidden states whose old value reaches the step's output other than
+        through their new value (read before the write); the learners add the
+        bypass term ``∂L^t/∂h^{t-1} · ε^{t-1}`` for them
+        (:func:`~braintrace.compiler.bypass.bypass_paths`).
 
     Examples
     --------
@@ -71,6 +79,7 @@ class ETraceGraph:
     diagnostics: tuple[CompilationRecord, ...]
     covered_params: frozenset
     output_classes: tuple[int, ...] = ()
+    bypass_paths: tuple[Path, ...] = ()
 
     @property
     def relations(self) -> tuple[HiddenParamOpRelation, ...]:
@@ -185,12 +194,15 @@ def _coverage(minfo: ModuleInfo, relations: tuple[HiddenParamOpRelation, ...]) -
 
 def _build(model: Any, args: tuple) -> ETraceGraph:
     minfo = extract_module_info(model, *args)
+    check_state_shapes(minfo)
     records = list(minfo.records)
     records += check_control_flow(minfo)
     groups, grecs = _analyze_groups(minfo)
     records += grecs
     relations, rrecs = _analyze_relations(minfo, groups)
     records += rrecs
+    bypass, brecs = bypass_paths(minfo)
+    records += brecs
     if not minfo.hidden_slots:
         records.append(
             CompilationRecord(
@@ -208,34 +220,8 @@ def _build(model: Any, args: tuple) -> ETraceGraph:
         diagnostics=tuple(records),
         covered_params=_coverage(minfo, relations),
         output_classes=summed_output_classes(minfo.jaxpr, relations),
+        bypass_paths=bypass,
     )
-
-
-def _shape_key(tree: Any) -> tuple:
-    leaves, treedef = jax.tree.flatten(tree)
-    return (treedef, tuple((tuple(jax.numpy.shape(x)), str(jax.numpy.result_type(x))) for x in leaves))
-
-
-class _GraphCache:
-    """Compiled graphs per model (weakly held) and per input/state shapes."""
-
-    def __init__(self) -> None:
-        self._by_model: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
-        self.builds = 0
-
-    def get_or_build(self, model: Any, args: tuple) -> tuple[ETraceGraph, bool]:
-        states = {k: v.value for k, v in model.states().items()}
-        key = (_shape_key(args), _shape_key(states))
-        table = self._by_model.setdefault(model, {})
-        if key in table:
-            return table[key], False
-        graph = _build(model, args)
-        self.builds += 1
-        table[key] = graph
-        return graph, True
-
-
-_CACHE = _GraphCache()
 
 
 def compile_etrace_graph(model: brainstate.nn.Module, *args: Any) -> ETraceGraph:
@@ -251,9 +237,8 @@ def compile_etrace_graph(model: brainstate.nn.Module, *args: Any) -> ETraceGraph
     Returns
     -------
     ETraceGraph
-        Cached: a second call with inputs and states of the same shapes returns
-        the same object without tracing again. Compiler warnings are emitted as
-        ``UserWarning`` on the first compile.
+        A new graph, traced from the model as it is now. Compiler warnings are
+        emitted as ``UserWarning``.
 
     Raises
     ------
@@ -272,7 +257,6 @@ def compile_etrace_graph(model: brainstate.nn.Module, *args: Any) -> ETraceGraph
     >>> len(graph.hidden_param_op_relations)
     1
     """
-    graph, fresh = _CACHE.get_or_build(model, tuple(args))
-    if fresh:
-        emit_warnings(graph.diagnostics)
+    graph = _build(model, tuple(args))
+    emit_warnings(graph.diagnostics)
     return graph

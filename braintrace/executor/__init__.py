@@ -1,9 +1,12 @@
-"""Layer 3: running a compiled eligibility-trace graph.
+"""Layer 3: running a compiled eligibility-trace graph; the executor owns differentiation.
 
 An executor evaluates one step of a compiled :class:`~braintrace.ETraceGraph`
 and returns what the trace updates need (:class:`StepTraceData`): the
 per-position Jacobian blocks ``D`` of each hidden group and the output
-derivatives ``df`` of each relation.
+derivatives ``df`` of each relation. :class:`ETraceVjpGraphExecutor` also
+linearises a step and transposes one or ``K`` stacked linearisations;
+:class:`OnlineDriver` is the one ``custom_vjp`` through which every learner
+step is differentiated (modes ``online`` and ``hybrid``).
 
 Examples
 --------
@@ -17,12 +20,25 @@ VanillaRNNCell(...)
 [(3, 1, 1)]
 """
 
+from .driver import OnlineDriver as OnlineDriver, add_contributions as add_contributions
 from .graph_executor import (
     ETraceGraphExecutor as ETraceGraphExecutor,
     ETraceVjpGraphExecutor as ETraceVjpGraphExecutor,
+)
+from .layout import StepLayout as StepLayout
+from .trace_data import (
     StepTraceData as StepTraceData,
     WindowTraceData as WindowTraceData,
     zeros_cotangent as zeros_cotangent,
 )
 
-__all__ = ["ETraceGraphExecutor", "ETraceVjpGraphExecutor", "StepTraceData", "WindowTraceData", "zeros_cotangent"]
+__all__ = [
+    "ETraceGraphExecutor",
+    "ETraceVjpGraphExecutor",
+    "OnlineDriver",
+    "StepLayout",
+    "StepTraceData",
+    "WindowTraceData",
+    "add_contributions",
+    "zeros_cotangent",
+]

@@ -12,9 +12,9 @@ single definition) and a stateful :meth:`update` for hand-written loops:
   ``(n_target, n_layer)`` and its projection :math:`y B` (e-prop with random
   feedback, OSTTP).
 
-The module also holds what those learners share about a compiled graph:
-which hidden groups are *output groups* and how an output-sized vector is
-mapped onto a hidden group's positions and states (:func:`project_to_group`).
+The module also holds what the signal-replacing learners (e-prop with random
+feedback, OSTTP) share: how an output-sized vector is mapped onto a hidden
+group's positions and states (:func:`project_to_group`).
 """
 
 from __future__ import annotations
@@ -27,25 +27,24 @@ import brainstate
 import jax
 import jax.numpy as jnp
 
-from ..compiler.hidden_groups import cut_data_inputs
-from ..compiler.jaxpr_tools import UseDef, eval_eqn, is_literal
 from ..compiler.module_info import path_str
 from ..errors import CompilationError
-from ..primitives.trace_rules import sum_to_shape
 
 __all__ = [
     "PresynapticTrace",
     "KappaFilter",
     "FixedRandomFeedback",
-    "output_groups",
+    "check_decay",
+    "as_key",
     "output_batch_shape",
     "output_error",
     "layer_size",
     "project_to_group",
+    "group_label",
 ]
 
 
-def _check_decay(owner: str, arg: str, value: Any, closed_top: bool) -> float:
+def check_decay(owner: str, arg: str, value: Any, closed_top: bool) -> float:
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
     if ok:
         value = float(value)
@@ -63,7 +62,7 @@ class _Leaky(brainstate.nn.Module):
 
     def __init__(self, init_value: Any, decay: float, name: str | None = None) -> None:
         super().__init__(name=name)
-        self._decay = _check_decay(type(self).__name__, self._arg, decay, closed_top=True)
+        self._decay = check_decay(type(self).__name__, self._arg, decay, closed_top=True)
         self._init = jax.tree.map(jnp.asarray, init_value)
         self.trace = brainstate.ShortTermState(self._init)
 
@@ -179,7 +178,7 @@ class KappaFilter(_Leaky):
         return self._decay
 
 
-def _as_key(key: Any) -> jax.Array:
+def as_key(key: Any) -> jax.Array:
     if isinstance(key, numbers.Integral) and not isinstance(key, bool):
         return jax.random.PRNGKey(int(key))
     if key is None:
@@ -252,7 +251,7 @@ class FixedRandomFeedback(brainstate.nn.Module):
         self.n_layer: int = int(n_layer)
         self.init_scale: float = float(init_scale)
         dtype = brainstate.environ.dftype() if dtype is None else dtype
-        self.matrix: jax.Array = self.init_scale * jax.random.normal(_as_key(key), (self.n_target, self.n_layer), dtype)
+        self.matrix: jax.Array = self.init_scale * jax.random.normal(as_key(key), (self.n_target, self.n_layer), dtype)
 
     def project(self, y: Any) -> jax.Array:
         """``y B``: ``y`` of shape ``(..., n_target)`` to ``(..., n_layer)``."""
@@ -264,28 +263,6 @@ class FixedRandomFeedback(brainstate.nn.Module):
             )
         dtype = jnp.result_type(y) if jnp.issubdtype(jnp.result_type(y), jnp.floating) else self.matrix.dtype
         return y.astype(dtype) @ self.matrix.astype(dtype)
-
-
-# -- what the signal-replacing learners share about a compiled graph ----------------
-
-
-def output_groups(graph) -> frozenset[int]:
-    """Indices of the *output groups*: hidden groups whose new value reaches a
-    model output without passing through the data input of an ETP primitive
-    (a leaky readout is one; a spiking layer read out through a trainable
-    weight is not)."""
-    minfo = graph.module_info
-    jaxpr = minfo.jaxpr
-    usedef = UseDef(jaxpr)
-    through = cut_data_inputs(minfo)
-    outs = {v for v in jaxpr.outvars[: minfo.num_out_leaves] if not is_literal(v)}
-    slots = {s.path: s for s in minfo.hidden_slots}
-    found = set()
-    for g in graph.hidden_groups:
-        sources = [minfo.hidden_out_var(slots[p]) for p in g.hidden_paths]
-        if usedef.forward(sources, through=through) & outs:
-            found.add(g.index)
-    return frozenset(found)
 
 
 def output_batch_shape(graph, owner: str) -> tuple[tuple[int, ...], int]:
@@ -317,7 +294,7 @@ def layer_size(group, batch: tuple[int, ...], owner: str) -> int:
     nb = len(batch)
     if tuple(group.varshape[:nb]) != tuple(batch):
         raise CompilationError(
-            f"{owner}: hidden group ({_paths(group)}) has per-position shape {group.varshape}, whose leading "
+            f"{owner}: hidden group ({group_label(group)}) has per-position shape {group.varshape}, whose leading "
             f"axes do not match the batch axes {tuple(batch)} of the model's outputs; the feedback projection "
             "maps each batch element's output onto the same batch element's neurons. Give the hidden "
             "states and the outputs the same leading batch axes."
@@ -332,95 +309,6 @@ def project_to_group(matrix: jax.Array, y: jax.Array, group, dtype: Any) -> jax.
     return proj.reshape(tuple(group.varshape) + (group.num_state,))
 
 
-def _paths(group) -> str:
+def group_label(group) -> str:
+    """The group's member paths, for messages (```h`, `c```)."""
     return ", ".join("`" + path_str(p) + "`" for p in group.hidden_paths)
-
-
-def _abort_compile(learner, message: str) -> None:
-    """Forget the half-installed graph and raise ``CompilationError``."""
-    learner.graph = None
-    learner.executor = None
-    learner._arg_spec = None
-    raise CompilationError(message)
-
-
-def _names(relation) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """``(diagonal names, x-dependent names)`` of a relation."""
-    entry = relation.entry
-    diag = tuple(n for n in relation.trainable_names if n in entry.diagonal_names)
-    fact = tuple(n for n in relation.trainable_names if n not in entry.diagonal_names)
-    return diag, fact
-
-
-def _eqn(learner, relation):
-    return learner.graph.module_info.jaxpr.eqns[relation.eqn_index]
-
-
-def _check_presynaptic(learner, owner: str, why: str) -> None:
-    """Refuse single-state-only rules on groups with ``S > 1`` and x-free weights."""
-    for r in learner.graph.hidden_param_op_relations:
-        for gi in r.hidden_groups:
-            g = learner.graph.hidden_groups[gi]
-            if g.num_state > 1:
-                _abort_compile(
-                    learner,
-                    f"{owner}: `{path_str(r.weight_path)}` reaches the hidden group ({_paths(g)}) with "
-                    f"num_state={g.num_state}. {why} The {g.num_state} coupled states of this group have "
-                    f"{g.num_state}×{g.num_state} Jacobian blocks that a scalar `leak` cannot represent. "
-                    "Use D_RTRL (exact per-position blocks) or ES_D_RTRL for this model.",
-                )
-        _, fact = _names(r)
-        if fact and r.entry.x_invar_index is None:
-            _abort_compile(
-                learner,
-                f"{owner}: ETP primitive {r.entry.name} (weight `{path_str(r.weight_path)}`) has trainable "
-                f"inputs {fact} that depend on no data input, so there is no presynaptic trace to keep. "
-                "Use D_RTRL for this primitive, or register it with `x_invar_index`.",
-            )
-
-
-def _shared_output_key(learner, relation, gi: int, member) -> str:
-    """Key of the output trace ``f`` of ``relation`` for group ``gi``, one per class of summed outputs.
-
-    Relations whose outputs are summed before any other use have equal ``df``
-    (``graph.output_classes``); those of one class for which ``member(r)``
-    holds share one trace, named after all of them (``'a#0&b#1->g0:f'``).
-    """
-    relations = learner.graph.hidden_param_op_relations
-    classes = learner.graph.output_classes or tuple(range(len(relations)))  # a graph built without the analysis
-    members = [
-        m for m in relations if classes[m.index] == classes[relation.index] and member(m)
-    ]
-    return "&".join(learner.trace_key_prefix(m) for m in members) + f"->g{gi}:f"
-
-
-def _dy(learner, relation, df: dict, signal: dict, scale: dict | None = None) -> jax.Array:
-    """``Σ_g sum_to_shape(Σ_s scale ⊙ df ⊙ signal, y.shape)`` for one relation."""
-    y_shape = tuple(_eqn(learner, relation).outvars[relation.entry.y_outvar_index].aval.shape)
-    terms = []
-    for gi in relation.hidden_groups:
-        f = df[(relation.index, gi)] if scale is None else scale[gi]
-        terms.append(sum_to_shape(jnp.sum(f.astype(signal[gi].dtype) * signal[gi], axis=-1), y_shape))
-    return sum(terms[1:], terms[0])
-
-
-def _add(acc: dict, parts: dict) -> None:
-    """``acc[n] += parts[n]`` (in place; a missing entry starts at ``parts[n]``)."""
-    for n, v in parts.items():
-        acc[n] = v if n not in acc else acc[n] + v
-
-
-def _with_x(relation, operands, x) -> tuple:
-    ops = list(operands)
-    i = relation.entry.x_invar_index
-    ops[i] = x.astype(jnp.result_type(operands[i]))
-    return tuple(ops)
-
-
-def _diag_to_param(entry, operands, params, name: str, g: jax.Array) -> jax.Array:
-    """Map a hidden-shaped sum back to a diagonal (broadcast) trainable input."""
-    to_param = getattr(entry.trace_rule, "diagonal_to_param", None)
-    if to_param is not None:
-        return to_param(entry, operands, params, name, g)
-    index = entry.trainable_invars(params, len(operands))
-    return sum_to_shape(g, jnp.shape(operands[index[name]]))

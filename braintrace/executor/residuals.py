@@ -1,6 +1,6 @@
 """Loop-invariant residuals of a window's linearised steps.
 
-A fused window (see :mod:`braintrace.algorithms.vjp`) linearises each of its
+A fused window (see :mod:`braintrace.executor.driver`) linearises each of its
 ``K`` steps inside a ``scan`` and transposes the ``K`` linearisations together
 afterwards. A linearisation is a pytree of residual arrays; the scan stacks each
 of them ``K`` times. Residuals that depend on the parameters (and constants)
@@ -64,7 +64,7 @@ def invariant_outputs(jaxpr: jcore.Jaxpr, invariant_invars: Sequence[bool]) -> l
     Examples
     --------
     >>> import jax, jax.numpy as jnp
-    >>> from braintrace.algorithms.residuals import invariant_outputs
+    >>> from braintrace.executor.residuals import invariant_outputs
     >>> closed = jax.make_jaxpr(lambda w, x: (w.T, x @ w, 2.0 * w + 1.0))(jnp.ones((2, 3)), jnp.ones(2))
     >>> invariant_outputs(closed.jaxpr, [True, False])
     [True, False, True]
@@ -100,7 +100,7 @@ def derivable_outputs(jaxpr: jcore.Jaxpr, free: Sequence[Any], candidates: Seque
     Examples
     --------
     >>> import jax, jax.numpy as jnp
-    >>> from braintrace.algorithms.residuals import derivable_outputs
+    >>> from braintrace.executor.residuals import derivable_outputs
     >>> def leaves(h):
     ...     c = jnp.tanh(h @ h.T)
     ...     return c, 1.0 - c, c * h, jnp.exp(h @ h.T)
@@ -260,7 +260,7 @@ def analyse_residuals(
     Examples
     --------
     >>> import jax, jax.numpy as jnp
-    >>> from braintrace.algorithms.residuals import analyse_residuals
+    >>> from braintrace.executor.residuals import analyse_residuals
     >>> def leaves(params, x):   # what a linearisation of tanh(x @ w.T) in x may keep
     ...     y = jnp.tanh(x @ params[0].T)
     ...     return [params[0].T, y, 1.0 - y * y]     # w.T, tanh, its derivative

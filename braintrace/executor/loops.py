@@ -28,7 +28,7 @@ def window_unroll(K: int) -> int:
     Examples
     --------
     >>> import jax
-    >>> from braintrace.algorithms.loops import window_unroll
+    >>> from braintrace.executor.loops import window_unroll
     >>> window_unroll(32) == (1 if jax.default_backend() == "cpu" else 10)
     True
     """
@@ -54,7 +54,7 @@ def window_local(tree: Any, pin: bool | None = None) -> Any:
     Examples
     --------
     >>> import jax.numpy as jnp
-    >>> from braintrace.algorithms.loops import window_local
+    >>> from braintrace.executor.loops import window_local
     >>> window_local({"x": jnp.ones((4, 2, 3))}, pin=True)["x"].shape
     (4, 2, 3)
     """
