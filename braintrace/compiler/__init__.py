@@ -22,7 +22,7 @@ from .diagnostics import (
     DiagnosticKind as DiagnosticKind,
     DiagnosticLevel as DiagnosticLevel,
 )
-from .evaluation import evaluate_step as evaluate_step
+from .evaluation import evaluate_operands as evaluate_operands, evaluate_step as evaluate_step
 from .graph import ETraceGraph as ETraceGraph, compile_etrace_graph as compile_etrace_graph
 from .hidden_groups import (
     HiddenGroup as HiddenGroup,
@@ -48,6 +48,7 @@ __all__ = [
     "ETraceGraph",
     "compile_etrace_graph",
     "evaluate_step",
+    "evaluate_operands",
     "HiddenGroup",
     "find_hidden_groups_from_minfo",
     "find_hidden_groups_from_module",

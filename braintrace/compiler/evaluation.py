@@ -34,7 +34,7 @@ from ..primitives import REGISTRY
 from .jaxpr_tools import UseDef, eval_eqn, is_literal
 from .module_info import ModuleInfo
 
-__all__ = ["evaluate_step"]
+__all__ = ["evaluate_step", "evaluate_operands"]
 
 
 def evaluate_step(
@@ -111,6 +111,58 @@ def evaluate_step(
     if hidden_perturb:
         _add_perturbation(minfo, env, outvals, hidden_perturb, perturb_groups)
     return outvals, recorded
+
+
+def evaluate_operands(
+    minfo: ModuleInfo,
+    invals: Sequence[Any],
+    eqns: Sequence[int],
+    positions: Mapping[int, Collection[int]] | None = None,
+) -> dict[int, list[Any]]:
+    """The operands of the equations ``eqns``, evaluating only what they depend on.
+
+    Parameters
+    ----------
+    minfo : ModuleInfo
+        The traced step.
+    invals : sequence
+        Values of ``minfo.jaxpr.invars``.
+    eqns : sequence of int
+        Equation indices (e.g. the ETP equations of the relations).
+    positions : mapping, optional
+        ``{eqn_index: operand positions}``: only those operands are needed
+        (the others are ``None``); default all.
+
+    Returns
+    -------
+    dict
+        ``{eqn_index: operands}``.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import braintrace
+    >>> from braintrace.compiler import evaluate_operands
+    >>> layer = braintrace.nn.Linear(3, 2, w_init=jnp.ones((3, 2)))
+    >>> info = braintrace.extract_module_info(layer, jnp.zeros(3))
+    >>> params = [layer.weight.value["bias"], layer.weight.value["weight"]]
+    >>> [op.shape for op in evaluate_operands(info, [jnp.ones(3), *params], [0])[0]]
+    [(3,), (3, 2), (2,)]
+    """
+    jaxpr = minfo.jaxpr
+
+    def wanted(i: int) -> list[bool]:
+        keep = None if positions is None else set(positions.get(i, ()))
+        return [keep is None or k in keep for k in range(len(jaxpr.eqns[i].invars))]
+
+    targets = [v for i in eqns for v, w in zip(jaxpr.eqns[i].invars, wanted(i)) if w and not is_literal(v)]
+    needed = UseDef(jaxpr).backward(targets)
+    only = {i for i, eqn in enumerate(jaxpr.eqns) if any(o in needed for o in eqn.outvars)}
+    env, _ = _PassOne(minfo, cut=False, y_perturb={}, stop_vars=set(), record=()).run_env(invals, only=only)
+    return {
+        i: [(v.val if is_literal(v) else env[v]) if w else None for v, w in zip(jaxpr.eqns[i].invars, wanted(i))]
+        for i in eqns
+    }
 
 
 class _PassOne:

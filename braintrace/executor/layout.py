@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ..compiler import ETraceGraph, evaluate_step
+from ..compiler import ETraceGraph, evaluate_operands
 
 __all__ = ["StepLayout"]
 
@@ -136,20 +136,24 @@ class StepLayout:
     def operands(self, arg_vals: Sequence[Any], param_vals: Sequence[Any], state_vals: Sequence[Any]) -> dict:
         """``{relation index: operands of its ETP equation}`` of one step."""
         iv = self.assemble(arg_vals, param_vals, state_vals)
-        _, rec = evaluate_step(self.minfo, iv, record=[r.eqn_index for r in self.relations])
+        rec = evaluate_operands(self.minfo, iv, [r.eqn_index for r in self.relations])
         return {r.index: rec[r.eqn_index] for r in self.relations}
 
     def _trainable_operands(self, arg_vals, state_vals):
         """``param_vals -> {relation: {name: operand}}`` (the parameter-only computations)."""
 
+        index = {}
+        for r in self.relations:
+            eqn = self.minfo.jaxpr.eqns[r.eqn_index]
+            index[r.index] = r.entry.trainable_invars(eqn.params, len(eqn.invars))
+        positions = {r.eqn_index: [index[r.index][n] for n in r.trainable_names] for r in self.relations}
+
         def fn(param_vals):
-            ops = self.operands(arg_vals, param_vals, state_vals)
-            out = {}
-            for r in self.relations:
-                eqn = self.minfo.jaxpr.eqns[r.eqn_index]
-                index = r.entry.trainable_invars(eqn.params, len(eqn.invars))
-                out[r.index] = {n: ops[r.index][index[n]] for n in r.trainable_names}
-            return out
+            iv = self.assemble(arg_vals, param_vals, state_vals)
+            ops = evaluate_operands(self.minfo, iv, [r.eqn_index for r in self.relations], positions)
+            return {
+                r.index: {n: ops[r.eqn_index][index[r.index][n]] for n in r.trainable_names} for r in self.relations
+            }
 
         return fn
 

@@ -56,6 +56,12 @@ class WindowResiduals:
         self._analyses: dict[tuple, InvariantResiduals] = {}
         self._structures: dict[tuple, tuple[Any, InvariantResiduals | None]] = {}
 
+    @property
+    def recorded(self) -> dict[tuple, tuple[Any, InvariantResiduals | None]]:
+        """``{(tree structure, ((shape, dtype), ...)): (linearisation treedef, analysis used)}`` of
+        every window residual built so far (a copy)."""
+        return dict(self._structures)
+
     def analysis(self, param_vals: Sequence[Any], state_vals: Sequence[Any], first_args: Sequence[Any]):
         """The residual analysis for these shapes (cached per shapes and dtypes)."""
         key = tuple(jax.typeof(v) for v in (*param_vals, *state_vals, *first_args))

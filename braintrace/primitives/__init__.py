@@ -21,14 +21,14 @@ Examples
 (2, 3)
 """
 
+from .record import ETPPrimitive as ETPPrimitive
 from .registry import (
     REGISTRY as REGISTRY,
-    ETPPrimitive as ETPPrimitive,
     PrimitiveRegistry as PrimitiveRegistry,
     get_etp_primitive as get_etp_primitive,
     is_etp_primitive as is_etp_primitive,
-    register_primitive as register_primitive,
 )
+from .definition import register_primitive as register_primitive
 from .trace_rules import (
     DiagonalRule as DiagonalRule,
     FullJacobianRule as FullJacobianRule,

@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .registry import ETPPrimitive, define_primitive
+from .definition import define_primitive
+from .record import ETPPrimitive
 from .trace_rules import Array, DiagonalRule, FullJacobianRule, broadcast_leading
 from .units import check_float, mantissa_in, split_unit, unit_product, with_unit
 

@@ -13,7 +13,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .registry import ETPPrimitive, define_primitive
+from .definition import define_primitive
+from .record import ETPPrimitive
 from .trace_rules import Array, apply_block, broadcast_leading, contract_weight_layout
 from .units import check_float, mantissa_in, split_unit, unit_product, with_unit
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import saiunit as u
 
-from .registry import define_primitive
+from .definition import define_primitive
 from .trace_rules import DiagonalRule
 from .units import check_float, split_unit, with_unit
 

@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .registry import ETPPrimitive
-
 __all__ = [
+    "PrimitiveEntry",
     "TraceRule",
     "accumulate_sources",
     "contract_sequence",
@@ -41,6 +39,18 @@ __all__ = [
 ]
 
 Array = jax.Array
+
+
+class PrimitiveEntry(Protocol):
+    """What a trace rule reads of a primitive's record (:class:`~braintrace.primitives.ETPPrimitive`)."""
+
+    impl: Any
+    x_invar_index: int | None
+    trace_rule: Any
+
+    def trainable_invars(self, params: Mapping[str, Any], num_invars: int) -> dict[str, int]: ...
+
+    def diagonal_factor(self, operands: tuple, params: Mapping[str, Any], name: str) -> Array: ...
 
 
 class TraceRule(Protocol):
@@ -64,7 +74,7 @@ class TraceRule(Protocol):
 
     def init(
         self,
-        entry: "ETPPrimitive",
+        entry: "PrimitiveEntry",
         operands: Sequence[Array],
         params: Mapping[str, Any],
         names: tuple[str, ...],
@@ -77,7 +87,7 @@ class TraceRule(Protocol):
 
     def update(
         self,
-        entry: "ETPPrimitive",
+        entry: "PrimitiveEntry",
         trace: Mapping[str, Array],
         operands: Sequence[Array],
         params: Mapping[str, Any],
@@ -90,7 +100,7 @@ class TraceRule(Protocol):
 
     def contract(
         self,
-        entry: "ETPPrimitive",
+        entry: "PrimitiveEntry",
         trace: Mapping[str, Array],
         operands: Sequence[Array],
         params: Mapping[str, Any],
@@ -103,7 +113,7 @@ class TraceRule(Protocol):
 
 def accumulate_sources(
     rule: Any,
-    entry: "ETPPrimitive",
+    entry: "PrimitiveEntry",
     template: Mapping[str, Array],
     operands: Sequence[Array],
     x_seq: Array | None,
@@ -153,7 +163,7 @@ def accumulate_sources(
 
 def contract_sequence(
     rule: Any,
-    entry: "ETPPrimitive",
+    entry: "PrimitiveEntry",
     trace_seq: Mapping[str, Array],
     operands: Sequence[Array],
     params: Mapping[str, Any],
@@ -315,7 +325,7 @@ class DiagonalRule:
 
     def init(
         self,
-        entry: ETPPrimitive,
+        entry: PrimitiveEntry,
         operands: Sequence[Array],
         params: Mapping[str, Any],
         names: tuple[str, ...],
@@ -327,7 +337,7 @@ class DiagonalRule:
 
     def update(
         self,
-        entry: ETPPrimitive,
+        entry: PrimitiveEntry,
         trace: Mapping[str, Array],
         operands: Sequence[Array],
         params: Mapping[str, Any],
@@ -345,7 +355,7 @@ class DiagonalRule:
 
     def accumulate(
         self,
-        entry: ETPPrimitive,
+        entry: PrimitiveEntry,
         template: Mapping[str, Array],
         operands: Sequence[Array],
         x_seq: Array | None,
@@ -362,7 +372,7 @@ class DiagonalRule:
 
     def contract(
         self,
-        entry: ETPPrimitive,
+        entry: PrimitiveEntry,
         trace: Mapping[str, Array],
         operands: Sequence[Array],
         params: Mapping[str, Any],
@@ -373,7 +383,7 @@ class DiagonalRule:
 
     def contract_seq(
         self,
-        entry: ETPPrimitive,
+        entry: PrimitiveEntry,
         trace_seq: Mapping[str, Array],
         operands: Sequence[Array],
         params: Mapping[str, Any],
@@ -430,7 +440,7 @@ class FullJacobianRule:
 
     def init(
         self,
-        entry: ETPPrimitive,
+        entry: PrimitiveEntry,
         operands: Sequence[Array],
         params: Mapping[str, Any],
         names: tuple[str, ...],
@@ -461,7 +471,7 @@ class FullJacobianRule:
 
     def update(
         self,
-        entry: ETPPrimitive,
+        entry: PrimitiveEntry,
         trace: Mapping[str, Array],
         operands: Sequence[Array],
         params: Mapping[str, Any],
@@ -483,7 +493,7 @@ class FullJacobianRule:
 
     def contract(
         self,
-        entry: ETPPrimitive,
+        entry: PrimitiveEntry,
         trace: Mapping[str, Array],
         operands: Sequence[Array],
         params: Mapping[str, Any],

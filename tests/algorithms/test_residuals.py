@@ -1,4 +1,4 @@
-"""``braintrace.algorithms.residuals``: which leaves of a window's linearised steps are kept per step.
+"""``braintrace.executor.residuals``: which leaves of a window's linearised steps are kept per step.
 
 Invariant leaves (parameters only) are kept once; derived leaves (cheap
 functions of the kept leaves, the step's data and the parameters) are recomputed
@@ -16,7 +16,7 @@ from learning import online_grads, window_grads, x64  # noqa: F401
 
 import braintrace
 from algorithms.test_windows import LEARNERS, ZOO, make_data, reset
-from braintrace.algorithms.residuals import analyse_residuals, derivable_outputs
+from braintrace.executor.residuals import analyse_residuals, derivable_outputs
 
 
 def _jaxpr(fn, *args):
@@ -93,7 +93,7 @@ def test_gru_window_stacks_fewer_leaves_and_gives_the_same_gradient():
     learner = LEARNERS["es_d_rtrl"](model).compile_graph(xs[0])
     windowed, _ = window_grads(learner, xs, loss, 3)
     assert O.tree_max_rel_err(windowed, stepwise) < 1e-10
-    (analysis,) = {id(a): a for _, a in learner._fns["window_structures"].values()}.values()
+    (analysis,) = {id(a): a for _, a in learner.driver.residuals.recorded.values()}.values()
     # which residuals ``jax.linearize`` keeps depends on the JAX version (jax 0.11 keeps
     # ``1 - tanh(.)^2`` alone, not ``tanh(.)``, so the new state is no longer derivable);
     # ``[x, h]`` (batch 2, 3 inputs, 4 units) is derived from ``h`` and the data in any

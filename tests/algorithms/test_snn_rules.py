@@ -203,8 +203,7 @@ def test_eprop_random_signal_hook_maps_the_output_error(f64):
     rng = np.random.RandomState(0)
     e = jnp.asarray(rng.randn(3, N_OUT))
     dl = {gh: jnp.asarray(rng.randn(3, N_H, 1)), gr: jnp.asarray(rng.randn(3, N_OUT, 1))}
-    iv = learner.executor.current_invals(jnp.zeros((3, N_IN)))
-    out = learner._compute_learning_signal(dl, out_cts=(e,), signal=(), data=None, count=0, traces=None, invals=iv)
+    out, _ = learner.learning_signal(dl, {}, out_cts=(e,), signal=(), count=0)
     B = np.asarray(learner.feedback_matrices[gh].matrix)
     np.testing.assert_allclose(np.asarray(out[gh])[..., 0], np.asarray(e) @ B, rtol=1e-12)
     # the readout (an output group) keeps its true learning signal, untouched
@@ -229,13 +228,13 @@ def test_osttp_learning_signal_is_the_projected_target(f64):
     y = jnp.asarray(rng.randn(3, N_OUT))
     dl = {gh: jnp.zeros((3, N_H, 1)), gr: jnp.asarray(rng.randn(3, N_OUT, 1))}
     e = jnp.asarray(rng.randn(3, N_OUT))
-    ctx = dict(out_cts=(e,), data=None, count=0, traces=None, invals=learner.executor.current_invals(jnp.zeros((3, N_IN))))
-    out = learner._compute_learning_signal(dl, signal={"y": y, "on": 1.0}, **ctx)
+    ctx = dict(out_cts=(e,), count=0)
+    out, _ = learner.learning_signal(dl, {}, signal={"y": y, "on": 1.0}, **ctx)
     sig = np.asarray(out[gh])[..., 0]
     assert np.abs(sig).min() > 0  # the reference library's signal was always zero
     np.testing.assert_allclose(sig, np.asarray(y) @ B, rtol=1e-12)
     np.testing.assert_array_equal(np.asarray(out[gr]), np.asarray(dl[gr]))  # the true signal, untouched
-    none = learner._compute_learning_signal(dl, signal=(), **ctx)
+    none, _ = learner.learning_signal(dl, {}, signal=(), **ctx)
     assert float(jnp.abs(none[gh]).max()) == 0.0
 
 
@@ -314,7 +313,7 @@ def test_otpe_shares_the_output_trace_of_summed_relations(f64, gate, batch):
     xs, targets, loss = data(batch)
     want = otpe_by_hand_summed(model, xs, targets, LEAK)
     learner = braintrace.OTPE(model, "approx", leak=LEAK).compile_graph(xs[0])
-    n_f = sum(k.endswith(":f") for k in learner.etraces)
+    n_f = sum(k.kind == "f" for k in learner.etraces)
     assert n_f == (2 if gate else 1)
     got = total(step_grads(learner, xs, loss))
     assert O.tree_max_rel_err(got, want) < 1e-10

@@ -53,7 +53,6 @@ def test_window_equals_step_by_step(x64, name, learner, K):
     xs, loss = make_data(batch=2)
     h0 = O.get_hidden(model)
     stepwise_learner = LEARNERS[learner](model).compile_graph(xs[0])
-    assert stepwise_learner.window_fusion
     stepwise, _ = online_grads(stepwise_learner, xs, loss)
     traces_after = {k: v.value for k, v in stepwise_learner.etraces.items()}
     reset(model, h0)
@@ -113,7 +112,8 @@ def test_online_gradients_window_option_matches_and_checks_divisibility(learner)
 @pytest.mark.parametrize("learner", list(LEARNERS))
 def test_unrolled_window_scan_gives_the_same_gradient(x64, monkeypatch, learner):
     """On accelerators a window's loops are unrolled (CI has none: force it here)."""
-    from braintrace.algorithms import d_rtrl, vjp
+    from braintrace.algorithms import exact_traces
+    from braintrace.executor import driver
 
     model = ZOO["gru"](2)
     xs, loss = make_data(batch=2)
@@ -121,7 +121,7 @@ def test_unrolled_window_scan_gives_the_same_gradient(x64, monkeypatch, learner)
     rolled, _ = window_grads(LEARNERS[learner](model).compile_graph(xs[0]), xs, loss, 6)
     reset(model, h0)
     # 6 steps: one unrolled block of 4, remainder 2 (the forward scan; D_RTRL's propagators and adjoints)
-    for module in (vjp, d_rtrl):
+    for module in (driver, exact_traces):
         monkeypatch.setattr(module, "window_unroll", lambda K: min(int(K), 4))
     unrolled, _ = window_grads(LEARNERS[learner](model).compile_graph(xs[0]), xs, loss, 6)
     assert O.tree_max_rel_err(unrolled, rolled) < 1e-10
@@ -149,7 +149,7 @@ def test_window_keeps_parameter_only_residuals_once(f64, learner):
     windowed, _ = window_sum(windowed_learner, xs, loss, K)
     assert O.tree_max_rel_err(windowed, stepwise) < 1e-10
 
-    recorded = [shape for key in windowed_learner._fns["window_structures"] for shape, _ in key[1]]
+    recorded = [shape for key in windowed_learner.driver.residuals.recorded for shape, _ in key[1]]
     param_shapes = [jnp.shape(v) for v in jax.tree.leaves({k: st.value for k, st in model.states(brainstate.ParamState).items()})]
     assert jnp.shape(model.readout.weight.value["weight"]) in recorded  # kept once
     assert not [s for s in param_shapes if (K,) + s in recorded]  # no parameter stacked per step
@@ -162,7 +162,7 @@ def test_layout_pinned_window_gives_the_same_gradient(x64, monkeypatch, learner)
     change no gradient."""
     import functools
 
-    from braintrace.algorithms import loops, vjp
+    from braintrace.executor import driver, loops
 
     model = ZOO["gru"](2)
     xs, loss = make_data(batch=2)
@@ -177,7 +177,7 @@ def test_layout_pinned_window_gives_the_same_gradient(x64, monkeypatch, learner)
         return constrain(v, layout)
 
     monkeypatch.setattr(loops, "with_layout_constraint", counted)
-    monkeypatch.setattr(vjp, "window_local", functools.partial(loops.window_local, pin=True))
+    monkeypatch.setattr(driver, "window_local", functools.partial(loops.window_local, pin=True))
     pinned, _ = window_grads(LEARNERS[learner](model).compile_graph(xs[0]), xs, loss, 3)
     assert pins and all(m == tuple(range(len(m))) for m in pins)  # row-major, one per stacked input
     assert O.tree_max_rel_err(pinned, free) < 1e-10

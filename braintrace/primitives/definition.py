@@ -1,0 +1,278 @@
+"""Defining an ETP primitive: the JAX primitive, every rule JAX needs, and its registration.
+
+:func:`define_primitive` is the one place where ETP primitives are made: it
+creates the ``jax.extend.core.Primitive``, installs its impl, abstract
+evaluation, lowering, JVP, transpose and batching rules (the batching rule
+re-binds an ETP primitive, so its identity survives ``jax.vmap``), and adds
+its :class:`~braintrace.primitives.ETPPrimitive` record to the registry. The
+built-in primitives and :func:`register_primitive` both call it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
+
+from .record import ETPPrimitive, TrainableFn, default_trainable_invars
+from .registry import REGISTRY
+from .trace_rules import FullJacobianRule, TraceRule
+
+__all__ = ["define_primitive", "register_primitive"]
+
+
+def _is_float(x: Any) -> bool:
+    return jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+
+
+def _install_rules(prim: Primitive, impl: Callable[..., jax.Array]) -> None:
+    """impl, abstract eval, lowering, JVP and transpose of ``prim``."""
+
+    prim.def_impl(impl)
+
+    def abstract_eval(*avals, **params):
+        args = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in avals]
+        out = jax.eval_shape(lambda *a: impl(*a, **params), *args)
+        return jax.core.ShapedArray(out.shape, out.dtype)
+
+    prim.def_abstract_eval(abstract_eval)
+    mlir.register_lowering(prim, mlir.lower_fun(impl, multiple_results=False))
+
+    def jvp_rule(primals, tangents, **params):
+        y = prim.bind(*primals, **params)
+        live = [
+            i for i, (p, t) in enumerate(zip(primals, tangents))
+            if type(t) is not ad.Zero and _is_float(p)
+        ]
+        if not live:
+            return y, ad.Zero.from_primal_value(y)
+
+        def f(*live_vals):
+            ops = list(primals)
+            for i, v in zip(live, live_vals):
+                ops[i] = v
+            return impl(*ops, **params)
+
+        _, ty = jax.jvp(f, tuple(primals[i] for i in live), tuple(tangents[i] for i in live))
+        return y, ty
+
+    ad.primitive_jvps[prim] = jvp_rule
+
+    def transpose_rule(ct, *args, **params):
+        undefined = [i for i, a in enumerate(args) if ad.is_undefined_primal(a)]
+        if type(ct) is ad.Zero:
+            return [None] * len(args)
+        defined = [None if ad.is_undefined_primal(a) else a for a in args]
+        out: list[Any] = [None] * len(args)
+        for i in undefined:
+            # the op is linear in each undefined input (bilinear ops are linear
+            # in one input at a time); the value at which we linearise is 0.
+            aval = args[i].aval
+
+            def f(v, i=i):
+                ops = list(defined)
+                for j in undefined:
+                    ops[j] = jnp.zeros(args[j].aval.shape, args[j].aval.dtype)
+                ops[i] = v
+                return impl(*ops, **params)
+
+            (out[i],) = jax.linear_transpose(f, jax.ShapeDtypeStruct(aval.shape, aval.dtype))(ct)
+        return out
+
+    ad.primitive_transposes[prim] = transpose_rule
+
+
+def _install_batching(
+    prim: Primitive,
+    impl: Callable[..., jax.Array],
+    x_index: int | None,
+    partner: Primitive | None,
+    batched: bool,
+    gradient_enabled: bool = False,
+) -> None:
+    """Batching that keeps the primitive's identity.
+
+    When only the data input is mapped, the mapped axis is moved to the front.
+    An unbatched primitive then binds its batched ``partner``; a batched
+    primitive (whose data input leads with one batch axis) merges the new axis
+    into its batch axis and binds itself. Otherwise (mapped weights, e.g. an
+    ensemble of parameter sets) it is evaluated by ``jax.vmap`` of its impl.
+    """
+
+    def batch_rule(args, dims, **params):
+        mapped = [i for i, d in enumerate(dims) if d is not None]
+        if x_index is not None and mapped == [x_index] and (partner is not None or batched):
+            x = jnp.moveaxis(args[x_index], dims[x_index], 0)
+            ops = list(args)
+            if partner is not None:
+                ops[x_index] = x
+                return partner.bind(*ops, **params), 0
+            lead = x.shape[:2]
+            ops[x_index] = x.reshape((lead[0] * lead[1],) + x.shape[2:])
+            y = prim.bind(*ops, **params)
+            return y.reshape(lead + y.shape[1:]), 0
+        if x_index is None and gradient_enabled and len(mapped) == len(args) == 1:
+            # an x-free, identity-like primitive (element_wise): y = fn(w) element by
+            # element, so a mapped weight maps its output the same way.
+            return prim.bind(*args, **params), dims[0]
+        in_axes = tuple(d for d in dims)
+        return jax.vmap(lambda *a: impl(*a, **params), in_axes=in_axes)(*args), 0
+
+    batching.primitive_batchers[prim] = batch_rule
+
+
+def _leading_vmap(impl: Callable[..., jax.Array], x_index: int) -> Callable[..., jax.Array]:
+    """The batched form of an unbatched impl: ``x`` gains one leading batch axis."""
+
+    def batched_impl(*ops, **params):
+        in_axes = [None] * len(ops)
+        in_axes[x_index] = 0
+        return jax.vmap(lambda *a: impl(*a, **params), in_axes=tuple(in_axes))(*ops)
+
+    return batched_impl
+
+
+def define_primitive(
+    name: str,
+    impl: Callable[..., jax.Array],
+    *,
+    batched: bool,
+    gradient_enabled: bool = False,
+    trainable_invars_fn: TrainableFn | None = None,
+    x_invar_index: int | None = 0,
+    y_outvar_index: int = 0,
+    diagonal_names: tuple[str, ...] = ("bias",),
+    trace_rule: TraceRule | None = None,
+    batched_partner: ETPPrimitive | None = None,
+) -> ETPPrimitive:
+    """Create a JAX primitive with every rule, register it, return its entry.
+
+    This is the one place where ETP primitives are made; the built-in
+    primitives and :func:`register_primitive` both call it.
+    """
+    if y_outvar_index != 0:
+        raise ValueError(
+            f"ETP primitive {name!r}: y_outvar_index={y_outvar_index}, but ETP primitives have a "
+            "single output; use y_outvar_index=0."
+        )
+    prim = Primitive(name)
+    _install_rules(prim, impl)
+    partner = batched_partner.primitive if batched_partner is not None else None
+    _install_batching(prim, impl, x_invar_index, partner, batched, gradient_enabled)
+    entry = ETPPrimitive(
+        primitive=prim,
+        impl=impl,
+        batched=batched,
+        gradient_enabled=gradient_enabled,
+        trainable_invars_fn=trainable_invars_fn or default_trainable_invars,
+        x_invar_index=x_invar_index,
+        y_outvar_index=y_outvar_index,
+        diagonal_names=frozenset(diagonal_names),
+        trace_rule=trace_rule if trace_rule is not None else FullJacobianRule(),
+        batched_partner=batched_partner,
+    )
+    REGISTRY.add(entry)
+    return entry
+
+
+def register_primitive(
+    name: str,
+    impl: Callable[..., jax.Array],
+    *,
+    batched: bool = False,
+    gradient_enabled: bool = False,
+    trainable_invars_fn: TrainableFn | None = None,
+    x_invar_index: int | None = 0,
+    y_outvar_index: int = 0,
+    diagonal_names: tuple[str, ...] = ("bias",),
+    trace_rule: TraceRule | None = None,
+) -> Primitive:
+    r"""Register a custom ETP primitive and return the JAX primitive to bind.
+
+    The primitive computes ``y = impl(*operands, **params)``. ``impl`` must be
+    written with ordinary JAX operations; it gives the primitive its evaluation,
+    shape rule, lowering, JVP and transpose. A weight used through the returned
+    primitive participates in online learning exactly like one used through
+    :func:`braintrace.matmul`.
+
+    Parameters
+    ----------
+    name : str
+        Primitive name (shown in jaxprs and diagnostics).
+    impl : callable
+        ``impl(*operands, **params) -> y``; linear in each trainable input that
+        is not listed in ``diagonal_names``.
+    batched : bool, default False
+        ``True`` if the data input carries leading batch axes already. For an
+        unbatched primitive, a batched partner ``name + '_batched'`` is
+        registered too; ``jax.vmap`` over the data input binds it, so the
+        primitive keeps its identity under ``vmap``.
+    gradient_enabled : bool, default False
+        Leave ``False`` unless the primitive is identity-like and x-free (see
+        the limitations guide: ``True`` on a primitive with both ``x`` and ``w``
+        double-counts gradients).
+    trainable_invars_fn : callable, optional
+        ``fn(params, num_operands) -> {name: operand index}``. Default: operand
+        1 is ``weight`` and operand 2, if present, ``bias``.
+    x_invar_index : int or None, default 0
+        Operand index of the data input, ``None`` if there is none.
+    y_outvar_index : int, default 0
+        Output index of ``y``; ETP primitives have one output.
+    diagonal_names : tuple of str, default ('bias',)
+        Trainable inputs that enter by broadcasting (``y[v]`` depends on one
+        element of them).
+    trace_rule : TraceRule, optional
+        D_RTRL trace rule for the x-dependent trainable inputs. The default,
+        :class:`FullJacobianRule`, is exact for any primitive but stores the
+        full per-position Jacobian; give a compact rule for large weights.
+
+    Returns
+    -------
+    jax.extend.core.Primitive
+        Bind it with ``prim.bind(x, w, ..., **params)``.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import braintrace
+    >>> scale_p = braintrace.register_primitive(
+    ...     'doc_scaled_mv', lambda x, w: 2.0 * (x @ w))
+    >>> y = scale_p.bind(jnp.ones(3), jnp.ones((3, 2)))
+    >>> y.tolist()
+    [6.0, 6.0]
+    >>> braintrace.primitives.is_etp_primitive(scale_p)
+    True
+    """
+    if not callable(impl):
+        raise TypeError(f"register_primitive({name!r}): impl must be callable, got {type(impl).__name__}")
+    if x_invar_index is not None and not batched:
+        partner = define_primitive(
+            name + "_batched",
+            _leading_vmap(impl, x_invar_index),
+            batched=True,
+            gradient_enabled=gradient_enabled,
+            trainable_invars_fn=trainable_invars_fn,
+            x_invar_index=x_invar_index,
+            y_outvar_index=y_outvar_index,
+            diagonal_names=diagonal_names,
+            trace_rule=trace_rule,
+        )
+    else:
+        partner = None
+    entry = define_primitive(
+        name,
+        impl,
+        batched=batched,
+        gradient_enabled=gradient_enabled,
+        trainable_invars_fn=trainable_invars_fn,
+        x_invar_index=x_invar_index,
+        y_outvar_index=y_outvar_index,
+        diagonal_names=diagonal_names,
+        trace_rule=trace_rule,
+        batched_partner=partner,
+    )
+    return entry.primitive
