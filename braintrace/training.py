@@ -34,7 +34,7 @@ def _check_sequences(owner: str, inputs: Any, targets: Any) -> int:
     leaves = [("inputs", x) for x in jax.tree.leaves(inputs)] + [("targets", y) for y in jax.tree.leaves(targets)]
     if not leaves or not jax.tree.leaves(inputs):
         raise ValueError(f"{owner}: `inputs` holds no array; give time-major inputs of shape (T, ...).")
-    lengths = {name: set() for name, _ in leaves}
+    lengths: dict[str, set[int]] = {name: set() for name, _ in leaves}
     for name, x in leaves:
         if jnp.ndim(x) == 0:
             raise ValueError(f"{owner}: `{name}` has a 0-d leaf; inputs and targets are time-major, (T, ...).")

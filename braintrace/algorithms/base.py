@@ -20,7 +20,7 @@ from ..compiler import ETraceGraph, compile_etrace_graph
 from ..compiler.module_info import path_str
 from ..data import MultiStepData, SingleStepData
 from ..errors import CompilationError, NotCompiledError, NotSupportedError
-from ..executor import OnlineDriver, StepTraceData, WindowTraceData, add_contributions
+from ..executor import ETraceGraphExecutor, OnlineDriver, StepTraceData, WindowTraceData, add_contributions
 from .input_checks import check_call_args, check_example_args, check_states, spec_of, state_spec
 from .keys import TraceKey, keys_of_relations
 from .resetting import reset_model, unresettable_states
@@ -169,8 +169,8 @@ class ETraceAlgorithm(brainstate.nn.Module):
     def trace_shapes(self) -> dict[TraceKey, Any]:
         """``{key: ShapeDtypeStruct pytree}`` of the traces (abstract evaluation only)."""
         self.check_compiled()
-        driver = OnlineDriver(self.graph, self)
-        ex = driver.executor
+        assert self.graph is not None
+        ex = ETraceGraphExecutor(self.graph)
 
         def shapes(*args):
             return self.init_traces(ex.trace_data(ex.current_invals(*args)))
@@ -295,9 +295,9 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
     """
 
     #: Advance the traces inside a window's forward scan (see the class docstring).
-    traces_in_scan: ClassVar[bool] = True
+    traces_in_scan: bool = True
     #: :meth:`contributions` works on the previous step's traces alone.
-    credits_previous_traces: ClassVar[bool] = True
+    credits_previous_traces: bool = True
     #: Preferred ``MultiStepData`` window of :func:`braintrace.online_gradients`
     #: (``window='auto'``); ``None``: one step at a time.
     default_window: ClassVar[int | None] = None

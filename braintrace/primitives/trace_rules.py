@@ -74,7 +74,7 @@ class TraceRule(Protocol):
 
     def init(
         self,
-        entry: "PrimitiveEntry",
+        entry: Any,
         operands: Sequence[Array],
         params: Mapping[str, Any],
         names: tuple[str, ...],
@@ -87,7 +87,7 @@ class TraceRule(Protocol):
 
     def update(
         self,
-        entry: "PrimitiveEntry",
+        entry: Any,
         trace: Mapping[str, Array],
         operands: Sequence[Array],
         params: Mapping[str, Any],
@@ -100,7 +100,7 @@ class TraceRule(Protocol):
 
     def contract(
         self,
-        entry: "PrimitiveEntry",
+        entry: Any,
         trace: Mapping[str, Array],
         operands: Sequence[Array],
         params: Mapping[str, Any],
@@ -113,7 +113,7 @@ class TraceRule(Protocol):
 
 def accumulate_sources(
     rule: Any,
-    entry: "PrimitiveEntry",
+    entry: Any,
     template: Mapping[str, Array],
     operands: Sequence[Array],
     x_seq: Array | None,
@@ -163,7 +163,7 @@ def accumulate_sources(
 
 def contract_sequence(
     rule: Any,
-    entry: "PrimitiveEntry",
+    entry: Any,
     trace_seq: Mapping[str, Array],
     operands: Sequence[Array],
     params: Mapping[str, Any],
@@ -325,7 +325,7 @@ class DiagonalRule:
 
     def init(
         self,
-        entry: PrimitiveEntry,
+        entry: Any,
         operands: Sequence[Array],
         params: Mapping[str, Any],
         names: tuple[str, ...],
@@ -337,7 +337,7 @@ class DiagonalRule:
 
     def update(
         self,
-        entry: PrimitiveEntry,
+        entry: Any,
         trace: Mapping[str, Array],
         operands: Sequence[Array],
         params: Mapping[str, Any],
@@ -355,7 +355,7 @@ class DiagonalRule:
 
     def accumulate(
         self,
-        entry: PrimitiveEntry,
+        entry: Any,
         template: Mapping[str, Array],
         operands: Sequence[Array],
         x_seq: Array | None,
@@ -372,7 +372,7 @@ class DiagonalRule:
 
     def contract(
         self,
-        entry: PrimitiveEntry,
+        entry: Any,
         trace: Mapping[str, Array],
         operands: Sequence[Array],
         params: Mapping[str, Any],
@@ -383,7 +383,7 @@ class DiagonalRule:
 
     def contract_seq(
         self,
-        entry: PrimitiveEntry,
+        entry: Any,
         trace_seq: Mapping[str, Array],
         operands: Sequence[Array],
         params: Mapping[str, Any],
@@ -440,7 +440,7 @@ class FullJacobianRule:
 
     def init(
         self,
-        entry: PrimitiveEntry,
+        entry: Any,
         operands: Sequence[Array],
         params: Mapping[str, Any],
         names: tuple[str, ...],
@@ -471,7 +471,7 @@ class FullJacobianRule:
 
     def update(
         self,
-        entry: PrimitiveEntry,
+        entry: Any,
         trace: Mapping[str, Array],
         operands: Sequence[Array],
         params: Mapping[str, Any],
@@ -493,7 +493,7 @@ class FullJacobianRule:
 
     def contract(
         self,
-        entry: PrimitiveEntry,
+        entry: Any,
         trace: Mapping[str, Array],
         operands: Sequence[Array],
         params: Mapping[str, Any],
