@@ -78,7 +78,14 @@ def find_checkout(candidates: list[Path] | None = None) -> Path | None:
 
 
 def benchmark_command(argv: list[str]) -> list[str]:
-    """``python -m benchmarks.run ARGV`` with this interpreter (run it from the checkout)."""
+    """``python -m benchmarks.run ARGV`` with this interpreter (run it from the checkout).
+
+    Examples
+    --------
+    >>> from braintrace.cli.bench import benchmark_command
+    >>> benchmark_command(["--quick"])[1:]
+    ['-m', 'benchmarks.run', '--quick']
+    """
     return [sys.executable, "-m", "benchmarks.run", *argv]
 
 

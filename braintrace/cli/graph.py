@@ -117,6 +117,16 @@ def summarize(graph: Any, params: dict, show_info: bool = False) -> str:
 
     ``params`` maps every ``ParamState`` path of the model to its state, so
     that weights used only through plain JAX operations are listed too.
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp, braintrace
+    >>> from braintrace.cli.graph import summarize
+    >>> cell = braintrace.nn.GRUCell(2, 3)
+    >>> _ = brainstate.nn.init_all_states(cell)
+    >>> graph = braintrace.compile_etrace_graph(cell, jnp.zeros(2))
+    >>> print(summarize(graph, dict(cell.states(brainstate.ParamState))).splitlines()[0])
+    1 hidden group(s), 2 online relation(s)
     """
     from ..compiler import DiagnosticKind, DiagnosticLevel
 
@@ -190,6 +200,17 @@ def data_flow(graph: Any, params: dict) -> dict[str, set[str]]:
     feeds a hidden state when that state's new value depends on it, and feeds
     the output when an output depends on it other than through a hidden
     state's new value (the path through the state is the state's own edge).
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp, braintrace
+    >>> from braintrace.cli.graph import data_flow
+    >>> cell = braintrace.nn.GRUCell(2, 3)
+    >>> _ = brainstate.nn.init_all_states(cell)
+    >>> graph = braintrace.compile_etrace_graph(cell, jnp.zeros(2))
+    >>> flow = data_flow(graph, cell.states(brainstate.ParamState))
+    >>> flow["h:h"], flow["w:Wr.weight"]
+    ({'output'}, {'h:h'})
     """
     from ..compiler.jaxpr_tools import UseDef, is_literal
 
@@ -225,6 +246,17 @@ def to_dot(graph: Any, params: dict, name: str = "model") -> str:
     reason on the edge; white: used through plain JAX operations). Edges go
     from a weight to the hidden states it drives (or to ``output``), and in
     gray from a hidden state to the states and outputs that read it.
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp, braintrace
+    >>> from braintrace.cli.graph import to_dot
+    >>> cell = braintrace.nn.GRUCell(2, 3)
+    >>> _ = brainstate.nn.init_all_states(cell)
+    >>> graph = braintrace.compile_etrace_graph(cell, jnp.zeros(2))
+    >>> dot = to_dot(graph, cell.states(brainstate.ParamState), "GRUCell")
+    >>> dot.splitlines()[0], '"h:h" -> "output" [color=gray60];' in dot
+    ('digraph "GRUCell" {', True)
     """
     from ..compiler import DiagnosticKind
 

@@ -64,7 +64,14 @@ SEED_LIMIT = 2**32  # numpy's RandomState takes seeds in [0, 2**32)
 
 
 def algorithm_names() -> tuple[str, ...]:
-    """The choices of ``--algorithm``: the catalog's learners, then ``'bptt'``."""
+    """The choices of ``--algorithm``: the catalog's learners, then ``'bptt'``.
+
+    Examples
+    --------
+    >>> from braintrace.cli.train import algorithm_names
+    >>> algorithm_names()[:2], algorithm_names()[-1]
+    (('es_d_rtrl', 'd_rtrl'), 'bptt')
+    """
     return (*(spec.name for spec in LEARNERS), BPTT)
 
 
@@ -76,7 +83,14 @@ def _kwargs_text(name: str) -> str:
 
 
 def learners_help() -> str:
-    """The ``--algorithm`` choices, one line each, for the epilog of ``braintrace train --help``."""
+    """The ``--algorithm`` choices, one line each, for the epilog of ``braintrace train --help``.
+
+    Examples
+    --------
+    >>> from braintrace.cli.train import learners_help
+    >>> learners_help().splitlines()[:2]
+    ['learners (--algorithm):', '  es_d_rtrl  factored input/output traces, O(B(I+O)S) memory']
+    """
     rows = [(spec.name, spec.help + _kwargs_text(spec.name)) for spec in LEARNERS]
     rows.append((BPTT, "backpropagation through time, for comparison (memory grows with T)"))
     width = max(len(name) for name, _ in rows)
@@ -86,7 +100,14 @@ def learners_help() -> str:
 
 
 def positive_int(value: str) -> int:
-    """An argparse type: a positive integer."""
+    """An argparse type: a positive integer.
+
+    Examples
+    --------
+    >>> from braintrace.cli.train import positive_int
+    >>> positive_int("3")
+    3
+    """
     try:
         n = int(value)
     except ValueError:
@@ -221,7 +242,34 @@ def _config(args: argparse.Namespace) -> dict:
 
 def target_projections(model: Any, example: Any, n_target: int, seed: int) -> list:
     """OSTTP's ``B_list`` for ``model``: one :class:`braintrace.FixedRandomFeedback` per hidden group
-    that learns online and is not an output group, in graph order, drawn from ``seed``."""
+    that learns online and is not an output group, in graph order, drawn from ``seed``.
+
+    Parameters
+    ----------
+    model : brainstate.nn.Module
+        The model, its states initialised.
+    example : array_like
+        An input of one time step.
+    n_target : int
+        The size of a target (the number of classes).
+    seed : int
+        Seed of the matrices (group ``g`` draws from ``seed + g``).
+
+    Returns
+    -------
+    list of FixedRandomFeedback
+        Matrices of shape ``(n_target, n_layer)``.
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp
+    >>> from braintrace.cli.models import SpikingRNN
+    >>> from braintrace.cli.train import target_projections
+    >>> model = SpikingRNN(3, 4, 2)  # a LIF layer (learns from the target) and a leaky read-out
+    >>> _ = brainstate.nn.init_all_states(model)
+    >>> [b.matrix.shape for b in target_projections(model, jnp.zeros(3), n_target=2, seed=0)]
+    [(2, 4)]
+    """
     import braintrace
     from braintrace.algorithms.helpers import layer_size, output_batch_shape, output_groups
 
