@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
+import io
 import json
 import os
 import re
@@ -81,11 +84,14 @@ def test_bad_option_gives_usage_and_exit_2(tmp_path):
     assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 
-def _help(argv: list[str], capsys) -> str:
-    with pytest.raises(SystemExit) as exc:
+@functools.lru_cache
+def _help(*argv: str) -> str:
+    """What ``braintrace ARGV --help`` prints (once per process: bench's runs a subprocess)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exc:
         main([*argv, "--help"])
     assert exc.value.code == 0
-    return capsys.readouterr().out
+    return out.getvalue()
 
 
 def _entries(text: str) -> dict[str, str]:
@@ -107,9 +113,9 @@ def _entries(text: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("argv", [[], ["train"], ["graph"], ["bench"]])
-def test_help_is_plain_text_and_every_option_has_help(argv, capsys):
-    text = _help(argv, capsys)
-    markup = re.findall(r"``|:(?:func|class|mod|data|meth|attr):`|^\s*\.\. \w+::", text, re.M)
+def test_help_is_plain_text_and_every_option_has_help(argv):
+    text = _help(*argv)
+    markup = re.findall(r"`|:(?:func|class|mod|data|meth|attr):|^\s*\.\. \w+::", text, re.M)
     assert not markup, f"reStructuredText {markup} in `braintrace {' '.join(argv)} --help`"
     entries = _entries(text)
     assert entries, text
@@ -431,13 +437,10 @@ def test_bench_runs_the_checkouts_benchmarks_in_a_subprocess(tmp_path, capfd):
     assert f"ARGV ['--quick', '--out', 'r.json'] FROM {tmp_path}" in capfd.readouterr().out
 
 
-def test_bench_help_lists_the_options_of_the_benchmarks(capsys):
+def test_bench_help_lists_the_options_of_the_benchmarks():
     if not (REPO / "benchmarks" / "run.py").is_file():
         pytest.skip("benchmarks/run.py is not in this checkout")
-    with pytest.raises(SystemExit) as exc:
-        main(["bench", "--help"])
-    assert exc.value.code == 0
-    out = capsys.readouterr().out
+    out = _help("bench")
     assert out.startswith("usage: braintrace bench")
     listed = out.split("options of benchmarks/run.py", 1)[1]
     for option in ("--models", "--T", "--out", "--md", "--methods", "--batch", "--repeats", "--isolate"):

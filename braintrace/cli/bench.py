@@ -43,8 +43,8 @@ class _HelpWithBenchmarkOptions(argparse.Action):
 
 _NO_CHECKOUT = (
     "the benchmarks live in the source checkout (benchmarks/run.py), which this installation does not "
-    "have: clone the braintrace repository, `python -m pip install -e .` from it, and run "
-    "`braintrace bench --quick` (or `python -m benchmarks.run --quick`) there."
+    "have: clone the braintrace repository, run python -m pip install -e . in it, then "
+    "braintrace bench --quick (or python -m benchmarks.run --quick) there."
 )
 
 

@@ -43,7 +43,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
                    help="batch size for initialising the model's states (default: unbatched)")
     p.add_argument("--dot", metavar="FILE", help="write the graph as Graphviz DOT")
-    p.add_argument("--png", metavar="FILE", help="render the graph as PNG (needs Graphviz's `dot`)")
+    p.add_argument("--png", metavar="FILE", help="render the graph as PNG (needs the dot program of Graphviz)")
     p.add_argument("--all", action="store_true", help="also print the compiler's INFO notes on hidden groups")
     p.set_defaults(run=run)
     return p
