@@ -37,6 +37,7 @@ def _html(site: Path, page: str) -> str:
 _MATH = re.compile(r'<(span|div) class="arithmatex">(.*?)</\1>', re.S)
 
 
+@pytest.mark.slow  # the build: 6-15 s on 2 cores
 def test_the_docs_render_their_mathematics_as_mathml(site):
     """Every formula arithmatex found is MathML (which browsers render without a script); no TeX is
     left behind as text, on the pages written in Markdown and on the API pages from docstrings."""
@@ -57,6 +58,7 @@ def test_the_docs_render_their_mathematics_as_mathml(site):
     assert counts["concepts"] >= 20 and counts["api/algorithms"] >= 20
 
 
+@pytest.mark.slow  # the build: 6-15 s on 2 cores
 def test_no_page_loads_a_script_or_style_from_outside(site):
     for path in site.rglob("*.html"):
         text = path.read_text(encoding="utf-8")
@@ -64,6 +66,7 @@ def test_no_page_loads_a_script_or_style_from_outside(site):
         assert not outside, f"{path.relative_to(site)} loads {outside}"
 
 
+@pytest.mark.slow  # the build: 6-15 s on 2 cores
 def test_api_pages_are_titled_by_the_learner_names_and_the_migration_guide_is_in_the_navigation(site):
     html = _html(site, "api/algorithms")
     sections = {re.sub(r"<[^>]+>|\s+", " ", m[0]).strip(): m[1]
