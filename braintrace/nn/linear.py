@@ -118,7 +118,18 @@ class Linear(_Dense):
         self.weight = brainstate.ParamState(params)
 
     def update(self, x: Any) -> Any:
-        """One forward pass; ``x`` has shape ``(..., *in_size)``, the output ``(..., *out_size)``."""
+        """One forward pass.
+
+        Parameters
+        ----------
+        x : array_like
+            The input, shape ``(..., *in_size)``.
+
+        Returns
+        -------
+        jax.Array
+            ``x W + b``, shape ``(..., *out_size)``.
+        """
         self._check(x)
         params = self.weight.value
         w = params["weight"]

@@ -86,7 +86,18 @@ class MiniGRU(_CellBase):
         self.Wh = self._linear(self.num_in, w_init, b_init)
 
     def update(self, x: Any) -> Any:
-        """One step; ``x`` of shape ``(I,)`` or ``(B, I)``; returns :math:`h^t`."""
+        """One time step.
+
+        Parameters
+        ----------
+        x : array_like
+            The input of this step, shape ``(I,)`` or ``(B, I)``.
+
+        Returns
+        -------
+        jax.Array
+            :math:`h^t`, the new hidden state.
+        """
         self._check(x)
         z = jax.nn.sigmoid(self.Wz(x))
         h = (1 - z) * self.h.value + z * self.Wh(x)
@@ -155,7 +166,18 @@ class MiniLSTM(_CellBase):
         self.Wh = self._linear(self.num_in, w_init, b_init)
 
     def update(self, x: Any) -> Any:
-        """One step; ``x`` of shape ``(I,)`` or ``(B, I)``; returns :math:`h^t`."""
+        """One time step.
+
+        Parameters
+        ----------
+        x : array_like
+            The input of this step, shape ``(I,)`` or ``(B, I)``.
+
+        Returns
+        -------
+        jax.Array
+            :math:`h^t`, the new hidden state.
+        """
         self._check(x)
         f = jax.nn.sigmoid(self.Wf(x))
         i = jax.nn.sigmoid(self.Wi(x))
@@ -261,7 +283,18 @@ class LRUCell(_CellBase):
         self.nu_log = brainstate.ParamState(jnp.log(-0.5 * jnp.log(mag2)))
 
     def update(self, x: Any) -> Any:
-        """One step; ``x`` of shape ``(I,)`` or ``(B, I)``; returns :math:`h^t`."""
+        """One time step.
+
+        Parameters
+        ----------
+        x : array_like
+            The input of this step, shape ``(I,)`` or ``(B, I)``.
+
+        Returns
+        -------
+        jax.Array
+            :math:`h^t`, the new hidden state.
+        """
         self._check(x)
         lam = element_wise(self.nu_log.value, _lru_decay)
         inp = self.B(x)

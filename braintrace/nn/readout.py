@@ -117,11 +117,27 @@ class LeakyRateReadout(brainstate.nn.Module):
         return value
 
     def init_state(self, batch_size: int | None = None, **kwargs: Any) -> None:
-        """Create ``r``, shape ``(O,)`` or ``(batch_size, O)``."""
+        """Create ``r``, shape ``(O,)`` or ``(batch_size, O)``.
+
+        Parameters
+        ----------
+        batch_size : int, optional
+            Size of a leading batch axis; ``None`` (default) for unbatched states.
+        **kwargs
+            Ignored (the ``brainstate.nn.Module`` signature).
+        """
         self.r = brainstate.HiddenState(self._initial_r(batch_size))
 
     def reset_state(self, batch_size: int | None = None, **kwargs: Any) -> None:
-        """Reset ``r`` in place (same object)."""
+        """Reset ``r`` in place (same object).
+
+        Parameters
+        ----------
+        batch_size : int, optional
+            Size of a leading batch axis; ``None`` (default) for unbatched states.
+        **kwargs
+            Ignored (the ``brainstate.nn.Module`` signature).
+        """
         self.r.value = self._initial_r(batch_size)
 
     def _kappa(self) -> Any:
@@ -137,7 +153,18 @@ class LeakyRateReadout(brainstate.nn.Module):
         return jnp.exp(-jnp.asarray(ratio))
 
     def update(self, x: Any) -> Any:
-        """One step; ``x`` of shape ``(I,)`` or ``(B, I)``; returns :math:`r^t`."""
+        """One time step.
+
+        Parameters
+        ----------
+        x : array_like
+            The input of this step, shape ``(I,)`` or ``(B, I)``.
+
+        Returns
+        -------
+        jax.Array
+            :math:`r^t`, the new read-out value.
+        """
         check_trailing(self._label, x, self.in_size)
         check_batch(self._label, x, 1, jnp.shape(self.r.value), "r")
         params = self.weight.value

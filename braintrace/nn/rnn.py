@@ -87,12 +87,28 @@ class _CellBase(brainstate.nn.RNNCell):
         return layer_label(self, in_size=self.num_in, out_size=self.num_out)
 
     def init_state(self, batch_size: int | None = None, **kwargs: Any) -> None:
-        """Create the hidden states, shape ``(N,)`` or ``(batch_size, N)``."""
+        """Create the hidden states, shape ``(N,)`` or ``(batch_size, N)``.
+
+        Parameters
+        ----------
+        batch_size : int, optional
+            Size of a leading batch axis; ``None`` (default) for unbatched states.
+        **kwargs
+            Ignored (the ``brainstate.nn.Module`` signature).
+        """
         for s in self._state_names:
             setattr(self, s, brainstate.HiddenState(_init_value(self._state_initializer, self.num_out, batch_size)))
 
     def reset_state(self, batch_size: int | None = None, **kwargs: Any) -> None:
-        """Reset the hidden states in place (same objects), shape ``(N,)`` or ``(batch_size, N)``."""
+        """Reset the hidden states in place (same objects), shape ``(N,)`` or ``(batch_size, N)``.
+
+        Parameters
+        ----------
+        batch_size : int, optional
+            Size of a leading batch axis; ``None`` (default) for unbatched states.
+        **kwargs
+            Ignored (the ``brainstate.nn.Module`` signature).
+        """
         for s in self._state_names:
             getattr(self, s).value = _init_value(self._state_initializer, self.num_out, batch_size)
 
@@ -158,7 +174,18 @@ class VanillaRNNCell(_CellBase):
         self.W = self._linear(self.num_in + self.num_out, w_init, b_init)
 
     def update(self, x: Any) -> Any:
-        """One step; ``x`` of shape ``(I,)`` or ``(B, I)``; returns :math:`h^t`."""
+        """One time step.
+
+        Parameters
+        ----------
+        x : array_like
+            The input of this step, shape ``(I,)`` or ``(B, I)``.
+
+        Returns
+        -------
+        jax.Array
+            :math:`h^t`, the new hidden state.
+        """
         self._check(x)
         h = self.activation(self.W(jnp.concatenate([x, self.h.value], axis=-1)))
         self.h.value = h
@@ -242,7 +269,18 @@ class GRUCell(_CellBase):
         self.Wh = self._linear(n, w_init, b_init)
 
     def update(self, x: Any) -> Any:
-        """One step; ``x`` of shape ``(I,)`` or ``(B, I)``; returns :math:`h^t`."""
+        """One time step.
+
+        Parameters
+        ----------
+        x : array_like
+            The input of this step, shape ``(I,)`` or ``(B, I)``.
+
+        Returns
+        -------
+        jax.Array
+            :math:`h^t`, the new hidden state.
+        """
         self._check(x)
         h = self.h.value
         xh = jnp.concatenate([x, h], axis=-1)
@@ -336,7 +374,18 @@ class LSTMCell(_CellBase):
         self.Wo = self._linear(n, w_init, b_init)
 
     def update(self, x: Any) -> Any:
-        """One step; ``x`` of shape ``(I,)`` or ``(B, I)``; returns :math:`h^t`."""
+        """One time step.
+
+        Parameters
+        ----------
+        x : array_like
+            The input of this step, shape ``(I,)`` or ``(B, I)``.
+
+        Returns
+        -------
+        jax.Array
+            :math:`h^t`, the new hidden state.
+        """
         self._check(x)
         h, c = self.h.value, self.c.value
         xh = jnp.concatenate([x, h], axis=-1)
@@ -417,7 +466,18 @@ class MGUCell(_CellBase):
         self.Wh = self._linear(n, w_init, b_init)
 
     def update(self, x: Any) -> Any:
-        """One step; ``x`` of shape ``(I,)`` or ``(B, I)``; returns :math:`h^t`."""
+        """One time step.
+
+        Parameters
+        ----------
+        x : array_like
+            The input of this step, shape ``(I,)`` or ``(B, I)``.
+
+        Returns
+        -------
+        jax.Array
+            :math:`h^t`, the new hidden state.
+        """
         self._check(x)
         h = self.h.value
         f = jax.nn.sigmoid(self.Wf(jnp.concatenate([x, h], axis=-1)))
@@ -491,7 +551,18 @@ class MinimalRNNCell(_CellBase):
         self.Wu = self._linear(2 * self.num_out, w_init, b_init)
 
     def update(self, x: Any) -> Any:
-        """One step; ``x`` of shape ``(I,)`` or ``(B, I)``; returns :math:`h^t`."""
+        """One time step.
+
+        Parameters
+        ----------
+        x : array_like
+            The input of this step, shape ``(I,)`` or ``(B, I)``.
+
+        Returns
+        -------
+        jax.Array
+            :math:`h^t`, the new hidden state.
+        """
         self._check(x)
         h = self.h.value
         z = self.activation(self.Wx(x))
@@ -584,7 +655,18 @@ class URLSTMCell(_CellBase):
         self.bias = brainstate.ParamState(_forget_bias_init(self.num_out))
 
     def update(self, x: Any) -> Any:
-        """One step; ``x`` of shape ``(I,)`` or ``(B, I)``; returns :math:`h^t`."""
+        """One time step.
+
+        Parameters
+        ----------
+        x : array_like
+            The input of this step, shape ``(I,)`` or ``(B, I)``.
+
+        Returns
+        -------
+        jax.Array
+            :math:`h^t`, the new hidden state.
+        """
         self._check(x)
         h, c = self.h.value, self.c.value
         xh = jnp.concatenate([x, h], axis=-1)

@@ -1,8 +1,9 @@
 r"""D_RTRL trace rules: how one primitive's parameter-dimension trace evolves.
 
-Notation (DESIGN.md section 3). A hidden group has per-position shape ``V``
-(batch axes included) and ``S`` states per position. An ETP primitive computes
-``y = op(x, w)`` with ``y.shape`` a suffix of ``V`` (extra leading axes of ``V``
+Notation of the docs' concepts page (docs/concepts.md, "The mathematics"). A
+hidden group has per-position shape ``V`` (batch axes included) and ``S``
+states per position. An ETP primitive computes ``y = op(x, w)`` with
+``y.shape`` a suffix of ``V`` (extra leading axes of ``V``
 are batch axes that ``y`` broadcasts over). The learners hand a rule
 
 * ``D``  of shape ``(*V, S, S)``: the per-position block of the cut Jacobian,
