@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from ..compiler import ETraceGraph, HiddenParamOpRelation, compile_etrace_graph
 from ..compiler.module_info import path_str
-from ..data import MultiStepData, SingleStepData
+from ..data import MultiStepData, unwrap_step_args
 from ..errors import NotCompiledError
 from ..executor import ETraceVjpGraphExecutor, StepTraceData, WindowTraceData
 from .trace_state import EligibilityTrace
@@ -72,16 +72,19 @@ class ETraceAlgorithm(brainstate.nn.Module):
         Parameters
         ----------
         *example_args
-            Inputs of one time step (``SingleStepData`` accepted).
+            Inputs of one time step, one per positional argument of the model
+            (``SingleStepData`` accepted; of a ``MultiStepData`` argument the
+            first step is used).
 
         Returns
         -------
         self
         """
-        if len(example_args) == 1 and isinstance(example_args[0], SingleStepData):
-            example_args = example_args[0].data
-        if len(example_args) == 1 and isinstance(example_args[0], MultiStepData):
-            example_args = jax.tree.map(lambda x: x[0], example_args[0].data)
+        example_args = tuple(
+            jax.tree.map(lambda x: x[0], a.data) if isinstance(a, MultiStepData) else a
+            for a in example_args
+        )
+        example_args, _ = unwrap_step_args(example_args, type(self).__name__)
         graph = compile_etrace_graph(self.model, *example_args)
         spec = _spec(example_args)
         if graph is self.graph and spec == self._arg_spec:
@@ -202,11 +205,7 @@ class ETraceAlgorithm(brainstate.nn.Module):
         raise NotImplementedError
 
     def _split_args(self, args: tuple) -> tuple[tuple, bool]:
-        if len(args) == 1 and isinstance(args[0], MultiStepData):
-            return args[0].data, True
-        if len(args) == 1 and isinstance(args[0], SingleStepData):
-            return args[0].data, False
-        return args, False
+        return unwrap_step_args(args, type(self).__name__)
 
     def _check_args(self, args: tuple, multi: bool) -> None:
         spec = _spec(jax.tree.map(lambda x: x[0], args) if multi else args)
