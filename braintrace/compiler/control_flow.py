@@ -11,7 +11,9 @@ an ETP primitive whose output reaches a hidden state, compilation stops too,
 naming the function and the weight (the weight could not learn online). Nested
 ``jit`` and ``jax.checkpoint`` are inlined before this check
 (:func:`~braintrace.compiler.jaxpr_tools.inline_calls`); any other call-like
-construct that hides an ETP primitive is refused.
+construct that hides an ETP primitive is refused. A ``custom_vjp`` function on
+the hidden update is refused as well: the learners differentiate that part of
+the step in forward mode, which a ``custom_vjp`` does not allow.
 """
 
 from __future__ import annotations
@@ -126,13 +128,40 @@ def _check_custom_rule(eqn, usedef: UseDef, minfo: ModuleInfo, names: list[str])
     )
 
 
+def _check_custom_vjp_on_transition(minfo: ModuleInfo, usedef: UseDef) -> None:
+    """Refuse a ``custom_vjp`` between the old hidden values (or an ETP output) and the new ones.
+
+    The learners differentiate that part of the step forward (``jax.jvp``) to
+    get the Jacobian blocks and ``df``; JAX cannot push a tangent through a
+    ``custom_vjp``, so the first step would fail inside JAX.
+    """
+    jaxpr = minfo.jaxpr
+    starts = [minfo.hidden_in_var(s) for s in minfo.hidden_slots]
+    starts += [e.outvars[entry.y_outvar_index] for e in jaxpr.eqns if (entry := REGISTRY.get(e.primitive)) is not None]
+    after = usedef.forward(starts)
+    hidden_out = {minfo.hidden_out_var(s): s.path for s in minfo.hidden_slots}
+    for eqn in jaxpr.eqns:
+        if not eqn.primitive.name.startswith("custom_vjp") or not any(v in after for v in eqn.invars if not is_literal(v)):
+            continue
+        reached = sorted({path_str(hidden_out[v]) for v in usedef.forward(eqn.outvars) if v in hidden_out})
+        if reached:
+            raise NotSupportedError(
+                f"The {_function_label(eqn)} lies on the update of hidden state "
+                f"{', '.join(f'`{p}`' for p in reached)}. The learners differentiate the hidden update in forward "
+                "mode (jax.jvp) to build the eligibility traces, and JAX cannot differentiate a custom_vjp "
+                "function in forward mode. Define it with jax.custom_jvp instead (braintrace.nn.surrogate and "
+                "braintools.surrogate spike functions already are forward-differentiable)."
+            )
+
+
 def check_control_flow(minfo: ModuleInfo) -> tuple[CompilationRecord, ...]:
     """Refuse constructs that would hide a weight's online gradient; return records for the rest.
 
     Raises :class:`~braintrace.NotSupportedError` for control flow touching
     weights or hidden states, for a custom-derivative function whose ETP
-    primitive reaches a hidden state, and for any other call-like construct
-    hiding an ETP primitive.
+    primitive reaches a hidden state, for any other call-like construct
+    hiding an ETP primitive, and for a ``custom_vjp`` function on the hidden
+    update (which cannot be differentiated forward).
     """
     jaxpr = minfo.jaxpr
     usedef = UseDef(jaxpr)
@@ -172,4 +201,5 @@ def check_control_flow(minfo: ModuleInfo) -> tuple[CompilationRecord, ...]:
                 f"{', '.join(sorted(set(names)))} from the compiler, so their weights could not learn online. "
                 "Call the ETP primitives outside it (plain code, `jax.jit` and `jax.checkpoint` are seen through)."
             )
+    _check_custom_vjp_on_transition(minfo, usedef)
     return tuple(records)
