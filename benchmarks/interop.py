@@ -22,10 +22,11 @@ primitive): the compiler must see both as element-wise for the two builds to
 compile to the same graph and run at the same speed.
 
 Run ``python -m benchmarks.interop`` (``--help`` for the sizes and methods): a
-markdown table of braintrace's graph compile time, jit compile time and the
-per-step time of each build, and the median of the per-round time ratios
-(the two builds are called alternately, so a load drifting on a shared machine
-biases neither).
+markdown table with, for each build side by side, braintrace's graph compile
+time (median over fresh networks), the jit compile time (tracing, lowering and
+XLA) of one whole sequence, and the per-step time (median of the calls), then
+the median of the per-round time ratios. The two builds are called
+alternately, so a load drifting on a shared machine biases neither.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from .measure import machine_info
 from .methods import build_body
 from .models import ModelSpec, make_data
 
-__all__ = ["KINDS", "ExpSynapse", "InteropNet", "build_pair", "main"]
+__all__ = ["KINDS", "STACKS", "ExpSynapse", "InteropNet", "build_pair", "graph_compile_s", "time_method", "main"]
 
 KINDS = ("lif", "alif", "expon")
 TAU, TAU_A, TAU_SYN, BETA, V_TH = 10.0, 50.0, 5.0, 0.3, 1.0
@@ -85,8 +86,11 @@ def _readout(kind: str, n: int, n_out: int, w: np.ndarray) -> brainstate.nn.Modu
 
 
 def _brainpy_neuron(kind: str, n: int) -> brainstate.nn.Module:
-    common = dict(R=1.0, tau=TAU, V_th=V_TH, V_reset=0.0, V_rest=0.0, V_initializer=braintools.init.Constant(0.0),
-                  spk_fun=braintools.surrogate.Sigmoid(alpha=4.0), spk_reset="soft")
+    common = {
+        "R": 1.0, "tau": TAU, "V_th": V_TH, "V_reset": 0.0, "V_rest": 0.0,
+        "V_initializer": braintools.init.Constant(0.0), "spk_fun": braintools.surrogate.Sigmoid(alpha=4.0),
+        "spk_reset": "soft",
+    }
     if kind == "alif":
         return brainpy.state.ALIF(n, tau_a=TAU_A, beta=BETA, a_initializer=braintools.init.Constant(0.0), **common)
     return brainpy.state.LIF(n, **common)
@@ -164,35 +168,55 @@ def build_pair(kind: str, n_in: int, n: int, n_out: int, batch: int | None, read
     return nets
 
 
-def _time_pair(kind: str, method: str, spec: ModelSpec, readout: str, rounds: int) -> list[dict]:
+STACKS = ("brainpy.state", "braintrace.nn")
+
+
+def graph_compile_s(kind: str, spec: ModelSpec, readout: str, rounds: int) -> dict[str, float]:
+    """Median seconds of :func:`braintrace.compile_etrace_graph` per build (fresh networks, alternating)."""
+    x = jnp.zeros((spec.batch, spec.n_in))
+    times: dict[str, list[float]] = {stack: [] for stack in STACKS}
+    for seed in range(rounds):
+        for stack, net in build_pair(kind, spec.n_in, spec.size, spec.n_out, spec.batch, readout, seed).items():
+            t0 = time.perf_counter()
+            braintrace.compile_etrace_graph(net, x)
+            times[stack].append(time.perf_counter() - t0)
+    return {stack: statistics.median(t) for stack, t in times.items()}
+
+
+def time_method(kind: str, method: str, spec: ModelSpec, readout: str, rounds: int) -> dict:
+    """Jit compile seconds and per-step milliseconds of ``method`` for both builds, timed alternately.
+
+    Returns ``{'compile_s': {stack: s}, 'step_ms': {stack: ms}, 'fastest_ms': {stack: ms},
+    'ratio': r, 'fastest_ratio': f}``: median and fastest call per step, ``r`` the median
+    over rounds of (brainpy.state time / braintrace.nn time), ``f`` the ratio of the fastest calls
+    (on a loaded machine the fastest call is the one least disturbed).
+    """
     xs, ys = make_data(spec)
-    rows, calls = [], {}
+    calls, compile_s = {}, {}
     for stack, net in build_pair(kind, spec.n_in, spec.size, spec.n_out, spec.batch, readout).items():
-        t0 = time.perf_counter()
-        body = build_body(method, net, spec)  # braintrace's graph compile included
-        setup = time.perf_counter() - t0
+        body = build_body(method, net, spec)
         t0 = time.perf_counter()
         jitted = brainstate.transform.jit(body)
         compiled = jitted.lower(xs, ys).compile()
-        compile_s = time.perf_counter() - t0
+        compile_s[stack] = time.perf_counter() - t0
         state_vals = jitted.stateful_fun.get_state_trace(xs, ys).get_state_values()
         calls[stack] = functools.partial(compiled, state_vals, xs, ys)
         jax.block_until_ready(calls[stack]())  # warm-up
-        rows.append({"model": kind, "stack": stack, "method": method, "setup_s": setup, "compile_s": compile_s, "times": []})
+    times: dict[str, list[float]] = {stack: [] for stack in STACKS}
     for _ in range(rounds):
-        for row in rows:
+        for stack in STACKS:
             t0 = time.perf_counter()
-            jax.block_until_ready(calls[row["stack"]]())
-            row["times"].append(time.perf_counter() - t0)
-    ratios = [a / b for a, b in zip(rows[0]["times"], rows[1]["times"])]
-    for row in rows:
-        row["step_ms"] = 1e3 * statistics.median(row["times"]) / spec.T
-    rows[0]["ratio"] = statistics.median(ratios)
-    return rows
+            jax.block_until_ready(calls[stack]())
+            times[stack].append(time.perf_counter() - t0)
+    ratio = statistics.median(a / b for a, b in zip(*times.values()))
+    step_ms = {stack: 1e3 * statistics.median(t) / spec.T for stack, t in times.items()}
+    fastest_ms = {stack: 1e3 * min(t) / spec.T for stack, t in times.items()}
+    return {"compile_s": compile_s, "step_ms": step_ms, "fastest_ms": fastest_ms, "ratio": ratio,
+            "fastest_ratio": fastest_ms[STACKS[0]] / fastest_ms[STACKS[1]]}
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
-    """Time every (network, method) for both stacks and print the markdown table."""
+    """Time every (network, method) for both builds and print the markdown table."""
     p = argparse.ArgumentParser(prog="python -m benchmarks.interop", description=__doc__.split("\n")[0])
     p.add_argument("--models", default=",".join(KINDS), help="comma-separated subset of " + ", ".join(KINDS))
     p.add_argument("--methods", default="forward,d_rtrl,es_d_rtrl", help="as in benchmarks.run (forward, bptt, d_rtrl, ...)")
@@ -200,24 +224,28 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--T", type=int, default=100)
     p.add_argument("--readout", choices=("linear", "leaky"), default="leaky")
-    p.add_argument("--rounds", type=int, default=9, help="alternating timed calls per build")
+    p.add_argument("--rounds", type=int, default=15, help="alternating timed calls (and graph compiles) per build")
     a = p.parse_args(argv)
     brainstate.environ.set(dt=1.0)
     spec = ModelSpec("lif", a.size, a.T, batch=a.batch)
     info = machine_info()
-    print(f"# brainpy {brainpy.__version__}, braintools {braintools.__version__}, braintrace {braintrace.__version__}, "
+    print(f"brainpy {brainpy.__version__}, braintools {braintools.__version__}, braintrace {braintrace.__version__}, "
           f"jax {info['jax']} ({info['backend']}); {info['cpu']}, {info['affinity_cpus']} of {info['cpu_count']} CPUs, "
-          f"load {os.getloadavg()[0]:.1f}; N={a.size}, B={a.batch}, T={a.T}, {a.readout} read-out")
-    print("| model | method | build | graph + setup s | jit compile s | per step ms | brainpy.state / braintrace.nn |")
-    print("|---|---|---|---:|---:|---:|---:|")
+          f"load {os.getloadavg()[0]:.1f}; N={a.size}, B={a.batch}, T={a.T}, {a.readout} read-out; "
+          "each pair: brainpy.state / braintrace.nn\n")
+    print("| model | method | graph compile ms | jit compile s | per step ms, median | per step ms, fastest | "
+          "ratio, median of rounds | ratio, fastest |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     rows = []
     for kind in a.models.split(","):
+        graph = graph_compile_s(kind, spec, a.readout, a.rounds)
         for method in a.methods.split(","):
-            for row in _time_pair(kind, method, spec, a.readout, a.rounds):
-                ratio = f"{row['ratio']:.2f}" if "ratio" in row else ""
-                print(f"| {kind} | {method} | {row['stack']} | {row['setup_s']:.2f} | {row['compile_s']:.2f} | "
-                      f"{row['step_ms']:.3f} | {ratio} |", flush=True)
-                rows.append(row)
+            row = {"model": kind, "method": method, "graph_s": graph, **time_method(kind, method, spec, a.readout, a.rounds)}
+            pair = [row[key][stack] for key in ("graph_s", "compile_s", "step_ms", "fastest_ms") for stack in STACKS]
+            print(f"| {kind} | {method} | {1e3 * pair[0]:.0f} / {1e3 * pair[1]:.0f} | {pair[2]:.2f} / {pair[3]:.2f} | "
+                  f"{pair[4]:.3f} / {pair[5]:.3f} | {pair[6]:.3f} / {pair[7]:.3f} | {row['ratio']:.2f} | "
+                  f"{row['fastest_ratio']:.2f} |", flush=True)
+            rows.append(row)
     return rows
 
 

@@ -51,6 +51,17 @@ _JAX_PRIMITIVES = frozenset(
 )
 
 
+_MAX_NESTING = 8  # rules walked inside rules: deeper counts as mixing (a rule may call its own function)
+
+
+def _rule_key(eqn) -> Any:
+    """What a rule is recognised by when it is met again inside itself: the primitive, or the custom function."""
+    if eqn.primitive in CUSTOM_RULE_PRIMITIVES:
+        body = eqn.params.get("call_jaxpr")
+        return eqn.primitive, getattr(getattr(getattr(body, "jaxpr", None), "debug_info", None), "func_src_info", None)
+    return eqn.primitive
+
+
 def _by_derivative(prim) -> bool:
     """Decided from its differentiation rule: a custom-derivative call, or a primitive from outside JAX."""
     return prim in CUSTOM_RULE_PRIMITIVES or (prim not in _JAX_PRIMITIVES and REGISTRY.get(prim) is None)
@@ -180,12 +191,12 @@ def propagate_alignment(
     Returns ``{var: (m, e)}`` for aligned variables and ``{var: None}`` for
     variables that depend on the sources through a position-mixing operation.
     """
-    return _propagate(usedef, sources, varshape, through, stop, frozenset())
+    return _propagate(usedef, sources, varshape, through, stop, ())
 
 
-def _propagate(usedef, sources, varshape, through, stop, deciding: frozenset) -> dict[Any, Align | None]:
-    """:func:`propagate_alignment`; ``deciding`` holds the primitives whose derivative is being
-    walked further up (met again inside their own rule, they count as mixing)."""
+def _propagate(usedef, sources, varshape, through, stop, deciding: tuple) -> dict[Any, Align | None]:
+    """:func:`propagate_alignment`; ``deciding`` holds the rules (:func:`_rule_key`) being walked
+    further up: met again inside their own rule, or nested too deep, a call counts as mixing."""
     align: dict[Any, Align | None] = dict(sources)
     for i, eqn in enumerate(usedef.jaxpr.eqns):
         deps = {
@@ -235,12 +246,13 @@ def _derivative_rule(eqn, deps, varshape, deciding) -> list[Any]:
     the coefficients of the linear map, so they are not walked.
     """
     n_out = len(eqn.outvars)
-    if eqn.primitive in deciding or any(a is MIXED for a in deps.values()):
+    key = _rule_key(eqn)
+    if key in deciding or len(deciding) >= _MAX_NESTING or any(a is MIXED for a in deps.values()):
         return [MIXED] * n_out
     diff = [k for k in deps if jnp.issubdtype(eqn.invars[k].aval.dtype, jnp.inexact)]
     if not diff:
         return [_ABSENT] * n_out
-    deciding = deciding | {eqn.primitive}
+    deciding = (*deciding, key)
     n_in = len(eqn.invars)
     try:
         if eqn.primitive.name.startswith("custom_vjp"):

@@ -11,8 +11,6 @@ VJP; on the hidden update it is refused at compile time (the learners
 differentiate the update in forward mode, which JAX does not allow through it).
 """
 
-import warnings
-
 import brainstate
 import jax
 import jax.numpy as jnp
@@ -24,10 +22,9 @@ from jax.interpreters import ad, batching, mlir
 import braintrace
 import oracle as O
 from algorithms.snn_models import online_sum
-from braintrace import DiagnosticKind
 from braintrace.compiler.jaxpr_tools import UseDef
 from braintrace.compiler.positions import propagate_alignment
-from learning import x64  # noqa: F401 - fixture
+from learning import compile_recording_warnings, x64  # noqa: F401 - x64 is a fixture
 
 T, ALPHA = 10, 4.0
 
@@ -64,6 +61,17 @@ def spike_jvp_mixing(x):
 def _spike_jvp_mixing_rule(primals, tangents):
     (x,), (t,) = primals, tangents
     return _heaviside(x), _surrogate(x) * t + 0.3 * jnp.mean(t, axis=-1, keepdims=True)
+
+
+@jax.custom_jvp
+def roll_jvp(x):
+    """Linear and mixing; its rule applies the function itself to the tangent (met again while deciding it)."""
+    return jnp.roll(x, 1, axis=-1)
+
+
+@roll_jvp.defjvp
+def _roll_jvp_rule(primals, tangents):
+    return roll_jvp(primals[0]), roll_jvp(tangents[0])
 
 
 # -- a jax.custom_vjp spike, element-wise and coupling --------------------------------------------
@@ -115,6 +123,7 @@ SPIKES = {
     "custom_jvp (coupling rule)": spike_jvp_mixing,
     "custom_vjp (coupling rule)": spike_vjp_mixing,
     "foreign primitive (coupling)": lambda x: _heaviside(x) + 0.0 * roll_p.bind(x),
+    "custom_jvp (self-applied rule)": lambda x: spike_jvp(x) + 0.0 * roll_jvp(x),
 }
 ELEMENTWISE = ("custom_jvp", "foreign primitive")
 
@@ -149,20 +158,13 @@ def _data(batch=None):
     return xs, loss
 
 
-def _compile(model, x):
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        learner = braintrace.D_RTRL(model).compile_graph(x)
-    return learner, [str(w.message) for w in caught]
-
-
 @pytest.mark.parametrize("batch", [None, 2])
 @pytest.mark.parametrize("spike", ELEMENTWISE)
 def test_elementwise_custom_rule_gives_an_elementwise_group_exact_against_bptt(x64, spike, batch):
     model = LIF(spike, batch=batch)
     xs, loss = _data(batch)
     want, _ = O.bptt_grads(model, xs, loss)
-    learner, caught = _compile(model, xs[0])
+    learner, caught = compile_recording_warnings(model, xs[0])
     assert not any("mixes positions" in m for m in caught), caught
     (group,) = learner.graph.hidden_groups
     assert group.elementwise
@@ -178,7 +180,7 @@ def test_coupling_rule_is_flagged_and_its_blocks_are_exact(x64, spike):
     model = LIF(spike)
     xs, loss = _data()
     want, _ = O.rtrl_reference(model, xs, loss, mode="diagonal")
-    learner, caught = _compile(model, xs[0])
+    learner, caught = compile_recording_warnings(model, xs[0])
     assert any("mixes positions" in m for m in caught)
     assert not learner.graph.hidden_groups[0].elementwise
     got, _ = online_sum(learner, xs, loss)
@@ -189,7 +191,8 @@ def test_coupling_rule_is_flagged_and_its_blocks_are_exact(x64, spike):
 @pytest.mark.parametrize(
     "spike,aligned",
     [("custom_jvp", True), ("custom_vjp", True), ("foreign primitive", True),
-     ("custom_jvp (coupling rule)", False), ("custom_vjp (coupling rule)", False), ("foreign primitive (coupling)", False)],
+     ("custom_jvp (coupling rule)", False), ("custom_vjp (coupling rule)", False), ("foreign primitive (coupling)", False),
+     ("custom_jvp (self-applied rule)", False)],
 )
 def test_alignment_is_decided_from_the_differentiation_rule(spike, aligned):
     closed = jax.make_jaxpr(lambda v: SPIKES[spike](v - 1.0))(jnp.zeros((2, 5)))

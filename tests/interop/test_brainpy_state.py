@@ -16,24 +16,23 @@ at N=256). Skipped when ``brainpy`` or ``braintools`` is not installed (the
 import importlib.metadata
 import os
 import sys
-import warnings
 
 import pytest
 
 pytest.importorskip("brainpy.state")
 braintools = pytest.importorskip("braintools")
 
-import brainstate  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+import brainstate
+import jax.numpy as jnp
+import numpy as np
 
-import braintrace  # noqa: E402
-import oracle as O  # noqa: E402
-from algorithms.snn_models import f64, online_sum  # noqa: E402,F401 - f64 is a fixture
+import braintrace
+import oracle as O
+from learning import compile_recording_warnings
+from algorithms.snn_models import f64, online_sum  # noqa: F401 - f64 is a fixture
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from benchmarks.interop import KINDS, InteropNet, build_pair  # noqa: E402
+from benchmarks.interop import KINDS, InteropNet, build_pair, main as benchmark_main
 
 N_IN, N, N_OUT, B, T = 4, 6, 3, 2, 12
 # the input weight's path in each build; the read-out is `readout.weight` in both
@@ -57,19 +56,12 @@ def structure(graph):
     return groups, relations
 
 
-def _compile(net, x):
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        learner = braintrace.D_RTRL(net).compile_graph(x)
-    return learner, [str(w.message) for w in caught]
-
-
 @pytest.mark.parametrize("readout", ["linear", "leaky"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_same_graph_as_braintrace_nn_and_no_probing(kind, readout):
     nets = build_pair(kind, N_IN, N, N_OUT, B, readout)
     x = jnp.zeros((B, N_IN))
-    (bp, bp_warn), (bt, bt_warn) = (_compile(nets[s], x) for s in ("brainpy.state", "braintrace.nn"))
+    (bp, bp_warn), (bt, bt_warn) = (compile_recording_warnings(nets[s], x) for s in ("brainpy.state", "braintrace.nn"))
     assert not bp_warn and not bt_warn, bp_warn + bt_warn
     assert structure(bp.graph) == structure(bt.graph)
     assert all(g.elementwise for g in bp.graph.hidden_groups)
@@ -97,7 +89,7 @@ def test_equal_gradients_to_braintrace_nn_and_to_bptt(f64, kind):
     got = {}
     for stack, net in nets.items():
         want, _ = O.bptt_grads(net, xs, loss)
-        learner, caught = _compile(net, xs[0])
+        learner, caught = compile_recording_warnings(net, xs[0])
         assert not caught, caught
         grads, _ = online_sum(learner, xs, loss)
         w_in = INPUT_WEIGHT[stack]
@@ -124,7 +116,7 @@ def test_braintools_surrogate_in_a_braintrace_lif(f64):
         net = InteropNet("lif", "braintrace.nn", N_IN, N, N_OUT, "linear", surrogate=surrogate)
         brainstate.nn.init_all_states(net, batch_size=B)
         want, _ = O.bptt_grads(net, xs, loss)
-        learner, caught = _compile(net, xs[0])
+        learner, caught = compile_recording_warnings(net, xs[0])
         assert not caught, caught
         assert learner.graph.hidden_groups[0].elementwise
         grads[name], _ = online_sum(learner, xs, loss)
@@ -140,3 +132,10 @@ def test_field_packages_bring_no_other_braintrace():
     for dist in ("brainpy", "braintools"):
         requires = importlib.metadata.requires(dist) or []
         assert not [r for r in requires if "braintrace" in r.lower() or "brainscale" in r.lower()]
+
+
+def test_benchmark_script_prints_its_table(capsys):
+    rows = benchmark_main(["--models", "lif", "--methods", "forward", "--size", "4", "--batch", "2", "--T", "3", "--rounds", "1"])
+    out = capsys.readouterr().out
+    assert "| lif | forward |" in out and "brainpy.state / braintrace.nn" in out
+    assert set(rows[0]["step_ms"]) == {"brainpy.state", "braintrace.nn"} and rows[0]["ratio"] > 0
