@@ -146,6 +146,15 @@ def jvp_jaxpr(eqn, diff: Sequence[int]) -> jcore.ClosedJaxpr:
     ``diff``; it returns the outputs, then their tangents. A custom-derivative
     call is differentiated by its custom rule, a primitive by its registered
     JVP rule.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> from braintrace.compiler.jaxpr_tools import jvp_jaxpr
+    >>> (eqn,) = jax.make_jaxpr(jnp.sin)(jnp.ones(3)).jaxpr.eqns
+    >>> closed = jvp_jaxpr(eqn, [0])
+    >>> len(closed.jaxpr.invars), len(closed.jaxpr.outvars)   # (x, dx) -> (sin x, cos x * dx)
+    (2, 2)
     """
     structs = _operand_structs(eqn)
 
@@ -160,6 +169,15 @@ def vjp_jaxpr(eqn, diff: Sequence[int]) -> jcore.ClosedJaxpr:
 
     The jaxpr takes the equation's operands, then cotangents of its outputs;
     it returns the cotangents of the operands ``diff``.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> from braintrace.compiler.jaxpr_tools import vjp_jaxpr
+    >>> (eqn,) = jax.make_jaxpr(lambda x, y: x * y)(jnp.ones(3), jnp.ones(3)).jaxpr.eqns
+    >>> closed = vjp_jaxpr(eqn, [1])
+    >>> len(closed.jaxpr.invars), len(closed.jaxpr.outvars)   # (x, y, ct) -> (x * ct,)
+    (3, 1)
     """
     structs = _operand_structs(eqn)
     out_structs = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.outvars]

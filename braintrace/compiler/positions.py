@@ -190,6 +190,23 @@ def propagate_alignment(
 
     Returns ``{var: (m, e)}`` for aligned variables and ``{var: None}`` for
     variables that depend on the sources through a position-mixing operation.
+
+    Examples
+    --------
+    A surrogate spike (a ``jax.custom_jvp`` whose rule is element-wise) keeps
+    positions; a sum mixes them:
+
+    >>> import jax, jax.numpy as jnp
+    >>> import braintrace
+    >>> from braintrace.compiler.jaxpr_tools import UseDef
+    >>> from braintrace.compiler.positions import propagate_alignment
+    >>> def step(v):
+    ...     s = braintrace.nn.surrogate.sigmoid(v - 1.0)
+    ...     return 0.9 * v - s, v - v.sum()
+    >>> jaxpr = jax.make_jaxpr(step)(jnp.zeros(4)).jaxpr
+    >>> align = propagate_alignment(UseDef(jaxpr), {jaxpr.invars[0]: (0, 0)}, (4,))
+    >>> [align[v] for v in jaxpr.outvars]
+    [(0, 0), None]
     """
     return _propagate(usedef, sources, varshape, through, stop, ())
 
