@@ -25,6 +25,7 @@ import jax.extend.core as jcore
 from ..errors import NotSupportedError
 from ..primitives import REGISTRY
 from .diagnostics import CompilationRecord, DiagnosticKind, DiagnosticLevel
+from .hidden_groups import cut_data_inputs
 from .jaxpr_tools import CONTROL_FLOW_PRIMITIVES, CUSTOM_RULE_PRIMITIVES, UseDef, is_literal
 from .module_info import ModuleInfo, path_str
 
@@ -131,19 +132,24 @@ def _check_custom_rule(eqn, usedef: UseDef, minfo: ModuleInfo, names: list[str])
 def _check_custom_vjp_on_transition(minfo: ModuleInfo, usedef: UseDef) -> None:
     """Refuse a ``custom_vjp`` between the old hidden values (or an ETP output) and the new ones.
 
-    The learners differentiate that part of the step forward (``jax.jvp``) to
-    get the Jacobian blocks and ``df``; JAX cannot push a tangent through a
-    ``custom_vjp``, so the first step would fail inside JAX.
+    The learners differentiate that part of the step forward (``jax.jvp``), with
+    every ETP data input cut, to get the Jacobian blocks and ``df``; JAX cannot
+    push a tangent through a ``custom_vjp``, so the first step would fail inside
+    JAX. A ``custom_vjp`` that feeds only ETP data inputs (a spike sent to the
+    next layer) or only the output is not on that path and is allowed.
     """
     jaxpr = minfo.jaxpr
+    cut = cut_data_inputs(minfo)  # what the learners differentiate forward stops at every ETP data input
     starts = [minfo.hidden_in_var(s) for s in minfo.hidden_slots]
     starts += [e.outvars[entry.y_outvar_index] for e in jaxpr.eqns if (entry := REGISTRY.get(e.primitive)) is not None]
-    after = usedef.forward(starts)
+    after = usedef.forward(starts, through=cut)
     hidden_out = {minfo.hidden_out_var(s): s.path for s in minfo.hidden_slots}
-    for eqn in jaxpr.eqns:
-        if not eqn.primitive.name.startswith("custom_vjp") or not any(v in after for v in eqn.invars if not is_literal(v)):
+    for i, eqn in enumerate(jaxpr.eqns):
+        if not eqn.primitive.name.startswith("custom_vjp") or not any(
+            v in after and cut(i, k) for k, v in enumerate(eqn.invars) if not is_literal(v)
+        ):
             continue
-        reached = sorted({path_str(hidden_out[v]) for v in usedef.forward(eqn.outvars) if v in hidden_out})
+        reached = sorted({path_str(hidden_out[v]) for v in usedef.forward(eqn.outvars, through=cut) if v in hidden_out})
         if reached:
             raise NotSupportedError(
                 f"The {_function_label(eqn)} lies on the update of hidden state "

@@ -218,3 +218,31 @@ def test_primitive_without_a_derivative_rule_counts_as_mixing():
     with pytest.warns(UserWarning, match="mixes positions"):
         graph = braintrace.compile_etrace_graph(Opaque("custom_jvp"), jnp.zeros(3))
     assert not graph.hidden_groups[0].elementwise
+
+
+class TwoLayers(brainstate.nn.Module):
+    """Layer 1's spikes feed layer 2 only through an ETP data input: off the forward-differentiated path."""
+
+    def __init__(self, spike, seed=0):
+        super().__init__()
+        rng = np.random.RandomState(seed)
+        self.spike = SPIKES[spike]
+        self.w1 = brainstate.ParamState(jnp.asarray(rng.randn(3, 4)))
+        self.w2 = brainstate.ParamState(jnp.asarray(rng.randn(4, 4)))
+        self.v1 = brainstate.HiddenState(jnp.asarray(rng.uniform(0.0, 1.2, 4)))
+        self.v2 = brainstate.HiddenState(jnp.asarray(rng.uniform(0.0, 1.2, 4)))
+
+    def update(self, x):
+        self.v1.value = 0.9 * self.v1.value + braintrace.matmul(x, self.w1.value)
+        self.v2.value = 0.8 * self.v2.value + braintrace.matmul(self.spike(self.v1.value - 1.0), self.w2.value)
+        return self.v2.value
+
+
+def test_custom_vjp_feeding_only_a_data_input_is_allowed(x64):
+    xs, _ = _data()
+    grads = {}
+    for spike in ("custom_vjp", "custom_jvp"):  # the same surrogate, through either rule
+        learner, _ = compile_recording_warnings(TwoLayers(spike), xs[0])
+        grads[spike], _ = online_sum(learner, xs, lambda out, t: jnp.sum(jnp.tanh(out)) * (t + 1.0))
+    assert float(jnp.abs(grads["custom_jvp"][("w1",)]).max()) > 1e-3
+    assert O.tree_max_rel_err(grads["custom_vjp"], grads["custom_jvp"]) < 1e-10
