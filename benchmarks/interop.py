@@ -186,10 +186,12 @@ def graph_compile_s(kind: str, spec: ModelSpec, readout: str, rounds: int) -> di
 def time_method(kind: str, method: str, spec: ModelSpec, readout: str, rounds: int) -> dict:
     """Jit compile seconds and per-step milliseconds of ``method`` for both builds, timed alternately.
 
-    Returns ``{'compile_s': {stack: s}, 'step_ms': {stack: ms}, 'fastest_ms': {stack: ms},
-    'ratio': r, 'fastest_ratio': f}``: median and fastest call per step, ``r`` the median
-    over rounds of (brainpy.state time / braintrace.nn time), ``f`` the ratio of the fastest calls
-    (on a loaded machine the fastest call is the one least disturbed).
+    Returns ``{'compile_s', 'step_ms', 'fastest_ms', 'cpu_ms'}`` (each ``{stack: value}``: jit
+    compile seconds; per step, the median and the fastest wall time and the median CPU time of
+    the process, all threads) and three ratios brainpy.state / braintrace.nn: ``'ratio'`` the
+    median over rounds of the wall-time ratio, ``'fastest_ratio'`` that of the fastest calls and
+    ``'cpu_ratio'`` that of the median CPU times. On a loaded machine the fastest call and the
+    CPU time are the least disturbed by other processes.
     """
     xs, ys = make_data(spec)
     calls, compile_s = {}, {}
@@ -203,16 +205,25 @@ def time_method(kind: str, method: str, spec: ModelSpec, readout: str, rounds: i
         calls[stack] = functools.partial(compiled, state_vals, xs, ys)
         jax.block_until_ready(calls[stack]())  # warm-up
     times: dict[str, list[float]] = {stack: [] for stack in STACKS}
+    cpu: dict[str, list[float]] = {stack: [] for stack in STACKS}
     for _ in range(rounds):
         for stack in STACKS:
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             jax.block_until_ready(calls[stack]())
             times[stack].append(time.perf_counter() - t0)
-    ratio = statistics.median(a / b for a, b in zip(*times.values()))
-    step_ms = {stack: 1e3 * statistics.median(t) / spec.T for stack, t in times.items()}
-    fastest_ms = {stack: 1e3 * min(t) / spec.T for stack, t in times.items()}
-    return {"compile_s": compile_s, "step_ms": step_ms, "fastest_ms": fastest_ms, "ratio": ratio,
-            "fastest_ratio": fastest_ms[STACKS[0]] / fastest_ms[STACKS[1]]}
+            cpu[stack].append(time.process_time() - c0)
+    bp, bt = STACKS
+    per_step = {
+        "step_ms": {stack: 1e3 * statistics.median(t) / spec.T for stack, t in times.items()},
+        "fastest_ms": {stack: 1e3 * min(t) / spec.T for stack, t in times.items()},
+        "cpu_ms": {stack: 1e3 * statistics.median(t) / spec.T for stack, t in cpu.items()},
+    }
+    ratios = {
+        "ratio": statistics.median(a / b for a, b in zip(times[bp], times[bt])),
+        "fastest_ratio": min(times[bp]) / min(times[bt]),
+        "cpu_ratio": statistics.median(cpu[bp]) / statistics.median(cpu[bt]),
+    }
+    return {"compile_s": compile_s, **per_step, **ratios}
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
@@ -233,18 +244,19 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
           f"jax {info['jax']} ({info['backend']}); {info['cpu']}, {info['affinity_cpus']} of {info['cpu_count']} CPUs, "
           f"load {os.getloadavg()[0]:.1f}; N={a.size}, B={a.batch}, T={a.T}, {a.readout} read-out; "
           "each pair: brainpy.state / braintrace.nn\n")
-    print("| model | method | graph compile ms | jit compile s | per step ms, median | per step ms, fastest | "
-          "ratio, median of rounds | ratio, fastest |")
+    print("| model | method | graph compile ms | jit compile s | step ms, median | step ms, fastest | "
+          "step CPU ms, median | ratio: median of rounds / fastest / CPU |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     rows = []
     for kind in a.models.split(","):
         graph = graph_compile_s(kind, spec, a.readout, a.rounds)
         for method in a.methods.split(","):
             row = {"model": kind, "method": method, "graph_s": graph, **time_method(kind, method, spec, a.readout, a.rounds)}
-            pair = [row[key][stack] for key in ("graph_s", "compile_s", "step_ms", "fastest_ms") for stack in STACKS]
-            print(f"| {kind} | {method} | {1e3 * pair[0]:.0f} / {1e3 * pair[1]:.0f} | {pair[2]:.2f} / {pair[3]:.2f} | "
-                  f"{pair[4]:.3f} / {pair[5]:.3f} | {pair[6]:.3f} / {pair[7]:.3f} | {row['ratio']:.2f} | "
-                  f"{row['fastest_ratio']:.2f} |", flush=True)
+            ms = {key: " / ".join(f"{row[key][stack]:.3f}" for stack in STACKS) for key in ("step_ms", "fastest_ms", "cpu_ms")}
+            print(f"| {kind} | {method} | {1e3 * graph[STACKS[0]]:.0f} / {1e3 * graph[STACKS[1]]:.0f} | "
+                  f"{row['compile_s'][STACKS[0]]:.2f} / {row['compile_s'][STACKS[1]]:.2f} | {ms['step_ms']} | "
+                  f"{ms['fastest_ms']} | {ms['cpu_ms']} | "
+                  f"{row['ratio']:.2f} / {row['fastest_ratio']:.2f} / {row['cpu_ratio']:.2f} |", flush=True)
             rows.append(row)
     return rows
 

@@ -83,7 +83,8 @@ def _etp_weight_invars(jaxpr) -> set[int]:
     for eqn in jaxpr.eqns:
         entry = REGISTRY.get(eqn.primitive)
         if entry is not None:
-            targets += [eqn.invars[k] for k in entry.trainable_invars(eqn.params, len(eqn.invars)).values()]
+            index = entry.trainable_invars(eqn.params, len(eqn.invars))
+            targets += [eqn.invars[k] for k in index.values()]
             continue
         for sub in _sub_jaxprs(eqn.params):
             targets += _outer_invars(eqn, sub, _etp_weight_invars(sub))
@@ -101,11 +102,13 @@ def _function_label(eqn) -> str:
 
 
 def _check_custom_rule(eqn, usedef: UseDef, minfo: ModuleInfo, names: list[str]) -> CompilationRecord:
-    """Raise if an ETP primitive inside a custom-derivative call reaches a hidden state; else a record."""
+    """Raise if an ETP primitive in a custom-derivative call reaches a hidden state; else a record."""
     jaxpr = minfo.jaxpr
     param_of = minfo.param_leaf_of_invar()
-    sources = [v for sub in _sub_jaxprs(eqn.params) for v in _outer_invars(eqn, sub, _etp_weight_invars(sub))]
-    paths = [param_of[u][0].path for v in sources if not is_literal(v) for u in usedef.backward([v]) if u in param_of]
+    subs = list(_sub_jaxprs(eqn.params))
+    sources = [v for sub in subs for v in _outer_invars(eqn, sub, _etp_weight_invars(sub))]
+    feeding = usedef.backward([v for v in sources if not is_literal(v)])
+    paths = [param_of[u][0].path for u in feeding if u in param_of]
     weights = sorted({path_str(p) for p in paths})
     hidden_out = {jaxpr.outvars[s.outvars[0]]: s.path for s in minfo.hidden_slots}
     reached = sorted({path_str(hidden_out[v]) for v in usedef.forward(eqn.outvars) if v in hidden_out})
@@ -115,15 +118,16 @@ def _check_custom_rule(eqn, usedef: UseDef, minfo: ModuleInfo, names: list[str])
     if reached:
         raise NotSupportedError(
             f"The {label} calls ETP primitive(s) {prims} on weight {wtext}, and its output reaches hidden "
-            f"state {', '.join(f'`{p}`' for p in reached)}. The compiler cannot see inside a custom-derivative "
+            f"state {', '.join(f'`{p}`' for p in reached)}. The compiler cannot see inside a "
+            "custom-derivative "
             f"function, so {wtext} could not learn online (it would receive only its instantaneous "
             "gradient). " + _CUSTOM_RULE_FIX
         )
     return CompilationRecord(
         DiagnosticKind.PRIMITIVE_INSIDE_CONTROL_FLOW,
         DiagnosticLevel.INFO,
-        f"The {label} calls ETP primitive(s) {prims} on weight {wtext}; its output reaches no hidden state, "
-        "so the weight receives its instantaneous gradient, as it would outside the function.",
+        f"The {label} calls ETP primitive(s) {prims} on weight {wtext}; its output reaches no hidden "
+        "state, so the weight receives its instantaneous gradient, as it would outside the function.",
         primitive=names[0],
         weight_path=paths[0] if paths else None,
     )
@@ -141,7 +145,10 @@ def _check_custom_vjp_on_transition(minfo: ModuleInfo, usedef: UseDef) -> None:
     jaxpr = minfo.jaxpr
     cut = cut_data_inputs(minfo)  # what the learners differentiate forward stops at every ETP data input
     starts = [minfo.hidden_in_var(s) for s in minfo.hidden_slots]
-    starts += [e.outvars[entry.y_outvar_index] for e in jaxpr.eqns if (entry := REGISTRY.get(e.primitive)) is not None]
+    for e in jaxpr.eqns:
+        entry = REGISTRY.get(e.primitive)
+        if entry is not None:
+            starts.append(e.outvars[entry.y_outvar_index])
     after = usedef.forward(starts, through=cut)
     hidden_out = {minfo.hidden_out_var(s): s.path for s in minfo.hidden_slots}
     for i, eqn in enumerate(jaxpr.eqns):
@@ -149,14 +156,16 @@ def _check_custom_vjp_on_transition(minfo: ModuleInfo, usedef: UseDef) -> None:
             v in after and cut(i, k) for k, v in enumerate(eqn.invars) if not is_literal(v)
         ):
             continue
-        reached = sorted({path_str(hidden_out[v]) for v in usedef.forward(eqn.outvars, through=cut) if v in hidden_out})
+        downstream = usedef.forward(eqn.outvars, through=cut)
+        reached = sorted({path_str(hidden_out[v]) for v in downstream if v in hidden_out})
         if reached:
             raise NotSupportedError(
                 f"The {_function_label(eqn)} lies on the update of hidden state "
-                f"{', '.join(f'`{p}`' for p in reached)}. The learners differentiate the hidden update in forward "
-                "mode (jax.jvp) to build the eligibility traces, and JAX cannot differentiate a custom_vjp "
-                "function in forward mode. Define it with jax.custom_jvp instead (braintrace.nn.surrogate and "
-                "braintools.surrogate spike functions already are forward-differentiable)."
+                f"{', '.join(f'`{p}`' for p in reached)}. The learners differentiate the hidden update in "
+                "forward mode (jax.jvp) to build the eligibility traces, and JAX cannot differentiate a "
+                "custom_vjp function in forward mode. Define it with jax.custom_jvp instead "
+                "(braintrace.nn.surrogate and braintools.surrogate spike functions already are "
+                "forward-differentiable)."
             )
 
 
@@ -204,8 +213,9 @@ def check_control_flow(minfo: ModuleInfo) -> tuple[CompilationRecord, ...]:
         else:
             raise NotSupportedError(
                 f"`{eqn.primitive.name}` inside the model's update hides ETP primitive(s) "
-                f"{', '.join(sorted(set(names)))} from the compiler, so their weights could not learn online. "
-                "Call the ETP primitives outside it (plain code, `jax.jit` and `jax.checkpoint` are seen through)."
+                f"{', '.join(sorted(set(names)))} from the compiler, so their weights could not learn "
+                "online. Call the ETP primitives outside it (plain code, `jax.jit` and `jax.checkpoint` "
+                "are seen through)."
             )
     _check_custom_vjp_on_transition(minfo, usedef)
     return tuple(records)

@@ -55,15 +55,16 @@ _MAX_NESTING = 8  # rules walked inside rules: deeper counts as mixing (a rule m
 
 
 def _rule_key(eqn) -> Any:
-    """What a rule is recognised by when it is met again inside itself: the primitive, or the custom function."""
+    """What a rule is recognised by when met again inside itself: the primitive, or the custom function."""
     if eqn.primitive in CUSTOM_RULE_PRIMITIVES:
         body = eqn.params.get("call_jaxpr")
-        return eqn.primitive, getattr(getattr(getattr(body, "jaxpr", None), "debug_info", None), "func_src_info", None)
+        debug = getattr(getattr(body, "jaxpr", None), "debug_info", None)
+        return eqn.primitive, getattr(debug, "func_src_info", None)
     return eqn.primitive
 
 
 def _by_derivative(prim) -> bool:
-    """Decided from its differentiation rule: a custom-derivative call, or a primitive from outside JAX."""
+    """Decided from its differentiation rule: a custom-derivative call or a primitive from outside JAX."""
     return prim in CUSTOM_RULE_PRIMITIVES or (prim not in _JAX_PRIMITIVES and REGISTRY.get(prim) is None)
 
 
@@ -248,9 +249,8 @@ def _propagate_body(body, eqn, deps, varshape, deciding):
 def _walk(closed, sources: dict[int, Align], varshape, deciding) -> list[Any]:
     """Alignment of every output of ``closed`` given its inputs ``{index: alignment}``."""
     jaxpr = closed.jaxpr
-    res = _propagate(
-        UseDef(jaxpr), {jaxpr.invars[i]: a for i, a in sources.items()}, varshape, lambda i, k: True, frozenset(), deciding
-    )
+    src = {jaxpr.invars[i]: a for i, a in sources.items()}
+    res = _propagate(UseDef(jaxpr), src, varshape, lambda i, k: True, frozenset(), deciding)
     return [_ABSENT if is_literal(v) else res.get(v, _ABSENT) for v in jaxpr.outvars]
 
 
@@ -274,7 +274,8 @@ def _derivative_rule(eqn, deps, varshape, deciding) -> list[Any]:
     try:
         if eqn.primitive.name.startswith("custom_vjp"):
             return _vjp_alignment(eqn, deps, diff, varshape, deciding)
-        walked = _walk(jvp_jaxpr(eqn, diff), {n_in + j: deps[k] for j, k in enumerate(diff)}, varshape, deciding)
+        tangents = {n_in + j: deps[k] for j, k in enumerate(diff)}
+        walked = _walk(jvp_jaxpr(eqn, diff), tangents, varshape, deciding)
     except Exception:  # noqa: BLE001 - no usable rule (e.g. non-differentiable): conservative
         return [MIXED] * n_out
     return walked[n_out:]
@@ -287,7 +288,7 @@ def _vjp_alignment(eqn, deps, diff, varshape, deciding) -> list[Any]:
     for v in eqn.outvars:
         shape = tuple(v.aval.shape)
         new = (len(varshape) - (len(shape) - next(iter(es))), next(iter(es))) if len(es) == 1 else None
-        ok = new is not None and jnp.issubdtype(v.aval.dtype, jnp.inexact) and _shape_of(new, varshape, shape)
+        ok = new is not None and _shape_of(new, varshape, shape) and jnp.issubdtype(v.aval.dtype, jnp.inexact)
         if not ok:
             return [MIXED] * len(eqn.outvars)
         outs.append(new)
