@@ -34,7 +34,7 @@ ELEMENTWISE_PRIMITIVES = frozenset(
         "abs_p acos_p acosh_p add_p add_jaxvals_p and_p asin_p asinh_p atan2_p atan_p atanh_p "
         "cbrt_p ceil_p clamp_p convert_element_type_p copy_p cos_p cosh_p digamma_p div_p "
         "eq_p erf_inv_p erf_p erfc_p exp2_p exp_p expm1_p floor_p ge_p gt_p igamma_p igammac_p "
-        "integer_pow_p is_finite_p le_p lgamma_p log1p_p log_p logistic_p lt_p max_p min_p mul_p "
+        "integer_pow_p is_finite_p le_p lgamma_p log1p_p log_p logistic_p lt_p max_p min_p mul_p name_p "
         "ne_p neg_p nextafter_p not_p one_minus_square_p or_p polygamma_p pow_p real_p imag_p reduce_precision_p "
         "rem_p round_p rsqrt_p select_n_p sign_p sin_p sinh_p sqrt_p square_p stop_gradient_p "
         "sub_p tan_p tanh_p xor_p zeta_p"

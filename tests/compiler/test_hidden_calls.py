@@ -12,6 +12,7 @@ compile time, naming the function and the weight.
 import brainstate
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 import numpy as np
 import pytest
 
@@ -65,8 +66,13 @@ def _soft_tanh_rule(primals, tangents):
     return jax.jvp(lambda a, h, y: a * h + jnp.tanh(y), primals, tangents)
 
 
+def _named_cell(a, h, x, w):
+    return a * h + checkpoint_name(jnp.tanh(braintrace.matmul(x, w)), "current")
+
+
 CELLS = {
     "plain": _cell,
+    "checkpoint_name": jax.checkpoint(_named_cell, policy=jax.checkpoint_policies.save_only_these_names("current")),
     "jax.checkpoint": jax.checkpoint(_cell),
     "jax.checkpoint(policy)": jax.checkpoint(_cell, policy=jax.checkpoint_policies.nothing_saveable),
     "jit(checkpoint)": jax.jit(jax.checkpoint(_cell)),
@@ -150,7 +156,7 @@ def _check_exact(model, xs, targets):
 @pytest.mark.parametrize(
     "cell,batch",
     [("plain", None), ("jax.checkpoint", None), ("jax.checkpoint", 2), ("jax.checkpoint(policy)", None),
-     ("jit(checkpoint)", None), ("workaround", 2)],
+     ("checkpoint_name", None), ("jit(checkpoint)", None), ("workaround", 2)],
 )
 def test_checkpoint_is_seen_through_and_exact(x64, cell, batch):
     model = Leaky(cell, batch=batch)
