@@ -54,6 +54,14 @@ class NotSupportedError(BraintraceError, ValueError):
       through the branch or loop body. Use ``jax.lax.select`` or a mask
       (``v * (1 - spike) + v_reset * spike``) instead; control flow is fine
       outside ``update`` (for example ``jax.lax.scan`` over time steps).
+    * An ETP primitive inside a ``jax.custom_jvp``/``jax.custom_vjp``
+      function whose output reaches a hidden state: seeing inside would bypass
+      the custom rule. Compute ``y = braintrace.matmul(x, w)`` outside and pass
+      ``y`` to the function (``jax.jit`` and ``jax.checkpoint`` are seen
+      through).
+    * A ``jax.custom_vjp`` function on the hidden update: the learners
+      differentiate the update in forward mode. Define it with
+      ``jax.custom_jvp``, as surrogate spike functions are.
 
     Examples
     --------
