@@ -2,7 +2,8 @@
 
 Write the model with ``brainstate``, route each weight that should learn online
 through an ETP primitive (:func:`matmul`, :func:`element_wise`, :func:`conv`,
-:func:`sparse_matmul`, :func:`lora_matmul`), wrap the model in a learner
+:func:`sparse_matmul`, :func:`lora_matmul`, :func:`embedding`,
+:func:`grouped_matmul`, :func:`einsum`), wrap the model in a learner
 (:class:`D_RTRL`, :class:`ES_D_RTRL`) and differentiate its output.
 ``__version__`` is the package version. The deprecated v0.1 class API
 (``MatMulOp``, ``ETraceParam``, ...) is served lazily from
@@ -82,7 +83,10 @@ from .algorithms import (
 )
 from .primitives import (
     conv as conv,
+    einsum as einsum,
     element_wise as element_wise,
+    embedding as embedding,
+    grouped_matmul as grouped_matmul,
     lora_matmul as lora_matmul,
     matmul as matmul,
     register_primitive as register_primitive,
@@ -141,7 +145,10 @@ __all__ = [
     "online_gradients",
     "bptt_gradients",
     "conv",
+    "einsum",
     "element_wise",
+    "embedding",
+    "grouped_matmul",
     "lora_matmul",
     "matmul",
     "register_primitive",

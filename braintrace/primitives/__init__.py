@@ -6,7 +6,10 @@ names are those :class:`jax.extend.core.Primitive` objects: ``etp_mv_p`` /
 ``etp_mm_p`` (:func:`matmul`, unbatched / batched ``x``), ``etp_elemwise_p``
 (:func:`element_wise`), ``etp_conv_p`` / ``etp_conv_batched_p`` (:func:`conv`),
 ``etp_sparse_mv_p`` / ``etp_sparse_mm_p`` (:func:`sparse_matmul`) and
-``etp_lora_mv_p`` / ``etp_lora_mm_p`` (:func:`lora_matmul`).
+``etp_lora_mv_p`` / ``etp_lora_mm_p`` (:func:`lora_matmul`), ``etp_embed_p`` /
+``etp_embed_batched_p`` (:func:`embedding`), ``etp_grouped_mv_p`` /
+``etp_grouped_mm_p`` (:func:`grouped_matmul`) and ``etp_einsum_p`` /
+``etp_einsum_batched_p`` (:func:`einsum`).
 
 Examples
 --------
@@ -54,6 +57,24 @@ from .lora import (
     etp_lora_mv_p as etp_lora_mv_p,
     lora_matmul as lora_matmul,
 )
+from .embedding import (
+    EmbeddingRule as EmbeddingRule,
+    embedding as embedding,
+    etp_embed_batched_p as etp_embed_batched_p,
+    etp_embed_p as etp_embed_p,
+)
+from .grouped import (
+    GroupedRule as GroupedRule,
+    etp_grouped_mm_p as etp_grouped_mm_p,
+    etp_grouped_mv_p as etp_grouped_mv_p,
+    grouped_matmul as grouped_matmul,
+)
+from .einsum import (
+    EinsumRule as EinsumRule,
+    einsum as einsum,
+    etp_einsum_batched_p as etp_einsum_batched_p,
+    etp_einsum_p as etp_einsum_p,
+)
 
 __all__ = [
     "REGISTRY",
@@ -70,9 +91,15 @@ __all__ = [
     "conv",
     "sparse_matmul",
     "lora_matmul",
+    "embedding",
+    "grouped_matmul",
+    "einsum",
     "ConvRule",
     "SparseRule",
     "LoraRule",
+    "EmbeddingRule",
+    "GroupedRule",
+    "EinsumRule",
     "etp_mm_p",
     "etp_mv_p",
     "etp_elemwise_p",
@@ -82,4 +109,10 @@ __all__ = [
     "etp_sparse_mm_p",
     "etp_lora_mv_p",
     "etp_lora_mm_p",
+    "etp_embed_p",
+    "etp_embed_batched_p",
+    "etp_grouped_mv_p",
+    "etp_grouped_mm_p",
+    "etp_einsum_p",
+    "etp_einsum_batched_p",
 ]

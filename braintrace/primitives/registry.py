@@ -77,6 +77,11 @@ class ETPPrimitive:
         The D_RTRL trace rule of the other (x-dependent) trainable inputs.
     batched_partner : ETPPrimitive or None
         For an unbatched primitive, the batched form that ``jax.vmap`` binds.
+    x_linear : bool
+        Whether ``y`` is linear in the data input ``x``, so that a running sum
+        of past inputs may stand in for ``x`` in :meth:`xy_to_dw` (the
+        presynaptic traces of ES_D_RTRL, OTTT and OTPE). ``False`` for an index
+        input (:func:`braintrace.embedding`): a sum of indices is no index.
 
     Examples
     --------
@@ -98,6 +103,7 @@ class ETPPrimitive:
     diagonal_names: frozenset[str]
     trace_rule: TraceRule
     batched_partner: "ETPPrimitive | None" = None
+    x_linear: bool = True
 
     @property
     def name(self) -> str:
@@ -431,6 +437,7 @@ def define_primitive(
     diagonal_names: tuple[str, ...] = ("bias",),
     trace_rule: TraceRule | None = None,
     batched_partner: ETPPrimitive | None = None,
+    x_linear: bool = True,
 ) -> ETPPrimitive:
     """Create a JAX primitive with every rule, register it, return its entry.
 
@@ -457,6 +464,7 @@ def define_primitive(
         diagonal_names=frozenset(diagonal_names),
         trace_rule=trace_rule if trace_rule is not None else FullJacobianRule(),
         batched_partner=batched_partner,
+        x_linear=x_linear,
     )
     REGISTRY.add(entry)
     return entry
@@ -473,6 +481,7 @@ def register_primitive(
     y_outvar_index: int = 0,
     diagonal_names: tuple[str, ...] = ("bias",),
     trace_rule: TraceRule | None = None,
+    x_linear: bool = True,
 ) -> Primitive:
     r"""Register a custom ETP primitive and return the JAX primitive to bind.
 
@@ -512,6 +521,11 @@ def register_primitive(
         D_RTRL trace rule for the x-dependent trainable inputs. The default,
         :class:`FullJacobianRule`, is exact for any primitive but stores the
         full per-position Jacobian; give a compact rule for large weights.
+    x_linear : bool, default True
+        Whether ``impl`` is linear in the data input. Learners that keep a
+        trace of past inputs (ES_D_RTRL, OTTT, OTPE) substitute it for ``x``
+        only when this holds; give ``False`` for a primitive whose data input
+        is an index or enters non-linearly.
 
     Returns
     -------
@@ -543,6 +557,7 @@ def register_primitive(
             y_outvar_index=y_outvar_index,
             diagonal_names=diagonal_names,
             trace_rule=trace_rule,
+            x_linear=x_linear,
         )
     else:
         partner = None
@@ -557,5 +572,6 @@ def register_primitive(
         diagonal_names=diagonal_names,
         trace_rule=trace_rule,
         batched_partner=partner,
+        x_linear=x_linear,
     )
     return entry.primitive
