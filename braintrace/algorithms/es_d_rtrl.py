@@ -13,7 +13,9 @@ and an output trace, both exponentially smoothed with decay ``α``:
 with the bias correction ``c_t = 1 - α^{k+1}``, ``k`` the number of time steps
 since the last reset. Memory is ``O(B·(I+O)·S)`` per relation. Inputs that
 enter by broadcasting (biases, element-wise weights) keep their exact D_RTRL
-trace, whose size is already ``O(B·O·S)``. Relations whose outputs are summed
+trace, whose size is already ``O(B·O·S)``; so do the weights of a primitive
+whose data input is an index (``x_linear=False``, e.g. :func:`braintrace.embedding`:
+a decayed sum of indices is no index). Relations whose outputs are summed
 before any other use (an input and a recurrent current, see
 :attr:`~braintrace.compiler.ETraceGraph.output_classes`) have equal ``df``,
 hence equal ``ε_f``: they share one output trace.
@@ -138,7 +140,7 @@ class IODimVjpAlgorithm(ETraceVjpAlgorithm):
         return _shared_output_key(self, r, gi, self._factored)
 
     def _factored(self, r) -> bool:
-        return r.entry.x_invar_index is not None and bool(self._names(r)[1])
+        return r.entry.x_invar_index is not None and r.entry.x_linear and bool(self._names(r)[1])
 
     def _own_traces(self, r) -> bool:
         """Whether the relation keeps traces of its own (diagonal names, or names without ``x``)."""

@@ -377,6 +377,13 @@ def _check_presynaptic(learner, owner: str, why: str) -> None:
                 f"inputs {fact} that depend on no data input, so there is no presynaptic trace to keep. "
                 "Use D_RTRL for this primitive, or register it with `x_invar_index`.",
             )
+        if fact and not r.entry.x_linear:
+            _abort_compile(
+                learner,
+                f"{owner}: ETP primitive {r.entry.name} (weight `{path_str(r.weight_path)}`) takes a data input "
+                "that is not a vector it is linear in (e.g. the indices of braintrace.embedding): a trace of past "
+                "inputs cannot stand in for it. Use D_RTRL or ES_D_RTRL, which keep this weight's exact trace.",
+            )
 
 
 def _shared_output_key(learner, relation, gi: int, member) -> str:
