@@ -79,16 +79,18 @@ def _impl(x, weight, *bias, subscripts):
     return y
 
 
-def _source(x: Array, s: _Spec) -> Array:
-    """``∂y[v]/∂w[W_y(v), c]``: ``x`` summed over its own letters, shape ``(*lead, *Y', *W_c)``.
+def _factor(x: Array, s: _Spec, varshape: tuple[int, ...], wc: tuple[int, ...]) -> Array:
+    """``a[v, c] = ∂y[v]/∂w[W_y(v), c]``, shape ``(*V, *W_c)``: ``x`` summed over its own letters.
 
-    ``Y'`` is the output's shape with 1 for the letters ``x`` does not carry.
+    Computed as ``(*lead, *Y', *W_c)``, with ``Y'`` the output's shape with 1
+    for the letters ``x`` does not carry, then broadcast to the hidden shape.
     """
     letters = s.yx + s.wc
     xr = jnp.einsum(f"...{s.x}->...{letters}", x)
     lead = xr.shape[: xr.ndim - len(letters)]
     size = dict(zip(letters, xr.shape[len(lead):]))
-    return xr.reshape(lead + tuple(size.get(c, 1) for c in s.y) + tuple(size[c] for c in s.wc))
+    xr = xr.reshape(lead + tuple(size.get(c, 1) for c in s.y) + tuple(size[c] for c in s.wc))
+    return jnp.broadcast_to(xr, tuple(varshape) + wc)
 
 
 def _wc_shape(s: _Spec, weight: Array) -> tuple[int, ...]:
@@ -159,7 +161,7 @@ class EinsumRule:
         s = _Spec.parse(params["subscripts"])
         varshape, S = df.shape[:-1], df.shape[-1]
         wc = _wc_shape(s, operands[1])
-        a = jnp.broadcast_to(_source(operands[0], s), varshape + wc).astype(df.dtype)
+        a = _factor(operands[0], s, varshape, wc).astype(df.dtype)
         eps = trace["weight"]
         new = apply_block(D, eps.astype(D.dtype), extra_axes=len(wc), at=len(varshape))
         new = new + a[..., None] * df.reshape(varshape + (1,) * len(wc) + (S,))
@@ -179,7 +181,7 @@ class EinsumRule:
         s = _Spec.parse(params["subscripts"])
         K, varshape, S = u_seq.shape[0], u_seq.shape[1:-1], u_seq.shape[-1]
         wc = _wc_shape(s, operands[1])
-        a = jax.vmap(lambda xk: jnp.broadcast_to(_source(xk, s), varshape + wc))(x_seq).astype(u_seq.dtype)
+        a = jax.vmap(lambda xk: _factor(xk, s, varshape, wc))(x_seq).astype(u_seq.dtype)
         M, C = math.prod(varshape), math.prod(wc)
         acc = jnp.einsum("kmc,kms->mcs", a.reshape(K, M, C), u_seq.reshape(K, M, S))
         return {"weight": acc.reshape(varshape + wc + (S,)).astype(template["weight"].dtype)}
@@ -199,8 +201,8 @@ class EinsumRule:
         eps = trace["weight"].astype(delta.dtype)
         eps = eps.reshape((M,) + eps.shape[n_lead:])
         d = delta.reshape((M,) + delta.shape[n_lead:])
-        h, st = s.fresh(_RESERVED)[0], s.fresh(_RESERVED)[1]
-        g = jnp.einsum(f"{h}{s.y}{s.wc}{st},{h}{s.y}{st}->{s.w}", eps, d)
+        spare = s.fresh(_RESERVED)  # a letter for the flattened leading axes, one for the states
+        g = jnp.einsum(f"{spare[0]}{s.y}{s.wc}{spare[1]},{spare[0]}{s.y}{spare[1]}->{s.w}", eps, d)
         return {"weight": g}
 
     def diagonal_to_param(

@@ -44,9 +44,8 @@ class GroupedRule(DenseRule):
 
     This is :class:`~braintrace.primitives.dense.DenseRule` (its ``init``,
     ``update`` and ``accumulate``) with the group axis as one more batch axis,
-    kept apart in the contraction. Memory
-    is ``|B|·G·I·O·S``, ``G`` times less than the dense trace of the
-    equivalent ``(G·I, G·O)`` block-diagonal matrix.
+    kept apart in the contraction. Memory is ``|B|·G·I·O·S``, ``G`` times less
+    than the dense trace of the equivalent ``(G·I, G·O)`` block-diagonal matrix.
 
     Examples
     --------

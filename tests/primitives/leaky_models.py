@@ -31,15 +31,17 @@ class LeakyOp(brainstate.nn.Module):
     """``h = a h + (1-a) tanh(op(inp, **w))``, ``out = flat(h) @ W_out``.
 
     ``params`` is the dict handed to ``op`` as keyword arguments (one
-    ``ParamState``); ``core`` the shape of ``h`` without batch axes.
+    ``ParamState``), or ``None`` when ``op`` is a layer holding its own
+    parameters; ``core`` the shape of ``h`` without batch axes.
     """
 
-    def __init__(self, op: Callable[..., Any], params: dict, core: tuple[int, ...], *, recurrent: bool = False,
-                 n_out: int = 2, seed: int = 0):
+    def __init__(self, op: Callable[..., Any], params: dict | None, core: tuple[int, ...], *,
+                 recurrent: bool = False, n_out: int = 2, seed: int = 0):
         super().__init__()
         rng = np.random.RandomState(seed)
         self.op, self.core, self.recurrent = op, tuple(core), recurrent
-        self.w = brainstate.ParamState(params)
+        if params is not None:
+            self.w = brainstate.ParamState(params)
         self.readout = brainstate.ParamState(jnp.asarray(rng.randn(math.prod(core), n_out) / math.sqrt(math.prod(core))))
         self.a = jax.nn.sigmoid(jnp.asarray(rng.randn(*core)))
         self.h0 = jnp.asarray(rng.randn(*core) * 0.5)
@@ -51,7 +53,7 @@ class LeakyOp(brainstate.nn.Module):
 
     def update(self, x):
         inp = jnp.concatenate([x, self.h.value], axis=-1) if self.recurrent else x
-        y = self.op(inp, **self.w.value)
+        y = self.op(inp, **self.w.value) if hasattr(self, "w") else self.op(inp)
         self.h.value = self.a * self.h.value + (1 - self.a) * jnp.tanh(y)
         flat = self.h.value.reshape(self.h.value.shape[: self.h.value.ndim - len(self.core)] + (-1,))
         return flat @ self.readout.value
