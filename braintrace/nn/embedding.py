@@ -111,6 +111,7 @@ class Embedding(brainstate.nn.Module):
             )
         y = embedding(indices, self.weight.value["weight"])
         if self.padding_idx is not None:
-            keep = (indices % self.num_embeddings != self.padding_idx)[..., None]
-            y = y * keep.astype(u.get_mantissa(y).dtype)
+            # an out-of-range index is never the pad: its row of NaN stays visible
+            rows = jnp.where(indices < 0, indices + self.num_embeddings, indices)
+            y = u.math.where((rows != self.padding_idx)[..., None], y, u.math.zeros_like(y))
         return y

@@ -70,3 +70,10 @@ def test_d_rtrl_equals_bptt_through_the_layer(x64, padding_idx):
     model = L.LeakyOp(layer, None, (3,))
     xs = jnp.asarray(np.random.RandomState(4).randint(0, 6, size=(L.T, 2)), jnp.int32)
     L.check_d_rtrl_equals_bptt(model, xs, 2, windows=(None,) if padding_idx is None else (3,))
+
+
+def test_an_out_of_range_index_is_never_taken_for_the_pad():
+    layer = Embedding(5, 2, padding_idx=0)
+    y = layer(jnp.array([5, -6, 0, -5]))  # 5 and -6 are out of range; -5 is row 0, the pad
+    assert bool(jnp.all(jnp.isnan(y[:2])))
+    assert_close(y[2:], jnp.zeros((2, 2)))
