@@ -57,9 +57,10 @@ class EmbeddingRule(DenseRule):
                           + [\mathrm{idx}^t[p] = r]\, df^t[p, e, s], \qquad
         \bar T[r, e] = \sum_{p, s} δ[p, e, s]\, ε[p, r, e, s].
 
-    This is the dense trace of ``onehot(idx) @ T`` (layout ``(*P, N, d, S)``,
-    as :class:`~braintrace.primitives.dense.DenseRule` with ``I = N``), with
-    the source term written as a scatter into the row used.
+    This is the dense trace of ``onehot(idx) @ T`` (layout ``(*P, N, d, S)``:
+    :class:`~braintrace.primitives.dense.DenseRule` with ``I = N``, whose
+    ``init`` and ``contract`` it keeps), with the source term written as a
+    scatter into the row used.
 
     Memory order. A row keeps a decaying, position-dependent trace after it was
     used, so the exact trace is ``O(|P|·N·d·S)``: table-sized per batch element
@@ -88,19 +89,6 @@ class EmbeddingRule(DenseRule):
     >>> trace["weight"][0, :, 0, 0].tolist()                    # only row idx[0] = 2 received df
     [0.0, 0.0, 1.0, 0.0, 0.0]
     """
-
-    def init(
-        self,
-        entry: ETPPrimitive,
-        operands: Sequence[Array],
-        params: Mapping[str, Any],
-        names: tuple[str, ...],
-        varshape: tuple[int, ...],
-        num_state: int,
-        dtype: Any,
-    ) -> dict[str, Array]:
-        n, d = operands[1].shape
-        return {"weight": jnp.zeros(tuple(varshape[:-1]) + (n, d, num_state), dtype)}
 
     @staticmethod
     def _scatter(eps: Array, rows: Array, src: Array) -> Array:
