@@ -280,6 +280,7 @@ def test_d_rtrl_equals_bptt_on_a_leaky_model(x64, name, batch):
     L.check_d_rtrl_equals_bptt(model, xs, batch)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,batch", [("grouped", 2)])
 def test_d_rtrl_equals_the_diagonal_reference_when_recurrent(x64, name, batch):
     model, xs = make_model(name, batch, recurrent=True)

@@ -206,6 +206,7 @@ def test_d_rtrl_equals_bptt_on_a_leaky_model(x64, batch):
     L.check_d_rtrl_equals_bptt(model, xs, batch)
 
 
+@pytest.mark.slow
 def test_d_rtrl_equals_the_diagonal_reference_when_recurrent(x64):
     model, xs = make_model(2, recurrent=True)
     L.check_d_rtrl_equals_diagonal_reference(model, xs, 2)
