@@ -63,9 +63,19 @@ def _rule_key(eqn) -> Any:
     return eqn.primitive
 
 
+#: structural primitives :func:`_rule` knows by name (some, like ``stack`` in jax 0.10, are not
+#: listed in ``jax.extend.core.primitives``)
+_STRUCTURAL = frozenset((
+    "broadcast_in_dim", "reshape", "squeeze", "slice", "split", "unstack", "concatenate", "stack",
+    "transpose", "copy", "copy_p", "optimization_barrier",
+))
+
+
 def _by_derivative(prim) -> bool:
     """Decided from its differentiation rule: a custom-derivative call or a primitive from outside JAX."""
-    return prim in CUSTOM_RULE_PRIMITIVES or (prim not in _JAX_PRIMITIVES and REGISTRY.get(prim) is None)
+    if prim in CUSTOM_RULE_PRIMITIVES:
+        return True
+    return prim not in _JAX_PRIMITIVES and prim.name not in _STRUCTURAL and REGISTRY.get(prim) is None
 
 
 def _fits(shape, varshape, m: int, e: int) -> bool:

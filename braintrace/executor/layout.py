@@ -55,7 +55,7 @@ class StepLayout:
     >>> cell = braintrace.nn.GRUCell(2, 3)
     >>> _ = brainstate.nn.init_all_states(cell)
     >>> layout = StepLayout(braintrace.compile_etrace_graph(cell, jnp.zeros(2)))
-    >>> [s.path for s in layout.param_slots], layout.hidden_state_pos
+    >>> sorted(s.path for s in layout.param_slots), layout.hidden_state_pos
     ([('Wh', 'weight'), ('Wr', 'weight'), ('Wz', 'weight')], {('h',): 0})
     """
 

@@ -246,3 +246,12 @@ def test_custom_vjp_feeding_only_a_data_input_is_allowed(x64):
         grads[spike], _ = online_sum(learner, xs, lambda out, t: jnp.sum(jnp.tanh(out)) * (t + 1.0))
     assert float(jnp.abs(grads["custom_jvp"][("w1",)]).max()) > 1e-3
     assert O.tree_max_rel_err(grads["custom_vjp"], grads["custom_jvp"]) < 1e-10
+
+
+def test_hidden_group_state_sliced_and_stacked_is_elementwise():
+    """A HiddenGroupState read as ``va[..., 0]`` and written with ``jnp.stack`` (``stack`` is a
+    primitive of its own in jax 0.10, not in ``jax.extend.core.primitives``) keeps positions."""
+    model = O.make_adaptive(3, 4, 2, seed=0, grouped=True)
+    graph = braintrace.compile_etrace_graph(model, jnp.zeros(3))
+    assert graph.hidden_groups[0].elementwise and graph.hidden_groups[0].num_state == 2
+    assert [r.weight_path for r in graph.hidden_param_op_relations] == [("w",)]
