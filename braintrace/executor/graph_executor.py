@@ -121,35 +121,37 @@ class ETraceGraphExecutor:
     def group_derivatives(
         self, invals: Sequence[Any], group: HiddenGroup
     ) -> tuple[jax.Array, dict[int, jax.Array]]:
-        """``(D, {relation index: df})`` of one hidden group, in one forward-mode pass.
+        """``(D, {relation index: df})`` of one hidden group, by forward mode on its cut step.
 
         ``D[v, s, s'] = ∂h_s^t[v] / ∂h_{s'}^{t-1}[v]`` (cut) and
         ``df[v, s] = ∂h_s^t[v] / ∂y[v]`` for every relation reaching the group.
-        The ``S`` unit directions of the state and the ``R`` all-ones directions
-        of the relations' outputs are pushed through the cut step together,
-        batched on a tangent axis. A group whose transition mixes positions
-        gets its exact blocks from the full Jacobian instead.
+        One pass pushes the ``S`` unit directions of the state (batched on a
+        tangent axis when ``S > 1``), another the ``R`` all-ones directions of
+        the relations' outputs; each carries only its own tangents, so no work
+        is spent on zero tangents. A group whose transition mixes positions gets
+        its exact blocks from the full Jacobian instead.
         """
         rels = [r for r in self.graph.hidden_param_op_relations if group.index in r.hidden_groups]
         packed = group.pack({p: v for p, v in self.hidden_values(invals).items() if p in group.hidden_paths})
         S = group.num_state
         y_zero = {r.index: jnp.zeros(r.y_shape, self._y_dtype(r)) for r in rels}
         fn = self._cut_group_fn(invals, group, rels)
-        n_dirs = (S if group.elementwise else 0) + len(rels)
-        dh = jnp.zeros((n_dirs,) + packed.shape, packed.dtype)
-        if group.elementwise:
-            dh = dh.at[jnp.arange(S), ..., jnp.arange(S)].set(1.0)
-        base = S if group.elementwise else 0
-        dy = {
-            r.index: jnp.zeros((n_dirs,) + r.y_shape, self._y_dtype(r)).at[base + k].set(1.0)
-            for k, r in enumerate(rels)
-        }
-        cols = jax.vmap(lambda th, ty: jax.jvp(fn, (packed, y_zero), (th, ty))[1])(dh, dy) if n_dirs else packed[None]
-        if group.elementwise:
-            D = jnp.moveaxis(cols[:S], 0, -1)
-        else:
+        if not group.elementwise:
             D = self._dense_blocks(fn, packed, y_zero, group)
-        return D, {r.index: cols[base + k] for k, r in enumerate(rels)}
+        elif S == 1:
+            D = jax.jvp(lambda h: fn(h, y_zero), (packed,), (jnp.ones_like(packed),))[1][..., None]
+        else:
+            eye = jnp.eye(S, dtype=packed.dtype).reshape((S,) + (1,) * (packed.ndim - 1) + (S,))
+            dirs = jnp.broadcast_to(eye, (S,) + packed.shape)
+            cols = jax.vmap(lambda th: jax.jvp(lambda h: fn(h, y_zero), (packed,), (th,))[1])(dirs)
+            D = jnp.moveaxis(cols, 0, -1)
+        df: dict[int, jax.Array] = {}
+        for r in rels:
+            def fy(y, r=r):
+                return fn(packed, {**y_zero, r.index: y})
+
+            df[r.index] = jax.jvp(fy, (y_zero[r.index],), (jnp.ones(r.y_shape, self._y_dtype(r)),))[1]
+        return D, df
 
     def _y_dtype(self, relation: HiddenParamOpRelation) -> Any:
         eqn = self.minfo.jaxpr.eqns[relation.eqn_index]
