@@ -84,8 +84,10 @@ def _run_subprocess(task: str, learner: str, seeds: list[int], size: str, timeou
 def _meta(args: argparse.Namespace, started: str, complete: bool) -> dict:
     from benchmarks.measure import machine_info
 
-    return {"machine": machine_info(), "started": started, "complete": complete, "command": " ".join(sys.argv),
-            "options": {k: v for k, v in vars(args).items() if k != "worker"}}
+    command = " ".join(["python -m benchmarks.tasks", *sys.argv[1:]])
+    return {"machine": machine_info(), "started": started, "complete": complete,
+            "commands": [*getattr(args, "earlier_commands", []), command],
+            "options": {k: v for k, v in vars(args).items() if k not in ("worker", "earlier_commands")}}
 
 
 def _write(args: argparse.Namespace, started: str, runs: list[dict], complete: bool) -> dict:
@@ -115,6 +117,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                    help="one process per (task, learner), so peak RSS is its own; or everything in this process")
     p.add_argument("--timeout", type=float, default=None, help="seconds per (task, learner) process")
     p.add_argument("--out", default=None, help="JSON file of every run and the summary")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the runs already in --out and run only the (task, learner) pairs it lacks")
     p.add_argument("--md", default=None, help="markdown file for the table")
     p.add_argument("--fig", default=None, help="PNG of the learning curves (needs matplotlib)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -150,6 +154,16 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"braintrace task table ({args.size}): {len(jobs)} (task, learner) pairs x {len(seeds)} seeds, "
           f"isolate={args.isolate}", flush=True)
     runs: list[dict] = []
+    if args.resume and args.out and os.path.exists(args.out):
+        with open(args.out) as f:
+            previous = json.load(f)
+        started = previous["meta"]["started"]
+        meta = previous["meta"]
+        args.earlier_commands = meta.get("commands") or [c for c in [meta.get("command")] if c]
+        runs = [r for r in previous["runs"] if r.get("status") == "ok"]
+        done = {(r["task"], r["learner"]) for r in runs}
+        jobs = [j for j in jobs if j not in done]
+        print(f"resuming {args.out}: {len(done)} pairs kept, {len(jobs)} to run", flush=True)
     for task, learner in jobs:
         t0 = time.perf_counter()
         if args.isolate == "none":

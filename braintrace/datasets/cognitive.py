@@ -63,9 +63,15 @@ def copying(
     Parameters
     ----------
     n : int
-        Trials.
+        Number of trials ``N``.
     rng : RandomState or int
-    n_symbols, length, delay : int
+        Source of the symbols (an int is a seed).
+    n_symbols : int, default 4
+        Alphabet size ``K`` (one-hot input channels; the go cue is channel ``K``).
+    length : int, default 3
+        Symbols to remember.
+    delay : int, default 2
+        Blank steps between the last symbol and the first recall step.
 
     Returns
     -------
@@ -123,9 +129,23 @@ def evidence_accumulation(
     Parameters
     ----------
     n : int
+        Number of trials ``N``.
     rng : RandomState or int
-    n_cues, n_per_population, cue_steps, gap_steps, delay, recall_steps : int
-    cue_rate, noise_rate, majority : float
+        Source of the trials and the spikes (an int is a seed).
+    n_cues : int, default 7
+        Cues per trial (odd, so that one side always wins).
+    n_per_population : int, default 10
+        Input neurons ``P`` per population.
+    cue_steps, gap_steps : int, default 4 and 3
+        Duration of a cue and of the silence after it.
+    delay : int, default 15
+        Steps between the last cue's gap and the recall cue.
+    recall_steps : int, default 5
+        Duration of the recall cue, the scored steps.
+    cue_rate, noise_rate : float, default 0.4 and 0.05
+        Spike probability per step of an active cue population and of the noise population.
+    majority : float, default 0.7
+        Probability that a cue is on the trial's winning side.
 
     Returns
     -------
@@ -186,9 +206,20 @@ def delayed_match_to_sample(
     Parameters
     ----------
     n : int
+        Number of trials ``N``.
     rng : RandomState or int
-    n_stimuli, n_per_population, stimulus_steps, delay, response_steps : int
-    rate, background : float
+        Source of the trials and the spikes (an int is a seed).
+    n_stimuli : int, default 4
+        Stimulus populations ``K`` (at least 2); population ``K`` is the go cue.
+    n_per_population : int, default 8
+        Input neurons ``P`` per population.
+    stimulus_steps : int, default 5
+        Duration of the sample and of the test stimulus.
+    delay : int, default 50
+        Steps between the sample and the test stimulus.
+    response_steps : int, default 5
+        Duration of the go cue, the scored steps.
+    rate, background : float, default 0.5 and 0.02
         Spike probability per step of an active and of a silent population.
 
     Returns

@@ -159,8 +159,11 @@ def normalize(data: Sequences, reference: Sequences | None = None, *, method: st
     Parameters
     ----------
     data : Sequences
+        The sequences to scale.
     reference : Sequences, optional
-    method : {'zscore', 'minmax'}
+        Where the statistics come from (the training split); default ``data``.
+    method : {'zscore', 'minmax'}, default 'zscore'
+        Standardise, or map the reference's range to ``[0, 1]``.
 
     Returns
     -------

@@ -42,7 +42,8 @@ def sunspot_series(resolution: str = "monthly") -> np.ndarray:
 
     Parameters
     ----------
-    resolution : {'monthly', 'yearly'}
+    resolution : {'monthly', 'yearly'}, default 'monthly'
+        Monthly means (1749-01 to 2009-06) or yearly values (1700-2008).
 
     Returns
     -------
@@ -103,7 +104,9 @@ def sunspots(
     washout : int, default 16
         Masked steps at the start of each window (``0 <= washout < window``).
     test_fraction : float, default 0.2
-    resolution : {'monthly', 'yearly'}
+        The share of the series, at its end, kept for testing.
+    resolution : {'monthly', 'yearly'}, default 'monthly'
+        Which series (see :func:`sunspot_series`).
 
     Returns
     -------
@@ -159,6 +162,7 @@ def nmse(prediction: Any, target: Any, mask: Any = None) -> float:
     Parameters
     ----------
     prediction, target : array, shape (T, N, *G)
+        The predicted and the true values.
     mask : array, shape (T, N), optional
         Steps that count (default all).
 

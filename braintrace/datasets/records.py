@@ -126,6 +126,7 @@ def pad_sequences(
     n_steps : int, optional
         ``T`` of the result (at least the longest ``T_i``); default the longest.
     dtype : dtype, default float32
+        Data type of the result.
 
     Returns
     -------

@@ -162,8 +162,20 @@ def ssc(
 ) -> Sequences:
     """The spiking speech commands from ``ssc_{train,valid,test}.h5``, binned to ``n_steps`` steps.
 
-    Parameters as :func:`shd`; SSC recordings last up to 1 s (``max_time``)
-    and have 35 classes.
+    Parameters
+    ----------
+    path : str or path-like
+        A gunzipped SSC file (see the module documentation for where to get it).
+    n_steps : int, default 100
+        Time bins ``T`` over ``[0, max_time)``.
+    max_time : float, default 1.0
+        Seconds kept (SSC recordings last up to 1 s).
+    n_channels : int, default 700
+        Channels ``C`` after pooling neighbours (700: no pooling).
+    binary : bool, default False
+        Clip the counts to 1.
+    limit : int, optional
+        Read only the first ``limit`` recordings.
 
     Returns
     -------
