@@ -52,7 +52,7 @@ def device_peak_mb() -> float | None:
     return stats["peak_bytes_in_use"] / 2**20 if stats and "peak_bytes_in_use" in stats else None
 
 
-def _grad_fn(name: str, model: Any, spec: TaskSpec, B: int, n_in: int, loss_fn: Any) -> Any:
+def _grad_fn(name: str, model: Any, options: dict, B: int, n_in: int, loss_fn: Any) -> Any:
     import jax.numpy as jnp
 
     import braintrace
@@ -60,7 +60,7 @@ def _grad_fn(name: str, model: Any, spec: TaskSpec, B: int, n_in: int, loss_fn: 
 
     if name == "bptt":
         return lambda x, y: braintrace.bptt_gradients(model, x, y, loss_fn, batch_size=B)
-    learner = learner_class(name)(model, **learner_options(name, spec.model))
+    learner = learner_class(name)(model, **options)
     learner.compile_graph(jnp.zeros((B, n_in), jnp.float32))
     return lambda x, y: braintrace.online_gradients(learner, x, y, loss_fn, batch_size=B)
 
@@ -72,18 +72,23 @@ def _answers(out: np.ndarray, mask: np.ndarray, per_sequence: bool) -> np.ndarra
     return out.argmax(-1)
 
 
-def train_run(spec: TaskSpec, learner: str, seed: int, size: Size, size_name: str) -> dict:
+def train_run(
+    spec: TaskSpec, learner: str, seed: int, size: Size, size_name: str, overrides: dict | None = None
+) -> dict:
     """Train ``learner`` on ``spec`` from ``seed`` at ``size``; a JSON-serialisable record.
 
-    ``status`` is ``'ok'`` or ``'error'`` (with ``reason`` and a traceback).
+    ``overrides`` (``{learner name: {keyword: value}}``) replace hyper-parameters of
+    :func:`~benchmarks.task_suite.learner_options`. ``status`` is ``'ok'`` or
+    ``'error'`` (with ``reason`` and a traceback).
     """
+    options = {} if learner == "bptt" else {**learner_options(learner, spec.model), **(overrides or {}).get(learner, {})}
     rec: dict = {"task": spec.name, "learner": learner, "seed": seed, "size": size_name, "model": spec.model,
                  "metric": spec.metric, "hidden": size.hidden, "batch": size.batch, "lr": size.lr,
-                 "epochs": size.epochs}
+                 "epochs": size.epochs, "learner_options": options}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the compiler's notes (`braintrace graph` shows them)
-            _train(spec, learner, seed, size, rec)
+            _train(spec, learner, options, seed, size, rec)
     except Exception as err:  # noqa: BLE001 - recorded; the table goes on
         rec.update(status="error", reason=f"{type(err).__name__}: {err}", traceback=traceback.format_exc(limit=10))
     rec["rss_peak_mb"] = peak_rss_mb()
@@ -93,7 +98,7 @@ def train_run(spec: TaskSpec, learner: str, seed: int, size: Size, size_name: st
     return rec
 
 
-def _train(spec: TaskSpec, learner: str, seed: int, size: Size, rec: dict) -> None:
+def _train(spec: TaskSpec, learner: str, options: dict, seed: int, size: Size, rec: dict) -> None:
     import brainstate
     import jax
     import jax.numpy as jnp
@@ -120,7 +125,7 @@ def _train(spec: TaskSpec, learner: str, seed: int, size: Size, rec: dict) -> No
         return jnp.sum(jnp.sum((out - y) ** 2, axis=-1) * weight)
 
     t0 = time.perf_counter()
-    grad_fn = _grad_fn(learner, model, spec, B, n_in, loss_fn)
+    grad_fn = _grad_fn(learner, model, options, B, n_in, loss_fn)
     rec["setup_s"] = time.perf_counter() - t0
     optimizer = optax.adam(size.lr)
     opt_state = optimizer.init({k: v.value for k, v in params.items()})

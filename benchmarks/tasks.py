@@ -55,17 +55,20 @@ def plan(size: str, tasks: list[str] | None, learners: list[str] | None) -> list
     return out
 
 
-def _run_group(task: str, learner: str, seeds: list[int], size: str) -> list[dict]:
+def _run_group(task: str, learner: str, seeds: list[int], size: str, overrides: dict | None = None) -> list[dict]:
     from benchmarks.task_train import train_run
 
     spec = get_task(task)
-    return [train_run(spec, learner, seed, spec.size(size), size) for seed in seeds]  # type: ignore[arg-type]
+    return [train_run(spec, learner, seed, spec.size(size), size, overrides) for seed in seeds]  # type: ignore[arg-type]
 
 
-def _run_subprocess(task: str, learner: str, seeds: list[int], size: str, timeout: float | None) -> list[dict]:
+def _run_subprocess(
+    task: str, learner: str, seeds: list[int], size: str, timeout: float | None, overrides: dict
+) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "out.json")
-        job = json.dumps({"task": task, "learner": learner, "seeds": seeds, "size": size, "out": path})
+        job = json.dumps({"task": task, "learner": learner, "seeds": seeds, "size": size, "out": path,
+                          "overrides": overrides})
         cmd = [sys.executable, "-m", "benchmarks.tasks", "--worker", job]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
         try:
@@ -79,6 +82,22 @@ def _run_subprocess(task: str, learner: str, seeds: list[int], size: str, timeou
             reason = f"worker exited with {proc.returncode}: {proc.stderr[-2000:]}"
     return [{"task": task, "learner": learner, "seed": s, "size": size, "status": "error", "reason": reason}
             for s in seeds]
+
+
+def _overrides(items: list[str]) -> dict:
+    """``['es_d_rtrl.decay_or_rank=0.5']`` -> ``{'es_d_rtrl': {'decay_or_rank': 0.5}}``."""
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        name, dot, option = key.partition(".")
+        if not (sep and dot and name and option):
+            raise ValueError(f"--learner-option {item!r}: expected NAME.KEY=VALUE, e.g. es_d_rtrl.decay_or_rank=0.5.")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        out.setdefault(name, {})[option] = parsed
+    return out
 
 
 def _meta(args: argparse.Namespace, started: str, complete: bool) -> dict:
@@ -115,6 +134,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; --quick: 0)")
     p.add_argument("--isolate", choices=("learner", "none"), default="learner",
                    help="one process per (task, learner), so peak RSS is its own; or everything in this process")
+    p.add_argument("--learner-option", action="append", default=[], metavar="NAME.KEY=VALUE",
+                   help="override a learner's hyper-parameter, e.g. es_d_rtrl.decay_or_rank=0.5 (repeatable; "
+                   "VALUE is read as JSON, else kept as a string)")
     p.add_argument("--timeout", type=float, default=None, help="seconds per (task, learner) process")
     p.add_argument("--out", default=None, help="JSON file of every run and the summary")
     p.add_argument("--resume", action="store_true",
@@ -137,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = _parse(argv)
     if args.worker:  # one (task, learner) in this process, for the parent's --isolate learner
         job = json.loads(args.worker)
-        done = _run_group(job["task"], job["learner"], job["seeds"], job["size"])
+        done = _run_group(job["task"], job["learner"], job["seeds"], job["size"], job.get("overrides"))
         with open(job["out"], "w") as f:
             json.dump(done, f)
         return {"runs": done}
@@ -147,6 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name in learners or []:
         if name != "bptt":
             learner_class(name)  # an unknown name fails here, with the valid ones listed
+    overrides = _overrides(args.learner_option)
     tasks = None if args.tasks is None else [s.strip() for s in args.tasks.split(",") if s.strip()]
     seeds = [int(s) for s in args.seeds.split(",")]
     jobs = plan(args.size, tasks, learners)
@@ -161,15 +184,15 @@ def main(argv: list[str] | None = None) -> dict:
         meta = previous["meta"]
         args.earlier_commands = meta.get("commands") or [c for c in [meta.get("command")] if c]
         runs = [r for r in previous["runs"] if r.get("status") == "ok"]
-        done = {(r["task"], r["learner"]) for r in runs}
-        jobs = [j for j in jobs if j not in done]
-        print(f"resuming {args.out}: {len(done)} pairs kept, {len(jobs)} to run", flush=True)
+        kept = {(r["task"], r["learner"]) for r in runs}
+        jobs = [j for j in jobs if j not in kept]
+        print(f"resuming {args.out}: {len(kept)} pairs kept, {len(jobs)} to run", flush=True)
     for task, learner in jobs:
         t0 = time.perf_counter()
         if args.isolate == "none":
-            part = _run_group(task, learner, seeds, args.size)
+            part = _run_group(task, learner, seeds, args.size, overrides)
         else:
-            part = _run_subprocess(task, learner, seeds, args.size, args.timeout)
+            part = _run_subprocess(task, learner, seeds, args.size, args.timeout, overrides)
         runs.extend(part)
         for r in part:
             value = f"{r['final']:.3f}" if r.get("status") == "ok" else f"ERROR {r.get('reason', '')[:200]}"

@@ -116,3 +116,20 @@ def test_braintrace_bench_tasks_calls_the_checkouts_tasks_main(tmp_path, capsys)
         for name in [m for m in sys.modules if m == "benchmarks" or m.startswith("benchmarks.")]:
             del sys.modules[name]
         sys.modules.update(saved)
+
+
+def test_learner_options_from_the_command_line():
+    assert tasks._overrides(["es_d_rtrl.decay_or_rank=0.5", "eprop.feedback=random"]) == {
+        "es_d_rtrl": {"decay_or_rank": 0.5}, "eprop": {"feedback": "random"}}
+    with pytest.raises(ValueError, match="NAME.KEY=VALUE"):
+        tasks._overrides(["decay=0.5"])
+
+
+def test_resume_keeps_the_finished_pairs(tmp_path):
+    run = {"task": "sunspots", "learner": "bptt", "seed": 0, "status": "ok", "metric": "nmse", "final": 0.2,
+           "curve": {"test": [0.3, 0.2]}, "epoch_s": [1.0, 1.0], "T": 64, "description": "d"}
+    out = tmp_path / "r.json"
+    out.write_text(json.dumps({"meta": {"started": "then", "commands": ["first"]}, "runs": [run], "summary": []}))
+    result = tasks.main(["--size", "quick", "--tasks", "sunspots", "--learners", "bptt", "--resume", "--out", str(out)])
+    assert result["runs"] == [run] and result["meta"]["complete"]
+    assert result["meta"]["commands"][0] == "first" and len(result["meta"]["commands"]) == 2
