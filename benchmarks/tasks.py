@@ -125,15 +125,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "write a JSON, a markdown table and a figure of the learning curves.",
     )
     p.add_argument("--quick", action="store_true",
-                   help=f"CI size: --size quick, tasks {', '.join(QUICK_TASKS)}, one seed")
+                   help=f"CI size: --size quick, tasks {', '.join(QUICK_TASKS)}, one seed, --isolate none")
     p.add_argument("--size", choices=SIZES, default=None,
                    help="run size: tiny (tests), quick (CI), cpu (the reduced CPU table), full (GPU); default cpu")
     p.add_argument("--tasks", default=None, help=f"comma-separated subset of: {', '.join(task_names())}")
     p.add_argument("--learners", default=None, help="comma-separated subset (names of braintrace.algorithms.catalog, "
                    "and bptt)")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; --quick: 0)")
-    p.add_argument("--isolate", choices=("learner", "none"), default="learner",
-                   help="one process per (task, learner), so peak RSS is its own; or everything in this process")
+    p.add_argument("--isolate", choices=("learner", "none"), default=None,
+                   help="one process per (task, learner), so peak RSS is its own (the default); or everything in "
+                   "this process (the default of --quick)")
     p.add_argument("--learner-option", action="append", default=[], metavar="NAME.KEY=VALUE",
                    help="override a learner's hyper-parameter, e.g. es_d_rtrl.decay_or_rank=0.5 (repeatable; "
                    "VALUE is read as JSON, else kept as a string)")
@@ -151,6 +152,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         args.tasks = ",".join(QUICK_TASKS)
     if args.seeds is None:
         args.seeds = "0" if args.quick else "0,1,2"
+    if args.isolate is None:
+        args.isolate = "none" if args.quick else "learner"
     return args
 
 
