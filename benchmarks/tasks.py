@@ -142,6 +142,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="JSON file of every run and the summary")
     p.add_argument("--resume", action="store_true",
                    help="keep the runs already in --out and run only the (task, learner) pairs it lacks")
+    p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                   help="run nothing: merge the runs of these --out files (of one machine) into --out, --md, --fig")
     p.add_argument("--md", default=None, help="markdown file for the table")
     p.add_argument("--fig", default=None, help="PNG of the learning curves (needs matplotlib)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -157,6 +159,39 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _finish(args: argparse.Namespace, result: dict) -> dict:
+    table = format_markdown(result)
+    print(table)
+    if args.md:
+        with open(args.md, "w") as f:
+            f.write(table)
+    if args.fig:
+        print(f"wrote {args.fig}" if plot_curves(result, args.fig) else "no figure: matplotlib is not installed")
+    return result
+
+
+def _merge(args: argparse.Namespace) -> dict:
+    """The runs of several result files as one (the later file wins for a repeated task, learner and seed)."""
+    parts = []
+    for path in args.merge:
+        with open(path) as f:
+            parts.append(json.load(f))
+    by_key: dict = {}
+    for part in parts:
+        for r in part["runs"]:
+            by_key[(r["task"], r["learner"], r["seed"])] = r
+    meta = dict(parts[0]["meta"])
+    meta["commands"] = [c for p in parts for c in (p["meta"].get("commands") or [p["meta"].get("command", "")])]
+    meta["complete"] = all(p["meta"].get("complete") for p in parts)
+    meta["merged_from"] = list(args.merge)
+    runs = list(by_key.values())
+    result = {"meta": meta, "runs": runs, "summary": summarise(runs)}
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+    return _finish(args, result)
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the table as ``argv`` says; returns what ``--out`` holds."""
     args = _parse(argv)
@@ -166,6 +201,8 @@ def main(argv: list[str] | None = None) -> dict:
         with open(job["out"], "w") as f:
             json.dump(done, f)
         return {"runs": done}
+    if args.merge:
+        return _merge(args)
     from braintrace.algorithms.catalog import learner_class
 
     learners = None if args.learners is None else [s.strip() for s in args.learners.split(",") if s.strip()]
@@ -202,15 +239,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"  {task:14s} {learner:10s} seed {r['seed']}: {r.get('metric', '')} {value}", flush=True)
         print(f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
         _write(args, started, runs, complete=False)
-    result = _write(args, started, runs, complete=True)
-    table = format_markdown(result)
-    print(table)
-    if args.md:
-        with open(args.md, "w") as f:
-            f.write(table)
-    if args.fig:
-        print(f"wrote {args.fig}" if plot_curves(result, args.fig) else "no figure: matplotlib is not installed")
-    return result
+    return _finish(args, _write(args, started, runs, complete=True))
 
 
 if __name__ == "__main__":

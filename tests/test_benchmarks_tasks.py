@@ -133,3 +133,19 @@ def test_resume_keeps_the_finished_pairs(tmp_path):
     result = tasks.main(["--size", "quick", "--tasks", "sunspots", "--learners", "bptt", "--resume", "--out", str(out)])
     assert result["runs"] == [run] and result["meta"]["complete"]
     assert result["meta"]["commands"][0] == "first" and len(result["meta"]["commands"]) == 2
+
+
+def test_merge_combines_result_files(tmp_path):
+    def run(task, learner, seed, final):
+        return {"task": task, "learner": learner, "seed": seed, "status": "ok", "metric": "accuracy", "final": final,
+                "curve": {"test": [final]}, "epoch_s": [1.0], "T": 20, "description": "d"}
+
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"meta": {"commands": ["A"], "complete": False}, "runs": [run("copying", "bptt", 0, 0.5)]}))
+    b.write_text(json.dumps({"meta": {"command": "B", "complete": True},
+                             "runs": [run("copying", "bptt", 0, 0.6), run("dms", "bptt", 0, 0.7)]}))
+    out = tmp_path / "m.json"
+    result = tasks.main(["--merge", str(a), str(b), "--out", str(out), "--md", str(tmp_path / "m.md")])
+    assert [r["final"] for r in result["runs"]] == [0.6, 0.7]
+    assert result["meta"]["commands"] == ["A", "B"] and not result["meta"]["complete"]
+    assert json.loads(out.read_text())["summary"][0]["mean"] == 0.6 and "### Delayed" in (tmp_path / "m.md").read_text()
