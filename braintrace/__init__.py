@@ -56,7 +56,14 @@ from .compiler import (
     find_hidden_param_op_relations_from_minfo as find_hidden_param_op_relations_from_minfo,
     find_hidden_param_op_relations_from_module as find_hidden_param_op_relations_from_module,
 )
-from .training import bptt_gradients as bptt_gradients, online_gradients as online_gradients
+from .training import (
+    OnlineFitResult as OnlineFitResult,
+    bptt_gradients as bptt_gradients,
+    evaluate as evaluate,
+    online_evolve as online_evolve,
+    online_fit as online_fit,
+    online_gradients as online_gradients,
+)
 from .executor import ETraceGraphExecutor as ETraceGraphExecutor, ETraceVjpGraphExecutor as ETraceVjpGraphExecutor
 from .algorithms import (
     D_RTRL as D_RTRL,
@@ -80,6 +87,7 @@ from .algorithms import (
     OTTT as OTTT,
     PresynapticTrace as PresynapticTrace,
 )
+from .algorithms.compiling import compile as compile
 from .primitives import (
     conv as conv,
     element_wise as element_wise,
@@ -138,8 +146,13 @@ __all__ = [
     "PresynapticTrace",
     "KappaFilter",
     "FixedRandomFeedback",
+    "compile",
     "online_gradients",
     "bptt_gradients",
+    "online_evolve",
+    "evaluate",
+    "online_fit",
+    "OnlineFitResult",
     "conv",
     "element_wise",
     "lora_matmul",
