@@ -31,10 +31,12 @@ from . import nn as nn
 from . import compiler as compiler
 from . import executor as executor
 from . import algorithms as algorithms
+from . import checkpoint as checkpoint
 from .errors import (
     BraintraceError as BraintraceError,
     CompilationError as CompilationError,
     NotCompiledError as NotCompiledError,
+    CheckpointError as CheckpointError,
     NotSupportedError as NotSupportedError,
 )
 from .data import MultiStepData as MultiStepData, SingleStepData as SingleStepData
@@ -104,10 +106,12 @@ __all__ = [
     "compiler",
     "executor",
     "algorithms",
+    "checkpoint",
     "BraintraceError",
     "CompilationError",
     "NotCompiledError",
     "NotSupportedError",
+    "CheckpointError",
     "SingleStepData",
     "MultiStepData",
     "CompilationRecord",
