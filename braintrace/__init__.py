@@ -65,6 +65,7 @@ from .training import (
     online_evolve as online_evolve,
     online_fit as online_fit,
     online_gradients as online_gradients,
+    shard_batch as shard_batch,
 )
 from .executor import ETraceGraphExecutor as ETraceGraphExecutor, ETraceVjpGraphExecutor as ETraceVjpGraphExecutor
 from .algorithms import (
@@ -157,6 +158,7 @@ __all__ = [
     "evaluate",
     "online_fit",
     "OnlineFitResult",
+    "shard_batch",
     "conv",
     "element_wise",
     "lora_matmul",
