@@ -20,6 +20,8 @@ import sys
 import time
 from typing import Any
 
+from . import resume
+
 __all__ = ["Algorithm", "ALGORITHMS", "RESULT_FORMAT", "RESULT_PATTERN", "add_parser", "run", "train", "plot"]
 
 #: The last line ``braintrace train`` prints (the README quotes it).
@@ -117,6 +119,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", default="braintrace-train", help="folder for metrics.json and learning_curves.png")
     p.add_argument("--quick", action="store_true", help="reduced size (a few seconds of training)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar, one line per epoch")
+    resume.add_arguments(p)
     p.set_defaults(run=run)
     return p
 
@@ -205,7 +208,7 @@ def _learner_and_grad_fn(cfg: dict, model: Any, task: Any, loss_fn: Any) -> Any:
     return lambda x, y: braintrace.online_gradients(learner, x, y, loss_fn, batch_size=B)
 
 
-def train(cfg: dict, progress_plain: bool = False, log: Any = print) -> dict:
+def train(cfg: dict, progress_plain: bool = False, log: Any = print, checkpoints: Any = None) -> dict:
     """Train as configured by ``cfg`` (see :func:`_config`) and return the metrics."""
     import warnings
 
@@ -282,12 +285,19 @@ def train(cfg: dict, progress_plain: bool = False, log: Any = print) -> dict:
         f"{total} Adam steps (lr {cfg['lr']:g}), seed {cfg['seed']}")
     hist: dict[str, list] = {"step": [], "loss": [], "train_acc": [], "epoch_step": [], "test_acc": []}
     step, t_train, compile_s = 0, 0.0, None
+    first_epoch, done = 0, 0  # resumed: the epoch and its batches already taken
+    if checkpoints is not None and checkpoints.resume:
+        opt_state, at = checkpoints.restore(model, opt_state)
+        step, first_epoch, done, hist = at.step, at.epoch, at.batch, at.history
+        rng.set_state(at.rng_state)
+        log(f"resumed {checkpoints.resume} at step {step}")
     with _Progress(total, progress_plain) as bar:
         log_line = bar.log
-        for epoch in range(n_epochs):
+        for epoch in range(first_epoch, n_epochs):
+            epoch_rng = rng.get_state()
             data = task.train(rng)
             order = rng.permutation(len(data))
-            for b in range(per_epoch):
+            for b in range(done if epoch == first_epoch else 0, per_epoch):
                 if step >= total:
                     break
                 idx = order[b * B : (b + 1) * B]
@@ -306,6 +316,8 @@ def train(cfg: dict, progress_plain: bool = False, log: Any = print) -> dict:
                 hist["step"].append(step)
                 hist["loss"].append(loss)
                 hist["train_acc"].append(hits / count)
+                if checkpoints is not None and checkpoints.due(step, total):
+                    checkpoints.save(model, opt_state, cfg, resume.Position(step, epoch, b + 1, epoch_rng, hist))
                 rate = (step - 1) / t_train if t_train > 0 else 0.0
                 bar.step(f"loss {loss:.3f}  acc {np.mean(hist['train_acc'][-per_epoch:]):.2f}  "
                          f"{rate:.1f} steps/s  RSS {_rss_mb():.0f} MiB")
@@ -362,20 +374,20 @@ def plot(metrics: dict, path: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = _config(args)
+    cfg, checkpoints, out = resume.resolve(args, _config(args), default_out="braintrace-train")
     from .tasks import TaskUnavailable
 
     from . import CLIError
 
     try:
-        metrics = train(cfg, progress_plain=args.no_progress)
+        metrics = train(cfg, progress_plain=args.no_progress, checkpoints=checkpoints)
     except TaskUnavailable as err:
         raise CLIError(str(err)) from err
-    os.makedirs(args.out, exist_ok=True)
-    json_path = os.path.join(args.out, "metrics.json")
+    os.makedirs(out, exist_ok=True)
+    json_path = os.path.join(out, "metrics.json")
     with open(json_path, "w") as f:
         json.dump(metrics, f, indent=1)
-    png_path = os.path.join(args.out, "learning_curves.png")
+    png_path = os.path.join(out, "learning_curves.png")
     if plot(metrics, png_path):
         print(f"wrote {json_path} and {png_path}")
     else:
