@@ -143,7 +143,18 @@ def save(path: str | os.PathLike, learner: Any, *, overwrite: bool = False, **ex
 
     Examples
     --------
-    See the module docstring.
+    >>> import tempfile, os
+    >>> import brainstate, jax.numpy as jnp, optax
+    >>> import braintrace
+    >>> cell = braintrace.nn.MGUCell(2, 3)
+    >>> _ = brainstate.nn.init_all_states(cell)
+    >>> learner = braintrace.D_RTRL(cell).compile_graph(jnp.zeros(2))
+    >>> opt = optax.adam(1e-3)
+    >>> opt_state = opt.init({k: v.value for k, v in cell.states(brainstate.ParamState).items()})
+    >>> path = os.path.join(tempfile.mkdtemp(), "ckpt")
+    >>> braintrace.checkpoint.save(path, learner, opt_state=opt_state, step=0)
+    >>> sorted(name for name in os.listdir(path) if name.startswith(("extra", "meta", "state")))
+    ['extra_opt_state', 'extra_step', 'meta', 'state']
     """
     ocp = _orbax()
     path = os.path.abspath(os.fspath(path))
@@ -235,7 +246,24 @@ def restore(path: str | os.PathLike, learner: Any, **like: Any) -> dict:
 
     Examples
     --------
-    See the module docstring.
+    >>> import tempfile, os
+    >>> import brainstate, jax.numpy as jnp, optax
+    >>> import braintrace
+    >>> def build(hidden=3):
+    ...     cell = braintrace.nn.MGUCell(2, hidden)
+    ...     _ = brainstate.nn.init_all_states(cell)
+    ...     return braintrace.D_RTRL(cell).compile_graph(jnp.zeros(2))
+    >>> learner, opt = build(), optax.adam(1e-3)
+    >>> params = {k: v.value for k, v in learner.model.states(brainstate.ParamState).items()}
+    >>> path = os.path.join(tempfile.mkdtemp(), "ckpt")
+    >>> braintrace.checkpoint.save(path, learner, opt_state=opt.init(params))
+    >>> extra = braintrace.checkpoint.restore(path, build(), opt_state=opt.init(params))
+    >>> type(extra["opt_state"][0]).__name__
+    'ScaleByAdamState'
+    >>> braintrace.checkpoint.restore(path, build(hidden=4))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    braintrace.errors.CheckpointError: restore: the checkpoint at ... does not fit this learner: the state `Wf.weight['bias']` has shape (3,) and dtype float32 there, (4,) and float32 here (first mismatch). ...
     """
     ocp = _orbax()
     path = os.path.abspath(os.fspath(path))

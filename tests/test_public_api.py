@@ -20,6 +20,8 @@ PUBLIC_MODULES = [
     "braintrace.nn",
     "braintrace.nn.surrogate",
     "braintrace.legacy",
+    "braintrace.training",
+    "braintrace.checkpoint",
 ]
 
 

@@ -93,7 +93,16 @@ def shard_batch(learner: ETraceAlgorithm | brainstate.nn.Module, mesh: Mesh, axi
 
     Examples
     --------
-    See the module docstring.
+    >>> import jax, numpy as np
+    >>> from jax.sharding import Mesh
+    >>> import brainstate, jax.numpy as jnp
+    >>> import braintrace
+    >>> cell = braintrace.nn.GRUCell(2, 3)
+    >>> _ = brainstate.nn.init_all_states(cell, 4)
+    >>> learner = braintrace.D_RTRL(cell).compile_graph(jnp.zeros((4, 2)))
+    >>> braintrace.shard_batch(learner, Mesh(np.array(jax.devices()), ("batch",)))
+    >>> [str(leaf.sharding.spec) for st in learner.etraces.values() for leaf in jax.tree.leaves(st.value)][:1]
+    ["P('batch',)"]
     """
     if axis not in mesh.axis_names:
         raise ValueError(f"shard_batch: {axis!r} is not an axis of the mesh (axes {mesh.axis_names}).")
