@@ -160,31 +160,11 @@ def online_fit(
     if isinstance(update_every, bool) or not isinstance(update_every, int) or update_every < 1:
         raise ValueError(f"online_fit: update_every must be a positive int, got {update_every!r}.")
     K = update_every
-    params = learner.model.states(brainstate.ParamState)
     chunks = _Chunks(inputs, targets, mask)
     W = resolve_window("online_fit", learner, window, K, _first_masked(chunks))
     if opt_state is None:
-        opt_state = optimizer.init({k: v.value for k, v in params.items()})
-
-    def run_chunk(opt_state, xs, ys, ms):
-        T = check_sequences("online_fit", xs, ys)
-        regroup = lambda a: a.reshape((T // K, K) + a.shape[1:])  # noqa: E731
-
-        def group(opt_state, xym):
-            x, y, m = xym
-            grads, _, steps, aux = accumulate(
-                learner, params, x, y, m, loss, window=W, count=mask_count(m, K), per_step=True
-            )
-            values = {k: v.value for k, v in params.items()}
-            updates, opt_state = optimizer.update(grads, opt_state, values)
-            for k, st in params.items():
-                st.value = jax.tree.map(lambda p, u: (p + u).astype(jnp.result_type(p)), values[k], updates[k])
-            return opt_state, (steps, aux)
-
-        opt_state, out = brainstate.transform.scan(group, opt_state, jax.tree.map(regroup, (xs, ys, ms)))
-        return opt_state, jax.tree.map(lambda a: a.reshape((T,) + a.shape[2:]), out)
-
-    step_fn = brainstate.transform.jit(run_chunk)
+        opt_state = optimizer.init({k: v.value for k, v in learner.model.states(brainstate.ParamState).items()})
+    step_fn = FitStep(learner, optimizer, loss, K, W)
     if reset:
         learner.reset(batch_size)
     outs = []
@@ -207,8 +187,71 @@ def online_fit(
     if not outs:
         raise ValueError("online_fit: the stream gave no chunk.")
     steps, aux = jax.tree.map(lambda *a: jnp.concatenate(a), *outs) if len(outs) > 1 else outs[0]
-    values = {k: v.value for k, v in params.items()}
+    values = {k: v.value for k, v in learner.model.states(brainstate.ParamState).items()}
     return OnlineFitResult(values, opt_state, (steps, aux) if has_aux else steps)
+
+
+class FitStep:
+    """The jitted body of :func:`online_fit`: one chunk of ``T`` steps, an update every ``K``.
+
+    Compiled on the first call for each chunk shape; calling it again on
+    chunks of the same shape reuses the compiled function (``online_fit``
+    builds one per call and feeds it every chunk of a stream).
+
+    Parameters
+    ----------
+    learner : ETraceAlgorithm
+    optimizer : optax.GradientTransformation
+    loss : SequenceLoss
+    update_every : int
+    window : int or None
+        The window inside each update (already resolved).
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp, optax
+    >>> import braintrace
+    >>> from braintrace.training.fit import FitStep
+    >>> from braintrace.training.losses import SequenceLoss
+    >>> cell = braintrace.nn.MGUCell(2, 3)
+    >>> _ = brainstate.nn.init_all_states(cell)
+    >>> learner = braintrace.D_RTRL(cell).compile_graph(jnp.zeros(2))
+    >>> opt = optax.sgd(0.1)
+    >>> step = FitStep(learner, opt, SequenceLoss(lambda o, y: jnp.sum((o - y) ** 2)), 2, None)
+    >>> opt_state = opt.init({k: v.value for k, v in cell.states(brainstate.ParamState).items()})
+    >>> opt_state, (losses, aux) = step(opt_state, jnp.ones((4, 2)), jnp.zeros((4, 3)), None)
+    >>> losses.shape, aux
+    ((4,), None)
+    """
+
+    def __init__(self, learner: ETraceAlgorithm, optimizer: Any, loss: SequenceLoss, update_every: int,
+                 window: int | None) -> None:
+        self.learner, self.optimizer, self.loss = learner, optimizer, loss
+        self.update_every, self.window = update_every, window
+        self.params = learner.model.states(brainstate.ParamState)
+        self.compiled = brainstate.transform.jit(self._chunk)
+
+    def __call__(self, opt_state: Any, xs: Any, ys: Any, mask: Any) -> tuple[Any, tuple[Any, Any]]:
+        """``(new optimizer state, (per-step losses, aux))`` after the chunk; parameters, states and traces updated."""
+        return self.compiled(opt_state, xs, ys, mask)
+
+    def _group(self, opt_state, xym):
+        x, y, m = xym
+        K, params = self.update_every, self.params
+        grads, _, steps, aux = accumulate(
+            self.learner, params, x, y, m, self.loss, window=self.window, count=mask_count(m, K), per_step=True
+        )
+        values = {k: v.value for k, v in params.items()}
+        updates, opt_state = self.optimizer.update(grads, opt_state, values)
+        for k, st in params.items():
+            st.value = jax.tree.map(lambda p, u: (p + u).astype(jnp.result_type(p)), values[k], updates[k])
+        return opt_state, (steps, aux)
+
+    def _chunk(self, opt_state, xs, ys, ms):
+        T, K = check_sequences(self.loss.owner, xs, ys), self.update_every
+        grouped = jax.tree.map(lambda a: a.reshape((T // K, K) + a.shape[1:]), (xs, ys, ms))
+        opt_state, out = brainstate.transform.scan(self._group, opt_state, grouped)
+        return opt_state, jax.tree.map(lambda a: a.reshape((T,) + a.shape[2:]), out)
 
 
 class _Chunks:
