@@ -121,7 +121,8 @@ def _learner_class(algorithm: Any) -> type:
 
 
 def _check_options(cls: type, options: dict) -> None:
-    params = list(inspect.signature(cls.__init__).parameters.values())[2:]  # self, model
+    init = getattr(cls, "__init__")  # noqa: B009 - the signature of cls itself is hidden by brainstate's metaclass
+    params = list(inspect.signature(init).parameters.values())[2:]  # after `self`, `model`
     if any(p.kind is p.VAR_KEYWORD for p in params):
         return
     names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]

@@ -62,7 +62,7 @@ class Position:
     step: int
     epoch: int
     batch: int
-    rng_state: tuple
+    rng_state: Any
     history: dict
 
 
