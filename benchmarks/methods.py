@@ -21,22 +21,29 @@ independent sequence; every gradient method returns ``(grads, loss)``.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 import brainstate
 import jax
 import jax.numpy as jnp
 
 import braintrace
+from braintrace.algorithms.catalog import learner_class
 
 from .models import ModelSpec, mse_loss
 
-__all__ = ["ES_DECAY", "method_names", "parse_method", "build_body", "method_family", "split_windows"]
+__all__ = ["ES_DECAY", "LEARNER_KWARGS", "method_names", "parse_method", "build_body", "method_family", "split_windows"]
 
 ES_DECAY = 0.9
-_WINDOWED = re.compile(r"^(d_rtrl|es_d_rtrl)_(ms|win)(\d+)$")
-_VJP = {"ms": "multi-step", "win": "single-step"}
-_BASE = ("forward", "bptt", "d_rtrl", "es_d_rtrl")
+#: The learners timed here (catalog names, see ``braintrace.algorithms.catalog``) and their keyword arguments.
+LEARNER_KWARGS: Mapping[str, Mapping] = MappingProxyType({
+    "d_rtrl": MappingProxyType({}),
+    "es_d_rtrl": MappingProxyType({"decay_or_rank": ES_DECAY}),
+})
+_WINDOWED = re.compile(rf"^({'|'.join(LEARNER_KWARGS)})_(ms|win)(\d+)$")
+_VJP = MappingProxyType({"ms": "multi-step", "win": "single-step"})
+_BASE = ("forward", "bptt", *LEARNER_KWARGS)
 
 
 def method_names(windows: tuple[int, ...] | list[int] = (10,), kinds: tuple[str, ...] | list[str] = ("ms",)) -> list[str]:
@@ -64,10 +71,7 @@ def method_family(name: str) -> str:
 
 
 def _learner(alg: str, model, spec: ModelSpec, vjp_method: str):
-    if alg == "d_rtrl":
-        learner = braintrace.D_RTRL(model, vjp_method=vjp_method)
-    else:
-        learner = braintrace.ES_D_RTRL(model, decay_or_rank=ES_DECAY, vjp_method=vjp_method)
+    learner = learner_class(alg)(model, vjp_method=vjp_method, **LEARNER_KWARGS[alg])
     learner.compile_graph(jnp.zeros((spec.batch, spec.n_in), jnp.float32))
     return learner
 

@@ -359,9 +359,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--window-kinds", dest="window_kinds",
                         help="ms (vjp_method='multi-step') and/or win (single-step rule on K-step windows)")
     parser.add_argument("--methods", help="subset of methods, e.g. forward,bptt,es_d_rtrl,d_rtrl_ms10")
-    parser.add_argument("--batch", type=int)
-    parser.add_argument("--warmup", type=int)
-    parser.add_argument("--repeats", type=int)
+    parser.add_argument("--batch", type=int, help="sequences per batch (default: 16)")
+    parser.add_argument("--warmup", type=int, help="untimed calls before the timed ones (default: 1)")
+    parser.add_argument("--repeats", type=int, help="timed calls per measurement (default: 5, with --device 10)")
     parser.add_argument("--time-budget", dest="time_budget", type=float,
                         help="seconds of timed runs per measurement (<= 0: none)")
     parser.add_argument("--mem-budget-gb", dest="mem_budget_gb", type=float,

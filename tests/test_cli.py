@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
+import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -62,6 +66,9 @@ def test_train_end_to_end_through_the_console_script(tmp_path):
     assert metrics["config"]["task"] == "digits" and metrics["config"]["algorithm"] == "es_d_rtrl"
     assert metrics["config"]["model"] == "lif"
     assert len(metrics["history"]["loss"]) == len(metrics["history"]["step"]) > 0
+    # the rate says what it counts: optimizer steps, once compiled
+    assert re.search(r"^\d+ Adam steps in \d+ s, compiling included \([\d.]+ Adam steps/s once compiled, ",
+                     proc.stdout, re.M), proc.stdout
     last = proc.stdout.strip().splitlines()[-1]
     assert last == RESULT_FORMAT.format(accuracy=metrics["test_accuracy"], chance=0.1)
     assert re.fullmatch(RESULT_PATTERN, last)
@@ -77,6 +84,46 @@ def test_bad_option_gives_usage_and_exit_2(tmp_path):
     assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 
+@functools.lru_cache
+def _help(*argv: str) -> str:
+    """What ``braintrace ARGV --help`` prints (once per process: bench's runs a subprocess)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exc:
+        main([*argv, "--help"])
+    assert exc.value.code == 0
+    return out.getvalue()
+
+
+def _entries(text: str) -> dict[str, str]:
+    """``{invocation: help}`` of every entry of every section (``options:``, ``learners ...:``) of a help text."""
+    entries: dict[str, str] = {}
+    current, in_section = None, False
+    for line in text.splitlines():
+        if not line.strip():
+            current, in_section = None, False
+        elif not line.startswith(" "):
+            in_section = line.endswith(":")
+        elif in_section and re.match(r"^  \S", line):
+            invocation, _, rest = line.strip().partition("  ")
+            current = invocation
+            entries[current] = rest.strip()
+        elif in_section and current is not None:
+            entries[current] = (entries[current] + " " + line.strip()).strip()
+    return entries
+
+
+@pytest.mark.parametrize("argv", [[], ["train"], ["graph"], ["bench"]])
+def test_help_is_plain_text_and_every_option_has_help(argv):
+    text = _help(*argv)
+    markup = re.findall(r"`|:(?:func|class|mod|data|meth|attr):|^\s*\.\. \w+::", text, re.M)
+    assert not markup, f"reStructuredText {markup} in `braintrace {' '.join(argv)} --help`"
+    entries = _entries(text)
+    assert entries, text
+    for invocation, help_text in entries.items():
+        assert help_text, f"`{invocation}` has no help in `braintrace {' '.join(argv)} --help`"
+        assert help_text.count("(default") <= 1, f"`{invocation}`: {help_text}"
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -85,6 +132,9 @@ def test_bad_option_gives_usage_and_exit_2(tmp_path):
         (["train", "--model", "lstm"], "invalid choice: 'lstm'"),
         (["graph"], "the following arguments are required: MODULE:FACTORY"),
         (["graph", "x:y", "--input-shape", "3,a"], "expected positive integers"),
+        (["train", "--seed", "-1"], "argument --seed: must be an integer from 0 to 4294967295, got -1"),
+        (["train", "--seed", str(2**32)], "argument --seed: must be an integer from 0 to"),
+        (["graph", "x:y", "--batch-size", "0"], "argument --batch-size: must be a positive integer"),
         ([], "the following arguments are required: COMMAND"),
     ],
 )
@@ -129,19 +179,71 @@ def test_same_seed_same_numbers(tmp_path):
     assert runs[0]["test_accuracy"] == runs[1]["test_accuracy"]
 
 
-def test_a_learner_this_version_lacks_is_a_clean_error(tmp_path, monkeypatch, capsys):
-    from braintrace.cli import train
+def test_algorithm_offers_every_learner_of_the_catalog():
+    from braintrace.algorithms.catalog import learner_names
+    from braintrace.cli import build_parser
+    from braintrace.cli.train import ALGORITHMS, algorithm_names, learners_help
 
-    monkeypatch.setattr(train, "ALGORITHMS", train.ALGORITHMS + (train.Algorithm("nope", "NoSuchLearner"),))
-    assert main(["train", *TINY, "--algorithm", "nope", "--out", str(tmp_path)]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("braintrace train: error: --algorithm nope needs braintrace.NoSuchLearner")
-    assert "es_d_rtrl" in err and "Traceback" not in err
+    assert algorithm_names() == (*learner_names(), "bptt")
+    assert set(ALGORITHMS) <= set(learner_names())  # the CLI's keyword arguments name catalog learners
+    listed = learners_help()
+    for name in algorithm_names():
+        assert build_parser().parse_args(["train", "--algorithm", name]).algorithm == name
+        assert re.search(rf"^  {name} +\S", listed, re.M), f"{name} has no line in the --help epilog"
+
+
+@pytest.mark.slow
+def test_osttp_learns_from_a_projected_target():
+    """--algorithm osttp: one fixed random projection per hidden layer (not the read-out), and the
+    hidden weights get a non-zero gradient from the projected label (a zero target would give zero)."""
+    import brainstate
+    import jax.numpy as jnp
+    import numpy as np
+
+    from braintrace.cli.models import build_model
+    from braintrace.cli.tasks import build_task
+    from braintrace.cli.train import _learner_and_grad_fn, target_projections
+
+    task = build_task("digits", 0, True)
+    B, hidden = 4, 8
+    model = build_model("alif", task.n_in, hidden, task.n_out, 0)
+    brainstate.nn.init_all_states(model, batch_size=B)
+    (proj,) = target_projections(model, jnp.zeros((B, task.n_in)), task.n_out, 0)
+    assert proj.matrix.shape == (task.n_out, hidden * 2)  # ALIF: (v, a) per neuron; none for the read-out
+    cfg = dict(algorithm="osttp", batch_size=B, seed=0)
+    loss = lambda logits, target: jnp.sum(logits * target[1][..., None])  # noqa: E731
+    grad_fn = _learner_and_grad_fn(cfg, model, task, loss)
+    data = task.train(np.random.RandomState(0))
+    x = jnp.asarray(data.x[:B].transpose(1, 0, 2))
+    labels, mask = jnp.asarray(data.labels[:B].T), jnp.asarray(data.mask[:B].T)
+    grads, _ = grad_fn(x, (labels, mask))
+    assert sum(float(jnp.abs(g).sum()) for g in jax.tree.leaves(grads[("inp", "weight")])) > 0
+
+
+def test_out_naming_a_file_fails_before_training(tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    assert main(["train", *TINY, "--out", str(taken)]) == 1
+    out, err = capsys.readouterr()
+    assert err == f"braintrace train: error: --out {taken} is a file, not a folder; give a folder for " \
+                  "metrics.json and learning_curves.png.\n"
+    assert "task:" not in out  # nothing trained
+    assert taken.read_text() == "not a folder"
+
+
+def test_a_non_finite_loss_stops_training_at_its_step(tmp_path, capsys):
+    # lr = inf: the first step's loss is finite, the update makes the weights inf, the second loss nan
+    assert main(["train", *TINY, "--lr", "inf", "--out", str(tmp_path / "run")]) == 1
+    out, err = capsys.readouterr()
+    assert err.startswith("braintrace train: error: the training loss is nan at Adam step 2 of 2 (epoch 1)")
+    assert err.count("\n") == 1 and "--lr" in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "metrics.json").exists()
 
 
 @pytest.mark.parametrize(
     "task, model, algorithm",
-    [("copying", "gru", "d_rtrl"), ("evidence", "alif", "es_d_rtrl"), ("dms", "lif", "bptt")],
+    [("copying", "gru", "d_rtrl"), ("evidence", "alif", "es_d_rtrl"), ("dms", "lif", "bptt"),
+     ("digits", "lif", "osttp")],
 )
 def test_tasks_models_and_algorithms(task, model, algorithm, tmp_path, capsys):
     argv = ["train", *TINY, "--task", task, "--model", model, "--algorithm", algorithm, "--out", str(tmp_path)]
@@ -211,6 +313,53 @@ def test_graph_of_the_seeds_gru_network(tmp_path, capsys):
     assert '"w:readout.weight" -> "output" [style=dashed' in text
 
 
+README_RNN = '''
+import brainstate, jax.numpy as jnp, braintrace
+
+
+class RNN(brainstate.nn.Module):
+    def __init__(self, n_in, n_rec, n_out):
+        super().__init__()
+        self.w_in = brainstate.ParamState(jnp.ones((n_in, n_rec)) * 0.1)
+        self.w_rec = brainstate.ParamState(jnp.ones((n_rec, n_rec)) * 0.1)
+        self.w_out = brainstate.ParamState(jnp.ones((n_rec, n_out)) * 0.1)
+        self.h = brainstate.HiddenState(jnp.zeros(n_rec))
+
+    def update(self, x):
+        rec = braintrace.matmul(self.h.value, self.w_rec.value)
+        self.h.value = jnp.tanh(x @ self.w_in.value + rec)
+        return self.h.value @ self.w_out.value
+
+
+def make():
+    return RNN(3, 4, 2)
+'''
+
+
+def test_graph_dot_connects_plain_weights_and_the_output_and_has_a_legend(tmp_path, capsys):
+    (tmp_path / "rnn.py").write_text(README_RNN)
+    (tmp_path / "gru.py").write_text(SEEDS_GRU)
+    assert main(["graph", f"{tmp_path / 'rnn.py'}:make", "--input-shape", "3", "--dot", str(tmp_path / "r.dot")]) == 0
+    assert main(["graph", f"{tmp_path / 'gru.py'}:make", "--input-shape", "10", "--dot", str(tmp_path / "g.dot")]) == 0
+    rnn, gru = (tmp_path / "r.dot").read_text(), (tmp_path / "g.dot").read_text()
+    assert '"w:w_rec" -> "h:h" [style=solid' in rnn
+    assert '"w:w_in" -> "h:h" [style=dotted' in rnn  # x @ w_in feeds h through a plain op
+    assert '"w:w_out" -> "output" [style=dotted' in rnn  # h @ w_out is the output
+    assert '"h:h" -> "output"' in rnn and '"h:rnn.h" -> "output"' in gru
+    # a two-line edge label is DOT's line break, not a literal backslash-n
+    assert 'label="etp_mv\\nweight to weight"' in gru and "\\\\n" not in gru
+    for text in (rnn, gru):
+        assert "subgraph cluster_legend" in text and "weight learned online (eligibility trace)" in text
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
+def test_graph_png_renders(tmp_path, capsys):
+    (tmp_path / "rnn.py").write_text(README_RNN)
+    png = tmp_path / "g.png"
+    assert main(["graph", f"{tmp_path / 'rnn.py'}:make", "--input-shape", "3", "--png", str(png)]) == 0
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
 def test_graph_factory_from_a_module_with_its_own_input(tmp_path, monkeypatch, capsys):
     (tmp_path / "seeds_gru_mod.py").write_text(SEEDS_GRU)
     monkeypatch.chdir(tmp_path)
@@ -235,6 +384,9 @@ def test_graph_png_without_dot_is_a_clear_error(tmp_path, monkeypatch, capsys):
         ("missing_file.py:make", [], "no such file"),
         ("net.py:absent", [], "has no callable 'absent'"),
         ("net.py:make", [], "give --input-shape"),
+        ("net.py:make", ["--input-shape", "7"],
+         "GRUNet cannot take an input of shape (7,) (--input-shape): GRUCell(in_size=10, out_size=64): expected "
+         "input with last axis 10, got shape (7,). Give the shape of one time step"),
         ("net.py:bad", ["--input-shape", "3"], "braintrace.errors.NotSupportedError"),
     ],
 )
@@ -262,7 +414,7 @@ def test_graph_expected_errors_exit_1(spec, extra, message, tmp_path, monkeypatc
     status = main(["graph", spec, *extra])
     err = capsys.readouterr().err
     assert status == 1
-    assert err.startswith("braintrace graph: error: ") and "Traceback" not in err
+    assert err.startswith("braintrace graph: error: ") and "Traceback" not in err and err.count("\n") == 1
     if message.startswith("braintrace.errors"):
         assert "cond" in err
     else:
@@ -272,20 +424,27 @@ def test_graph_expected_errors_exit_1(spec, extra, message, tmp_path, monkeypatc
 # ------------------------------------------------------------------ bench
 
 
-def test_bench_calls_the_checkouts_run_main(tmp_path, capsys):
+def test_bench_runs_the_checkouts_benchmarks_in_a_subprocess(tmp_path, capfd):
     (tmp_path / "braintrace").mkdir()
     (tmp_path / "benchmarks").mkdir()
     (tmp_path / "benchmarks" / "__init__.py").write_text("")
-    (tmp_path / "benchmarks" / "run.py").write_text("def main(argv=None):\n    print('ARGV', argv)\n    return {}\n")
-    args = argparse.Namespace(quick=True, rest=["--out", "r.json"])
-    saved = {m: mod for m, mod in sys.modules.items() if m == "benchmarks" or m.startswith("benchmarks.")}
-    try:
-        assert bench.run(args, candidates=[tmp_path]) == 0
-    finally:  # give the real `benchmarks` modules back to the other tests of this process
-        for name in [m for m in sys.modules if m == "benchmarks" or m.startswith("benchmarks.")]:
-            del sys.modules[name]
-        sys.modules.update(saved)
-    assert "ARGV ['--quick', '--out', 'r.json']" in capsys.readouterr().out
+    (tmp_path / "benchmarks" / "run.py").write_text(
+        "import os, sys\nprint('ARGV', sys.argv[1:], 'FROM', os.getcwd())\nsys.exit(3)\n")
+    path_before = list(sys.path)
+    status = bench.run(argparse.Namespace(quick=True, rest=["--out", "r.json"]), candidates=[tmp_path])
+    assert status == 3  # its exit status is the command's
+    assert sys.path == path_before
+    assert f"ARGV ['--quick', '--out', 'r.json'] FROM {tmp_path}" in capfd.readouterr().out
+
+
+def test_bench_help_lists_the_options_of_the_benchmarks():
+    if not (REPO / "benchmarks" / "run.py").is_file():
+        pytest.skip("benchmarks/run.py is not in this checkout")
+    out = _help("bench")
+    assert out.startswith("usage: braintrace bench")
+    listed = out.split("options of benchmarks/run.py", 1)[1]
+    for option in ("--models", "--T", "--out", "--md", "--methods", "--batch", "--repeats", "--isolate"):
+        assert f"  {option} " in listed
 
 
 def test_bench_without_a_checkout_says_where_the_benchmarks_are(tmp_path, capsys):

@@ -108,7 +108,7 @@ class ParamDimVjpAlgorithm(ETraceVjpAlgorithm):
 
     #: D_RTRL's traces are weight-sized: a window reads and writes them once
     #: (:meth:`window_update`), many times faster than once per step.
-    traces_in_scan: ClassVar[bool] = False
+    traces_in_scan: bool = False
     default_window: ClassVar[int | None] = 64
 
     def __init__(

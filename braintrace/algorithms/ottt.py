@@ -8,7 +8,7 @@ signal of the current step.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -96,7 +96,7 @@ class OTTT(ETraceVjpAlgorithm):
     >>> _ = brainstate.nn.init_all_states(readout)
     >>> learner = braintrace.OTTT(readout, leak=0.8).compile_graph(jnp.zeros(3))
     >>> grads = brainstate.transform.grad(lambda x: learner(x).sum(), readout.states(brainstate.ParamState))(jnp.ones(3))
-    >>> grads[('weight',)]['weight'].tolist()
+    >>> grads[('W',)].tolist()
     [[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]]
 
     References
@@ -106,7 +106,7 @@ class OTTT(ETraceVjpAlgorithm):
     """
 
     #: The contribution pairs the trace with the *current* step's ``df``.
-    credits_previous_traces: ClassVar[bool] = False
+    credits_previous_traces: bool = False
 
     def __init__(
         self,
@@ -181,7 +181,8 @@ class OTTT(ETraceVjpAlgorithm):
             acc: dict[str, Any] = {}
             posts = {gi: jnp.sum(data.df[(r.index, gi)] * signal[gi], axis=-1) for gi in r.hidden_groups}
             if fact:
-                dy = sum(sum_to_shape(p, r.y_shape) for p in posts.values())
+                terms = [sum_to_shape(p, r.y_shape) for p in posts.values()]
+                dy = sum(terms[1:], terms[0])
                 acc.update(r.entry.xy_to_dw(_with_x(r, ops, x), params, dy, names=fact))
             for n in diag:
                 for post in posts.values():

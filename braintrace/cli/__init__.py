@@ -32,13 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="braintrace",
         description="Online learning of recurrent and spiking networks by eligibility-trace propagation.",
-        epilog="Run `braintrace train` to train a spiking network on handwritten digits.",
+        epilog="Run braintrace train to train a spiking network on handwritten digits.",
     )
     from .. import __version__
 
     parser.add_argument("--version", action="version", version=f"braintrace {__version__}")
     parser.add_argument("--traceback", action="store_true", help="show full tracebacks of errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                help="one of these; braintrace COMMAND --help lists its options")
     sub.required = True
     train.add_parser(sub)
     graph.add_parser(sub)

@@ -1,33 +1,66 @@
 """``braintrace bench``: the memory and time benchmarks of a source checkout.
 
 The benchmarks are not part of the installed package: they live in
-``benchmarks/run.py`` of the repository. This command finds the checkout that
-braintrace is installed from (``pip install -e .``), or the current folder if
-it is a checkout, and calls ``benchmarks.run.main(argv)``; ``--quick`` is the
-small grid (a few minutes on 2 CPU cores). Other options go to
-``benchmarks/run.py`` unchanged (``braintrace bench --quick --out r.json``).
+benchmarks/run.py of the repository. This command finds the checkout that
+braintrace is installed from (pip install -e .), or the current folder if it
+is a checkout, and runs python -m benchmarks.run there; --quick is the small
+grid (a few minutes on 2 CPU cores). Other options go to benchmarks/run.py
+unchanged (braintrace bench --quick --out r.json); they are listed below.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_parser", "run", "find_checkout"]
+__all__ = ["add_parser", "run", "find_checkout", "benchmark_command"]
+
+
+class _HelpWithBenchmarkOptions(argparse.Action):
+    """``-h``: this command's help, then the options of the checkout's benchmarks/run.py."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        parser.print_help()
+        root = find_checkout()
+        if root is None:
+            print(f"\n{_NO_CHECKOUT}")
+        else:
+            proc = subprocess.run(benchmark_command(["--help"]), cwd=root, capture_output=True, text=True)
+            if proc.returncode == 0:  # its option list, less its heading and its own -h
+                options = proc.stdout.split("\noptions:\n", 1)[-1].splitlines()
+                text = "\n".join(line for line in options if not line.lstrip().startswith("-h, --help"))
+            else:
+                text = proc.stderr
+            print(f"\noptions of benchmarks/run.py (in {root}):\n{text.rstrip()}")
+        parser.exit()
+
+
+_NO_CHECKOUT = (
+    "the benchmarks live in the source checkout (benchmarks/run.py), which this installation does not "
+    "have: clone the braintrace repository, run python -m pip install -e . in it, then "
+    "braintrace bench --quick (or python -m benchmarks.run --quick) there."
+)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "bench",
         help="run the benchmarks of a source checkout (benchmarks/run.py)",
-        description=__doc__.split("\n\n")[1].replace("\n", " "),
+        description=__doc__.split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,
     )
-    p.add_argument("--quick", action="store_true", help="the small grid")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="options passed on to benchmarks/run.py")
+    p.add_argument("-h", "--help", action=_HelpWithBenchmarkOptions,
+                   help="show this help message and the options of benchmarks/run.py, and exit")
+    p.add_argument("--quick", action="store_true", help="the small grid (a few minutes on 2 CPU cores)")
+    p.add_argument("rest", nargs=argparse.REMAINDER, metavar="...",
+                   help="options passed on to benchmarks/run.py (listed below)")
     p.set_defaults(run=run)
     return p
 
@@ -44,29 +77,26 @@ def find_checkout(candidates: list[Path] | None = None) -> Path | None:
     return None
 
 
+def benchmark_command(argv: list[str]) -> list[str]:
+    """``python -m benchmarks.run ARGV`` with this interpreter (run it from the checkout).
+
+    Examples
+    --------
+    >>> from braintrace.cli.bench import benchmark_command
+    >>> benchmark_command(["--quick"])[1:]
+    ['-m', 'benchmarks.run', '--quick']
+    """
+    return [sys.executable, "-m", "benchmarks.run", *argv]
+
+
 def run(args: argparse.Namespace, candidates: list[Path] | None = None) -> int:
     from . import CLIError
 
     root = find_checkout(candidates)
     if root is None:
-        raise CLIError(
-            "the benchmarks live in the source checkout (benchmarks/run.py), which this installation does not "
-            "have: clone the braintrace repository, `python -m pip install -e .` from it, and run "
-            "`braintrace bench --quick` (or `python -m benchmarks.run --quick`) there."
-        )
+        raise CLIError(_NO_CHECKOUT)
     argv = (["--quick"] if args.quick else []) + list(args.rest)
-    sys.path.insert(0, str(root))
-    try:
-        for name in [m for m in sys.modules if m == "benchmarks" or m.startswith("benchmarks.")]:
-            del sys.modules[name]  # a `benchmarks` package from elsewhere must not shadow the checkout's
-        module = importlib.import_module("benchmarks.run")
-    except ImportError as err:
-        raise CLIError(f"cannot import benchmarks/run.py from {root}: {err}") from err
-    finally:
-        sys.path.remove(str(root))
-    main = getattr(module, "main", None)
-    if not callable(main):
-        raise CLIError(f"{os.path.join(root, 'benchmarks', 'run.py')} has no main(argv).")
-    print(f"braintrace bench: running benchmarks/run.py {' '.join(argv)} from {root}", flush=True)
-    main(argv)
-    return 0
+    print(f"braintrace bench: running python -m benchmarks.run {' '.join(argv)} in {root}", flush=True)
+    # the checkout's folder comes first on the subprocess's sys.path (python -m from cwd): its
+    # `benchmarks` package is the one that runs, whatever this process has imported
+    return subprocess.run(benchmark_command(argv), cwd=root, check=False).returncode

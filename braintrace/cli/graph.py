@@ -1,15 +1,15 @@
 """``braintrace graph MODULE:FACTORY``: which weights of a model learn online, and why.
 
-The factory is imported from a module (``pkg.models:make``) or a file
-(``path/to/net.py:make``) and called without arguments. It returns a model, or
-``(model, example_input)`` with the input of one time step; without an example
-input, ``--input-shape`` gives its shape. A model whose states are not
-initialised is initialised with ``--batch-size``. The model is compiled with
-:func:`braintrace.compile_etrace_graph` and the compiler's diagnostics are
-printed grouped by consequence: weights learned online (eligibility traces),
-weights that receive their instantaneous gradient only (with the reason), and
-parameters used through plain JAX operations. ``--dot`` writes the graph in
-Graphviz DOT; ``--png`` renders it with the ``dot`` program.
+The factory is imported from a module (pkg.models:make) or a file
+(path/to/net.py:make) and called without arguments. It returns a model, or
+(model, example_input) with the input of one time step; without an example
+input, --input-shape gives its shape. A model whose states are not
+initialised is initialised with --batch-size. The model is compiled with
+braintrace.compile_etrace_graph and the compiler's diagnostics are printed
+grouped by consequence: weights learned online (eligibility traces), weights
+that receive their instantaneous gradient only (with the reason), and
+parameters used through plain JAX operations. --dot writes the graph in
+Graphviz DOT, with a legend; --png renders it with Graphviz's dot program.
 """
 
 from __future__ import annotations
@@ -24,23 +24,26 @@ import sys
 import warnings
 from typing import Any
 
-__all__ = ["add_parser", "run", "load_factory", "summarize", "to_dot", "REASONS"]
+from .train import positive_int
+
+__all__ = ["add_parser", "run", "load_factory", "summarize", "to_dot", "data_flow", "REASONS", "LEGEND"]
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "graph",
         help="show which weights of a model learn online, which do not and why",
-        description=__doc__.split("\n\n")[1].replace("\n", " "),
+        description=__doc__.split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("factory", metavar="MODULE:FACTORY",
                    help="e.g. mypkg.nets:make_model or path/to/file.py:make_model")
     p.add_argument("--input-shape", type=_shape, metavar="N[,N...]",
                    help="shape of one time step of input, e.g. 10 or 32,10 (batched)")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
                    help="batch size for initialising the model's states (default: unbatched)")
     p.add_argument("--dot", metavar="FILE", help="write the graph as Graphviz DOT")
-    p.add_argument("--png", metavar="FILE", help="render the graph as PNG (needs Graphviz's `dot`)")
+    p.add_argument("--png", metavar="FILE", help="render the graph as PNG (needs the dot program of Graphviz)")
     p.add_argument("--all", action="store_true", help="also print the compiler's INFO notes on hidden groups")
     p.set_defaults(run=run)
     return p
@@ -114,6 +117,16 @@ def summarize(graph: Any, params: dict, show_info: bool = False) -> str:
 
     ``params`` maps every ``ParamState`` path of the model to its state, so
     that weights used only through plain JAX operations are listed too.
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp, braintrace
+    >>> from braintrace.cli.graph import summarize
+    >>> cell = braintrace.nn.GRUCell(2, 3)
+    >>> _ = brainstate.nn.init_all_states(cell)
+    >>> graph = braintrace.compile_etrace_graph(cell, jnp.zeros(2))
+    >>> print(summarize(graph, dict(cell.states(brainstate.ParamState))).splitlines()[0])
+    1 hidden group(s), 2 online relation(s)
     """
     from ..compiler import DiagnosticKind, DiagnosticLevel
 
@@ -163,23 +176,100 @@ def summarize(graph: Any, params: dict, show_info: bool = False) -> str:
 
 
 def _q(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A DOT string: quotes and backslashes escaped, line breaks as DOT's ``\n``."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+OUTPUT = "output"
+
+#: The legend drawn under the graph (an HTML-like Graphviz label).
+LEGEND = """<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="3" CELLPADDING="4">
+<TR><TD BGCOLOR="palegreen">weight learned online (eligibility trace)</TD></TR>
+<TR><TD BGCOLOR="lightgray">weight with its instantaneous gradient only (reason on its edge)</TD></TR>
+<TR><TD>parameter used through plain JAX operations (instantaneous gradient only)</TD></TR>
+<TR><TD STYLE="ROUNDED">hidden state (grouped by hidden group)</TD></TR>
+<TR><TD BORDER="0" ALIGN="LEFT">edges: green = online relation; dashed = instantaneous gradient only;<BR ALIGN="LEFT"/>dotted = plain JAX operations; gray = a value read within the step<BR ALIGN="LEFT"/></TD></TR>
+</TABLE>>"""
+
+
+def data_flow(graph: Any, params: dict) -> dict[str, set[str]]:
+    """What each hidden state and parameter feeds within one step.
+
+    Keys and values are node names of :func:`to_dot`: ``'h:PATH'`` (a hidden
+    state's new value), ``'w:PATH'`` (a parameter) and ``'output'``. A node
+    feeds a hidden state when that state's new value depends on it, and feeds
+    the output when an output depends on it other than through a hidden
+    state's new value (the path through the state is the state's own edge).
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp, braintrace
+    >>> from braintrace.cli.graph import data_flow
+    >>> cell = braintrace.nn.GRUCell(2, 3)
+    >>> _ = brainstate.nn.init_all_states(cell)
+    >>> graph = braintrace.compile_etrace_graph(cell, jnp.zeros(2))
+    >>> flow = data_flow(graph, cell.states(brainstate.ParamState))
+    >>> flow["h:h"], flow["w:Wr.weight"]
+    ({'output'}, {'h:h'})
+    """
+    from ..compiler.jaxpr_tools import UseDef, is_literal
+
+    minfo = graph.module_info
+    jaxpr = minfo.jaxpr
+    usedef = UseDef(jaxpr)
+    outs = {v for v in jaxpr.outvars[: minfo.num_out_leaves] if not is_literal(v)}
+    new_value = {jaxpr.outvars[i]: "h:" + _path(s.path) for s in minfo.hidden_slots for i in s.outvars}
+    stops = frozenset(new_value)
+
+    def feeds(sources: list, own: frozenset) -> set[str]:
+        reached = usedef.forward(sources, stop=stops - own)
+        fed = {new_value[v] for v in reached & stops if v not in own}
+        return fed | ({OUTPUT} if (reached - (stops - own)) & outs else set())
+
+    flow: dict[str, set[str]] = {}
+    for s in minfo.hidden_slots:
+        mine = frozenset(jaxpr.outvars[i] for i in s.outvars)
+        node = "h:" + _path(s.path)
+        flow[node] = feeds([jaxpr.invars[i] for i in s.invars] + list(mine), mine) - {node}
+    wanted = {tuple(p) for p in params}
+    for s in minfo.param_slots:
+        if tuple(s.path) in wanted:
+            flow["w:" + _path(s.path)] = feeds([jaxpr.invars[i] for i in s.invars], frozenset())
+    return flow
 
 
 def to_dot(graph: Any, params: dict, name: str = "model") -> str:
-    """The compiled graph in Graphviz DOT: hidden states (ellipses, one cluster per
-    group), weights (boxes; green learn online), edges from a weight to the
-    hidden states it drives (dashed: instantaneous gradient only)."""
+    """The compiled graph in Graphviz DOT, with a legend.
+
+    Hidden states are ellipses, one cluster per hidden group; weights are
+    boxes (green: learned online; gray: instantaneous gradient only, the
+    reason on the edge; white: used through plain JAX operations). Edges go
+    from a weight to the hidden states it drives (or to ``output``), and in
+    gray from a hidden state to the states and outputs that read it.
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp, braintrace
+    >>> from braintrace.cli.graph import to_dot
+    >>> cell = braintrace.nn.GRUCell(2, 3)
+    >>> _ = brainstate.nn.init_all_states(cell)
+    >>> graph = braintrace.compile_etrace_graph(cell, jnp.zeros(2))
+    >>> dot = to_dot(graph, cell.states(brainstate.ParamState), "GRUCell")
+    >>> dot.splitlines()[0], '"h:h" -> "output" [color=gray60];' in dot
+    ('digraph "GRUCell" {', True)
+    """
     from ..compiler import DiagnosticKind
 
-    out = [f"digraph {_q(name)} {{", "  rankdir=LR;", '  node [fontname="Helvetica", fontsize=10];']
+    out = [f"digraph {_q(name)} {{", '  rankdir=LR; fontname="Helvetica"; fontsize=10;',
+           '  node [fontname="Helvetica", fontsize=10];',
+           '  edge [fontname="Helvetica", fontsize=9];']
     for g in graph.hidden_groups:
         out.append(f"  subgraph cluster_{g.index} {{")
         out.append(f'    label={_q(f"hidden group {g.index}")}; style=rounded; color=gray60;')
         for p in g.hidden_paths:
             out.append(f'    {_q("h:" + _path(p))} [label={_q(_path(p))}, shape=ellipse];')
         out.append("  }")
-    out.append('  "output" [shape=plaintext];')
+    out.append(f"  {_q(OUTPUT)} [shape=doublecircle, style=filled, fillcolor=lightyellow];")
     weights: dict[str, str] = {}
     edges: list[str] = []
     for rec in graph.diagnostics:
@@ -193,19 +283,30 @@ def to_dot(graph: Any, params: dict, name: str = "model") -> str:
             weights.setdefault(w, "instantaneous")
         style = "solid" if online else "dashed"
         color = "darkgreen" if online else "gray40"
-        targets = [_q("h:" + _path(h)) for h in rec.hidden_paths] or ['"output"']
+        targets = [_q("h:" + _path(h)) for h in rec.hidden_paths] or [_q(OUTPUT)]
         label = rec.primitive or ""
-        if not online:
-            label += f"\\n{REASONS.get(rec.kind.name, rec.kind.name.lower())}"
+        if rec.kind == DiagnosticKind.RELATION_PARTIAL_PATH:
+            label += "\nthis path: instantaneous gradient only"
+        elif not online:
+            label += "\n" + REASONS.get(rec.kind.name, rec.kind.name.lower())
         for t in targets:
             edges.append(f"  {_q('w:' + w)} -> {t} [style={style}, color={color}, label={_q(label)}];")
+    flow = data_flow(graph, params)
     for p in params:
-        weights.setdefault(_path(p), "plain")
+        w = _path(p)
+        if w not in weights:
+            weights[w] = "plain"
+            for t in sorted(flow.get("w:" + w, ())):
+                edges.append(f"  {_q('w:' + w)} -> {_q(t)} [style=dotted, color=gray40];")
+    for node, fed in flow.items():
+        if node.startswith("h:"):
+            edges += [f"  {_q(node)} -> {_q(t)} [color=gray60];" for t in sorted(fed)]
     fill = {"online": "palegreen", "instantaneous": "lightgray", "plain": "white"}
     for w, how in weights.items():
         out.append(f'  {_q("w:" + w)} [label={_q(w)}, shape=box, style=filled, fillcolor={fill[how]}];')
     out += edges
-    out.append("}")
+    out += ["  subgraph cluster_legend {", '    label="legend"; style=dashed; color=gray70;',
+            f"    legend [shape=plaintext, fontsize=9, label={LEGEND}];", "  }", "}"]
     return "\n".join(out) + "\n"
 
 
@@ -214,6 +315,7 @@ def run(args: argparse.Namespace) -> int:
     import jax.numpy as jnp
 
     from .. import compile_etrace_graph
+    from ..errors import BraintraceError
     from . import CLIError
 
     factory = load_factory(args.factory)
@@ -235,7 +337,17 @@ def run(args: argparse.Namespace) -> int:
     params = model.states(brainstate.ParamState)
     with warnings.catch_warnings():  # the warnings are printed below, grouped
         warnings.simplefilter("ignore", UserWarning)
-        graph = compile_etrace_graph(model, example)
+        try:
+            graph = compile_etrace_graph(model, example)
+        except BraintraceError:
+            raise
+        except (TypeError, ValueError) as err:  # the model's own check of its input, or jax's
+            where = "--input-shape" if args.input_shape is not None else "the example input its factory returned"
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CLIError(
+                f"{type(model).__name__} cannot take an input of shape {tuple(jnp.shape(example))} ({where}): "
+                f"{first} Give the shape of one time step of input (with the batch axis if the model is batched)."
+            ) from err
     print(f"{type(model).__name__} ({args.factory}), input shape {tuple(jnp.shape(example))}")
     print(summarize(graph, dict(params), show_info=args.all))
     status = 0

@@ -1,82 +1,114 @@
 """``braintrace train``: train a recurrent network online and plot the learning curves.
 
-With no arguments: a recurrent LIF network learns spike-encoded handwritten
-digits online with ES_D_RTRL. Every sequence runs inside one jitted ``scan``
-(:func:`braintrace.online_gradients`), followed by an optax Adam step. The
-command prints the test accuracy and writes ``metrics.json`` and
-``learning_curves.png`` into ``--out``.
+With no arguments, a recurrent LIF network learns spike-encoded handwritten
+digits online with ES_D_RTRL. Every sequence runs inside one jitted scan
+(braintrace.online_gradients), followed by an optax Adam step. The command
+prints the test accuracy and writes metrics.json and learning_curves.png into
+the --out folder.
 
-Adding a learner is one entry of :data:`ALGORITHMS`.
+The learners and their one-line help come from
+:mod:`braintrace.algorithms.catalog` (a learner added there is offered by
+``--algorithm``); :data:`ALGORITHMS` holds only the keyword arguments this
+command gives them.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
+import math
 import os
 import resource
 import sys
+import textwrap
 import time
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
+from ..algorithms.catalog import LEARNERS, learner_class
 from . import resume
 
-__all__ = ["Algorithm", "ALGORITHMS", "RESULT_FORMAT", "RESULT_PATTERN", "add_parser", "run", "train", "plot"]
+__all__ = ["ALGORITHMS", "BPTT", "RESULT_FORMAT", "RESULT_PATTERN", "algorithm_names", "learners_help",
+           "target_projections", "positive_int", "add_parser", "run", "train", "plot"]
 
 #: The last line ``braintrace train`` prints (the README quotes it).
 RESULT_FORMAT = "test accuracy: {accuracy:.3f} (chance {chance:.3f})"
 #: A regular expression matching :data:`RESULT_FORMAT`'s lines.
 RESULT_PATTERN = r"test accuracy: (?P<accuracy>\d\.\d{3}) \(chance (?P<chance>\d\.\d{3})\)"
 
+#: ``--algorithm bptt``: :func:`braintrace.bptt_gradients`, for comparison (not a learner).
+BPTT = "bptt"
 
-@dataclasses.dataclass(frozen=True)
-class Algorithm:
-    """How ``--algorithm NAME`` builds its learner.
-
-    Attributes
-    ----------
-    name : str
-        The command-line name.
-    attr : str or None
-        Attribute of :mod:`braintrace` called as ``attr(model, **kwargs)``;
-        ``None`` means BPTT through :func:`braintrace.bptt_gradients`.
-    kwargs : dict
-        Keyword arguments of the learner.
-    help : str
-        One line for ``--help``.
-    """
-
-    name: str
-    attr: str | None
-    kwargs: dict = dataclasses.field(default_factory=dict)
-    help: str = ""
-
-
-ALGORITHMS: tuple[Algorithm, ...] = (
-    Algorithm("es_d_rtrl", "ES_D_RTRL", {"decay_or_rank": 0.9}, "factored traces, O(B(I+O)S) memory"),
-    Algorithm("d_rtrl", "D_RTRL", {}, "exact diagonal traces, O(B|theta|S) memory"),
-    Algorithm("bptt", None, {}, "backpropagation through time, for comparison (memory grows with T)"),
-    Algorithm("eprop", "EProp", {"feedback": "symmetric", "kappa_filter_decay": 0.8},
-              "e-prop (Bellec et al., 2020), kappa filter of the read-out's decay"),
-    Algorithm("ostl", "OSTLRecurrent", {}, "OSTL, recurrent form (Bohnstingl et al., 2022)"),
-    Algorithm("ostl_ff", "OSTLFeedforward", {"decay_or_rank": 0.9}, "OSTL, factored feed-forward form"),
-    Algorithm("ottt", "OTTT", {"mode": "A", "leak": 0.9}, "OTTT (Xiao et al., 2022), leak of the LIF decay"),
-    Algorithm("otpe", "OTPE", {"mode": "full", "leak": 0.9}, "OTPE (Summe et al., 2023), leak of the LIF decay"),
-)
+#: The keyword arguments ``--algorithm NAME`` gives its learner, where it gives any (the leaks and
+#: decays match the models' LIF decay ``exp(-1/10)`` and read-out decay 0.8). ``osttp`` also gets
+#: one fixed random target projection per hidden group (see :func:`target_projections`).
+ALGORITHMS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
+    "es_d_rtrl": MappingProxyType({"decay_or_rank": 0.9}),
+    "eprop": MappingProxyType({"feedback": "symmetric", "kappa_filter_decay": 0.8}),
+    "ostl_ff": MappingProxyType({"decay_or_rank": 0.9}),
+    "ottt": MappingProxyType({"mode": "A", "leak": 0.9}),
+    "otpe": MappingProxyType({"mode": "full", "leak": 0.9}),
+})
+OSTTP = "osttp"
 
 MODEL_CHOICES = ("lif", "alif", "gru")
 TASK_CHOICES = ("digits", "copying", "evidence", "dms")
 # default sizes per task: (hidden, epochs, batch, lr); --quick shrinks them
-DEFAULTS = {
+DEFAULTS = MappingProxyType({
     "digits": (128, 12, 64, 5e-3),
     "copying": (64, 20, 32, 1e-2),
     "evidence": (64, 20, 32, 5e-3),
     "dms": (64, 20, 32, 5e-3),
-}
+})
+SEED_LIMIT = 2**32  # numpy's RandomState takes seeds in [0, 2**32)
 
 
-def _positive(value: str) -> int:
+def algorithm_names() -> tuple[str, ...]:
+    """The choices of ``--algorithm``: the catalog's learners, then ``'bptt'``.
+
+    Examples
+    --------
+    >>> from braintrace.cli.train import algorithm_names
+    >>> algorithm_names()[:2], algorithm_names()[-1]
+    (('es_d_rtrl', 'd_rtrl'), 'bptt')
+    """
+    return (*(spec.name for spec in LEARNERS), BPTT)
+
+
+def _kwargs_text(name: str) -> str:
+    kwargs = ALGORITHMS.get(name, {})
+    if name == OSTTP:
+        return " (a fixed random target projection per hidden layer)"
+    return " (" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")" if kwargs else ""
+
+
+def learners_help() -> str:
+    """The ``--algorithm`` choices, one line each, for the epilog of ``braintrace train --help``.
+
+    Examples
+    --------
+    >>> from braintrace.cli.train import learners_help
+    >>> learners_help().splitlines()[:2]
+    ['learners (--algorithm):', '  es_d_rtrl  factored input/output traces, O(B(I+O)S) memory']
+    """
+    rows = [(spec.name, spec.help + _kwargs_text(spec.name)) for spec in LEARNERS]
+    rows.append((BPTT, "backpropagation through time, for comparison (memory grows with T)"))
+    width = max(len(name) for name, _ in rows)
+    indent = " " * (width + 4)
+    lines = [textwrap.fill(f"  {name:<{width}}  {text}", 79, subsequent_indent=indent) for name, text in rows]
+    return "learners (--algorithm):\n" + "\n".join(lines)
+
+
+def positive_int(value: str) -> int:
+    """An argparse type: a positive integer.
+
+    Examples
+    --------
+    >>> from braintrace.cli.train import positive_int
+    >>> positive_int("3")
+    3
+    """
     try:
         n = int(value)
     except ValueError:
@@ -96,27 +128,54 @@ def _positive_float(value: str) -> float:
     return x
 
 
+def _seed(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if not 0 <= n < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {SEED_LIMIT - 1}, got {value}")
+    return n
+
+
+def _per_task(index: int, fmt: str = "{}") -> str:
+    return ", ".join(f"{task} {fmt.format(values[index])}" for task, values in DEFAULTS.items())
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    algos = "; ".join(f"{a.name}: {a.help}" for a in ALGORITHMS)
     p = subparsers.add_parser(
         "train",
         help="train a network online and plot its learning curves",
-        description=__doc__.split("\n\n")[1].replace("\n", " "),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=__doc__.split("\n\n")[1],
+        epilog=learners_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--algorithm", choices=[a.name for a in ALGORITHMS], default="es_d_rtrl", help=algos)
-    p.add_argument("--model", choices=MODEL_CHOICES, default="lif", help="recurrent LIF or ALIF network, or GRU")
-    p.add_argument("--task", choices=TASK_CHOICES, default="digits")
-    p.add_argument("--hidden", type=_positive, help="hidden units (default: per task)")
+    p.add_argument("--algorithm", choices=algorithm_names(), default="es_d_rtrl", metavar="NAME",
+                   help="the learner, one of the list below (default: %(default)s)")
+    p.add_argument("--model", choices=MODEL_CHOICES, default="lif",
+                   help="recurrent LIF or ALIF network, or GRU (default: %(default)s)")
+    p.add_argument("--task", choices=TASK_CHOICES, default="digits",
+                   help="spike-encoded handwritten digits, the copying task, evidence accumulation, or delayed "
+                        "match-to-sample (default: %(default)s)")
+    p.add_argument("--hidden", type=positive_int, metavar="N",
+                   help=f"hidden units (default per task: {_per_task(0)})")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--epochs", type=_positive, help="passes over the training set (default: per task)")
-    group.add_argument("--steps", type=_positive, help="optimizer steps in total, instead of --epochs")
-    p.add_argument("--batch-size", type=_positive, help="sequences per step (default: per task)")
-    p.add_argument("--lr", type=_positive_float, help="Adam learning rate (default: per task)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the data, the weights and the spikes")
+    group.add_argument("--epochs", type=positive_int, metavar="N",
+                       help=f"passes over the training set (default per task: {_per_task(1)})")
+    group.add_argument("--steps", type=positive_int, metavar="N", help="Adam steps in total, instead of --epochs")
+    p.add_argument("--batch-size", type=positive_int, metavar="N",
+                   help=f"sequences per Adam step (default per task: {_per_task(2)})")
+    p.add_argument("--lr", type=_positive_float,
+                   help=f"Adam learning rate (default per task: {_per_task(3, '{:g}')})")
+    p.add_argument("--seed", type=_seed, default=0,
+                   help="seed of the data, the weights and the spikes; the same seed gives the same numbers "
+                        "(default: %(default)s)")
     p.add_argument("--encoding", choices=("bernoulli", "latency"), default="bernoulli",
-                   help="digits only: spike trains with a rate, or one spike per pixel at a latency")
-    p.add_argument("--out", default="braintrace-train", help="folder for metrics.json and learning_curves.png")
+                   help="digits only: spike trains with a rate, or one spike per pixel at a latency "
+                        "(default: %(default)s)")
+    p.add_argument("--out", default="braintrace-train", metavar="FOLDER",
+                   help="folder for metrics.json and learning_curves.png, created if missing "
+                        "(default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="reduced size (a few seconds of training)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar, one line per epoch")
     resume.add_arguments(p)
@@ -179,8 +238,82 @@ def _config(args: argparse.Namespace) -> dict:
         task=args.task, model=args.model, algorithm=args.algorithm, encoding=args.encoding,
         hidden=args.hidden or hidden, batch_size=args.batch_size or batch, lr=args.lr or lr,
         epochs=None if args.steps else (args.epochs or epochs), steps=args.steps, seed=args.seed,
-        quick=bool(args.quick),
+        quick=bool(args.quick), algorithm_kwargs=dict(ALGORITHMS.get(args.algorithm, {})),
     )
+
+
+def target_projections(model: Any, example: Any, n_target: int, seed: int) -> list:
+    """OSTTP's ``B_list`` for ``model``: one :class:`braintrace.FixedRandomFeedback` per hidden group
+    that learns online and is not an output group, in graph order, drawn from ``seed``.
+
+    Parameters
+    ----------
+    model : brainstate.nn.Module
+        The model, its states initialised.
+    example : array_like
+        An input of one time step.
+    n_target : int
+        The size of a target (the number of classes).
+    seed : int
+        Seed of the matrices (group ``g`` draws from ``seed + g``).
+
+    Returns
+    -------
+    list of FixedRandomFeedback
+        Matrices of shape ``(n_target, n_layer)``.
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp
+    >>> from braintrace.cli.models import SpikingRNN
+    >>> from braintrace.cli.train import target_projections
+    >>> model = SpikingRNN(3, 4, 2)  # a LIF layer (learns from the target) and a leaky read-out
+    >>> _ = brainstate.nn.init_all_states(model)
+    >>> [b.matrix.shape for b in target_projections(model, jnp.zeros(3), n_target=2, seed=0)]
+    [(2, 4)]
+    """
+    import braintrace
+    from braintrace.algorithms.feedback import layer_size, output_batch_shape
+    from braintrace.compiler.outputs import output_groups
+
+    graph = braintrace.compile_etrace_graph(model, example)
+    outputs = output_groups(graph)
+    online = sorted({gi for r in graph.hidden_param_op_relations for gi in r.hidden_groups} - outputs)
+    batch, _ = output_batch_shape(graph, "OSTTP")
+    return [
+        braintrace.FixedRandomFeedback(n_target, layer_size(graph.hidden_groups[gi], batch, "OSTTP"), key=seed + gi)
+        for gi in online
+    ]
+
+
+def _target_gradients(learner: Any, loss_fn: Any, n_target: int, batch_size: int) -> Any:
+    """``grad_fn(x, target)`` for a learner called as ``learner(x_t, y_target_t)`` (OSTTP): the summed
+    online gradients of a sequence in one scan, as :func:`braintrace.online_gradients` gives them for
+    the other learners, with the one-hot label of every masked step as the projected target."""
+    import brainstate
+    import jax
+    import jax.numpy as jnp
+
+    model = learner.model
+    params = model.states(brainstate.ParamState)
+
+    def grad_fn(xs: Any, target: Any) -> Any:
+        labels, weight = target
+        y_star = jax.nn.one_hot(labels, n_target) * (weight > 0)[..., None]
+        brainstate.nn.reset_all_states(model, batch_size=batch_size)
+        learner.reset_state(batch_size)
+
+        def step(carry, inputs):
+            acc, total = carry
+            x, y, y_t = inputs
+            g, value = brainstate.transform.grad(lambda: loss_fn(learner(x, y_t), y), params, return_value=True)()
+            return (jax.tree.map(jnp.add, acc, g), total + value), None
+
+        zeros = jax.tree.map(jnp.zeros_like, {k: v.value for k, v in params.items()})
+        (grads, total), _ = brainstate.transform.scan(step, (zeros, jnp.zeros(())), (xs, target, y_star))
+        return grads, total
+
+    return grad_fn
 
 
 def _learner_and_grad_fn(cfg: dict, model: Any, task: Any, loss_fn: Any) -> Any:
@@ -190,21 +323,21 @@ def _learner_and_grad_fn(cfg: dict, model: Any, task: Any, loss_fn: Any) -> Any:
 
     from . import CLIError
 
-    algo = next(a for a in ALGORITHMS if a.name == cfg["algorithm"])
-    B = cfg["batch_size"]
-    if algo.attr is None:
+    name, B = cfg["algorithm"], cfg["batch_size"]
+    if name == BPTT:
         return lambda x, y: braintrace.bptt_gradients(model, x, y, loss_fn, batch_size=B)
-    cls = getattr(braintrace, algo.attr, None)
-    if cls is None:
-        raise CLIError(
-            f"--algorithm {algo.name} needs braintrace.{algo.attr}, which this installation of braintrace "
-            f"does not have; choose one of: {', '.join(a.name for a in ALGORITHMS if a.attr is None or hasattr(braintrace, a.attr))}."
-        )
+    cls, kwargs = learner_class(name), dict(ALGORITHMS.get(name, {}))
+    example = jnp.zeros((B, task.n_in))
+    if name == OSTTP:
+        kwargs["B_list"] = target_projections(model, example, task.n_out, cfg["seed"])
     try:
-        learner = cls(model, **algo.kwargs)
+        learner = cls(model, **kwargs)
     except (TypeError, ValueError) as err:
-        raise CLIError(f"--algorithm {algo.name}: braintrace.{algo.attr}(model, **{algo.kwargs}) failed: {err}") from err
-    learner.compile_graph(jnp.zeros((B, task.n_in)))
+        shown = ", ".join(f"{k}={v!r}" for k, v in ALGORITHMS.get(name, {}).items())
+        raise CLIError(f"--algorithm {name}: braintrace.{cls.__name__}(model, {shown}) failed: {err}") from err
+    learner.compile_graph(example)
+    if name == OSTTP:
+        return _target_gradients(learner, loss_fn, task.n_out, B)
     return lambda x, y: braintrace.online_gradients(learner, x, y, loss_fn, batch_size=B)
 
 
@@ -218,6 +351,7 @@ def train(cfg: dict, progress_plain: bool = False, log: Any = print, checkpoints
     import numpy as np
     import optax
 
+    from . import CLIError
     from .models import build_model
     from .tasks import build_task
 
@@ -307,6 +441,11 @@ def train(cfg: dict, progress_plain: bool = False, log: Any = print, checkpoints
                 loss, opt_state = train_step(x, jnp.asarray(labels.T), jnp.asarray(mask.T), opt_state)
                 loss = float(loss)
                 dt = time.perf_counter() - t0
+                if not math.isfinite(loss):
+                    raise CLIError(
+                        f"the training loss is {loss} at Adam step {step + 1} of {total} (epoch {epoch + 1}); "
+                        f"training stopped, no metrics written. Lower --lr (now {cfg['lr']:g}) or change the seed."
+                    )
                 if compile_s is None:
                     compile_s = dt
                 else:
@@ -320,7 +459,7 @@ def train(cfg: dict, progress_plain: bool = False, log: Any = print, checkpoints
                     checkpoints.save(model, opt_state, cfg, resume.Position(step, epoch, b + 1, epoch_rng, hist))
                 rate = (step - 1) / t_train if t_train > 0 else 0.0
                 bar.step(f"loss {loss:.3f}  acc {np.mean(hist['train_acc'][-per_epoch:]):.2f}  "
-                         f"{rate:.1f} steps/s  RSS {_rss_mb():.0f} MiB")
+                         f"{rate:.1f} Adam steps/s  RSS {_rss_mb():.0f} MiB")
             test_acc = evaluate(task.test)
             hist["epoch_step"].append(step)
             hist["test_acc"].append(test_acc)
@@ -379,11 +518,15 @@ def run(args: argparse.Namespace) -> int:
 
     from . import CLIError
 
+    try:  # before training: a run must not be lost to an --out it cannot write
+        os.makedirs(out, exist_ok=True)
+    except OSError as err:
+        what = "is a file, not a folder" if os.path.isfile(out) else f"cannot be created ({err.strerror})"
+        raise CLIError(f"--out {out} {what}; give a folder for metrics.json and learning_curves.png.") from err
     try:
         metrics = train(cfg, progress_plain=args.no_progress, checkpoints=checkpoints)
     except TaskUnavailable as err:
         raise CLIError(str(err)) from err
-    os.makedirs(out, exist_ok=True)
     json_path = os.path.join(out, "metrics.json")
     with open(json_path, "w") as f:
         json.dump(metrics, f, indent=1)
@@ -393,7 +536,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"wrote {json_path}; no PNG: matplotlib is not installed (pip install matplotlib)")
     rate = metrics["steps_per_second"]
-    print(f"{len(metrics['history']['step'])} steps in {metrics['seconds']:.0f} s "
-          f"({'%.1f steps/s, ' % rate if rate else ''}peak RSS {metrics['peak_rss_mib']:.0f} MiB)")
+    print(f"{len(metrics['history']['step'])} Adam steps in {metrics['seconds']:.0f} s, compiling included "
+          f"({'%.1f Adam steps/s once compiled, ' % rate if rate else ''}peak RSS {metrics['peak_rss_mib']:.0f} MiB)")
     print(RESULT_FORMAT.format(accuracy=metrics["test_accuracy"], chance=metrics["chance"]))
     return 0

@@ -140,7 +140,7 @@ class ETraceGraphExecutor:
             r.index: jnp.zeros((n_dirs,) + r.y_shape, self._y_dtype(r)).at[base + k].set(1.0)
             for k, r in enumerate(rels)
         }
-        cols = jax.vmap(lambda th, ty: jax.jvp(fn, (packed, y_zero), (th, ty))[1])(dh, dy) if n_dirs else None
+        cols = jax.vmap(lambda th, ty: jax.jvp(fn, (packed, y_zero), (th, ty))[1])(dh, dy) if n_dirs else packed[None]
         if group.elementwise:
             D = jnp.moveaxis(cols[:S], 0, -1)
         else:

@@ -16,8 +16,16 @@ GRUCell(...)
 (2, 8)
 >>> braintrace.nn.ValinaRNNCell is braintrace.nn.VanillaRNNCell   # the seeds' spelling, kept as an alias
 True
+
+Names that braintrace 0.2.0 forwarded from ``brainstate.nn`` (activations,
+dropout, pooling, other normalisations) and from ``brainpy.state`` (synapse
+models) still resolve, with a ``DeprecationWarning``; the table is
+:data:`braintrace.nn.forwarded.FORWARDED`.
 """
 
+from typing import Any
+
+from . import forwarded as forwarded
 from . import surrogate as surrogate
 from .conv import Conv1d as Conv1d, Conv2d as Conv2d, Conv3d as Conv3d
 from .linear import (
@@ -27,7 +35,8 @@ from .linear import (
     SignedWLinear as SignedWLinear,
     SparseLinear as SparseLinear,
 )
-from .linear_rnn import LRUCell as LRUCell, MiniGRU as MiniGRU, MiniLSTM as MiniLSTM
+from .linear_rnn import LRUCell as LRUCell
+from .minimal_rnn import MiniGRU as MiniGRU, MiniLSTM as MiniLSTM, MinimalRNNCell as MinimalRNNCell
 from .neurons import ALIF as ALIF, IF as IF, LIF as LIF
 from .norm import BatchNorm1d as BatchNorm1d, LayerNorm as LayerNorm
 from .readout import LeakyRateReadout as LeakyRateReadout
@@ -35,7 +44,6 @@ from .rnn import (
     GRUCell as GRUCell,
     LSTMCell as LSTMCell,
     MGUCell as MGUCell,
-    MinimalRNNCell as MinimalRNNCell,
     URLSTMCell as URLSTMCell,
     ValinaRNNCell as ValinaRNNCell,
     VanillaRNNCell as VanillaRNNCell,
@@ -43,6 +51,7 @@ from .rnn import (
 
 __all__ = [
     "surrogate",
+    "forwarded",
     # linear layers
     "Linear",
     "SignedWLinear",
@@ -73,3 +82,10 @@ __all__ = [
     "BatchNorm1d",
     "LayerNorm",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Serve the names 0.2.0 forwarded to ``brainstate.nn`` / ``brainpy.state``, with a warning."""
+    if name.startswith("__"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return forwarded.resolve(name)

@@ -151,11 +151,27 @@ class _Neuron(brainstate.nn.Module):
         return self._in_v_unit(value, "state_init")
 
     def init_state(self, batch_size: int | None = None, **kwargs: Any) -> None:
-        """Create ``v``, shape ``in_size`` or ``(batch_size, *in_size)``."""
+        """Create ``v``, shape ``in_size`` or ``(batch_size, *in_size)``.
+
+        Parameters
+        ----------
+        batch_size : int, optional
+            Size of a leading batch axis; ``None`` (default) for unbatched states.
+        **kwargs
+            Ignored (the ``brainstate.nn.Module`` signature).
+        """
         self.v = brainstate.HiddenState(self._initial_v(batch_size))
 
     def reset_state(self, batch_size: int | None = None, **kwargs: Any) -> None:
-        """Reset ``v`` in place (same object)."""
+        """Reset ``v`` in place (same object).
+
+        Parameters
+        ----------
+        batch_size : int, optional
+            Size of a leading batch axis; ``None`` (default) for unbatched states.
+        **kwargs
+            Ignored (the ``brainstate.nn.Module`` signature).
+        """
         self.v.value = self._initial_v(batch_size)
 
     def _threshold(self) -> Any:
@@ -235,7 +251,18 @@ class IF(_Neuron):
         super().__init__(in_size, v_th, v_reset, reset, surrogate, detach_reset, state_init, name)
 
     def update(self, x: Any) -> jax.Array:
-        """One step; ``x`` of shape ``(..., *in_size)`` in the unit of ``v``; returns :math:`s^t`."""
+        """One time step.
+
+        Parameters
+        ----------
+        x : array_like
+            The input of this step, shape ``(..., *in_size)``, in the unit of ``v``.
+
+        Returns
+        -------
+        jax.Array
+            :math:`s^t`, the spikes of this step.
+        """
         self._check(x)
         v = self.v.value
         v = self._reset(v, self._spike(v, self.v_th)) + x
@@ -310,7 +337,18 @@ class LIF(_Neuron):
         self.tau = self._tau_param(tau, tau_learnable, "tau")
 
     def update(self, x: Any) -> jax.Array:
-        """One step; ``x`` of shape ``(..., *in_size)`` in the unit of ``v``; returns :math:`s^t`."""
+        """One time step.
+
+        Parameters
+        ----------
+        x : array_like
+            The input of this step, shape ``(..., *in_size)``, in the unit of ``v``.
+
+        Returns
+        -------
+        jax.Array
+            :math:`s^t`, the spikes of this step.
+        """
         self._check(x)
         alpha = self._decay("tau")
         v = self.v.value
@@ -406,12 +444,28 @@ class ALIF(_Neuron):
         self.tau_a = self._tau_param(tau_a, tau_learnable, "tau_a")
 
     def init_state(self, batch_size: int | None = None, **kwargs: Any) -> None:
-        """Create ``v`` and ``a``, shape ``in_size`` or ``(batch_size, *in_size)``."""
+        """Create ``v`` and ``a``, shape ``in_size`` or ``(batch_size, *in_size)``.
+
+        Parameters
+        ----------
+        batch_size : int, optional
+            Size of a leading batch axis; ``None`` (default) for unbatched states.
+        **kwargs
+            Ignored (the ``brainstate.nn.Module`` signature).
+        """
         super().init_state(batch_size)
         self.a = brainstate.HiddenState(jnp.zeros(u.math.shape(self.v.value), brainstate.environ.dftype()))
 
     def reset_state(self, batch_size: int | None = None, **kwargs: Any) -> None:
-        """Reset ``v`` and ``a`` in place (same objects)."""
+        """Reset ``v`` and ``a`` in place (same objects).
+
+        Parameters
+        ----------
+        batch_size : int, optional
+            Size of a leading batch axis; ``None`` (default) for unbatched states.
+        **kwargs
+            Ignored (the ``brainstate.nn.Module`` signature).
+        """
         super().reset_state(batch_size)
         self.a.value = jnp.zeros(u.math.shape(self.v.value), brainstate.environ.dftype())
 
@@ -419,7 +473,18 @@ class ALIF(_Neuron):
         return self.v_th * (1 + self.beta * (self.a.value if a is None else a))
 
     def update(self, x: Any) -> jax.Array:
-        """One step; ``x`` of shape ``(..., *in_size)`` in the unit of ``v``; returns :math:`s^t`."""
+        """One time step.
+
+        Parameters
+        ----------
+        x : array_like
+            The input of this step, shape ``(..., *in_size)``, in the unit of ``v``.
+
+        Returns
+        -------
+        jax.Array
+            :math:`s^t`, the spikes of this step.
+        """
         self._check(x)
         alpha, rho = self._decay("tau"), self._decay("tau_a")
         v, a = self.v.value, self.a.value

@@ -1,8 +1,9 @@
 r"""D_RTRL trace rules: how one primitive's parameter-dimension trace evolves.
 
-Notation (DESIGN.md section 3). A hidden group has per-position shape ``V``
-(batch axes included) and ``S`` states per position. An ETP primitive computes
-``y = op(x, w)`` with ``y.shape`` a suffix of ``V`` (extra leading axes of ``V``
+Notation of the docs' concepts page (docs/concepts.md, "The mathematics"). A
+hidden group has per-position shape ``V`` (batch axes included) and ``S``
+states per position. An ETP primitive computes ``y = op(x, w)`` with
+``y.shape`` a suffix of ``V`` (extra leading axes of ``V``
 are batch axes that ``y`` broadcasts over). The learners hand a rule
 
 * ``D``  of shape ``(*V, S, S)``: the per-position block of the cut Jacobian,
@@ -74,7 +75,7 @@ class TraceRule(Protocol):
 
     def init(
         self,
-        entry: "PrimitiveEntry",
+        entry: Any,
         operands: Sequence[Array],
         params: Mapping[str, Any],
         names: tuple[str, ...],
@@ -87,7 +88,7 @@ class TraceRule(Protocol):
 
     def update(
         self,
-        entry: "PrimitiveEntry",
+        entry: Any,
         trace: Mapping[str, Array],
         operands: Sequence[Array],
         params: Mapping[str, Any],
@@ -100,7 +101,7 @@ class TraceRule(Protocol):
 
     def contract(
         self,
-        entry: "PrimitiveEntry",
+        entry: Any,
         trace: Mapping[str, Array],
         operands: Sequence[Array],
         params: Mapping[str, Any],
@@ -113,7 +114,7 @@ class TraceRule(Protocol):
 
 def accumulate_sources(
     rule: Any,
-    entry: "PrimitiveEntry",
+    entry: Any,
     template: Mapping[str, Array],
     operands: Sequence[Array],
     x_seq: Array | None,
@@ -163,7 +164,7 @@ def accumulate_sources(
 
 def contract_sequence(
     rule: Any,
-    entry: "PrimitiveEntry",
+    entry: Any,
     trace_seq: Mapping[str, Array],
     operands: Sequence[Array],
     params: Mapping[str, Any],
@@ -325,7 +326,7 @@ class DiagonalRule:
 
     def init(
         self,
-        entry: PrimitiveEntry,
+        entry: Any,
         operands: Sequence[Array],
         params: Mapping[str, Any],
         names: tuple[str, ...],
@@ -337,7 +338,7 @@ class DiagonalRule:
 
     def update(
         self,
-        entry: PrimitiveEntry,
+        entry: Any,
         trace: Mapping[str, Array],
         operands: Sequence[Array],
         params: Mapping[str, Any],
@@ -355,7 +356,7 @@ class DiagonalRule:
 
     def accumulate(
         self,
-        entry: PrimitiveEntry,
+        entry: Any,
         template: Mapping[str, Array],
         operands: Sequence[Array],
         x_seq: Array | None,
@@ -372,7 +373,7 @@ class DiagonalRule:
 
     def contract(
         self,
-        entry: PrimitiveEntry,
+        entry: Any,
         trace: Mapping[str, Array],
         operands: Sequence[Array],
         params: Mapping[str, Any],
@@ -383,7 +384,7 @@ class DiagonalRule:
 
     def contract_seq(
         self,
-        entry: PrimitiveEntry,
+        entry: Any,
         trace_seq: Mapping[str, Array],
         operands: Sequence[Array],
         params: Mapping[str, Any],
@@ -440,7 +441,7 @@ class FullJacobianRule:
 
     def init(
         self,
-        entry: PrimitiveEntry,
+        entry: Any,
         operands: Sequence[Array],
         params: Mapping[str, Any],
         names: tuple[str, ...],
@@ -471,7 +472,7 @@ class FullJacobianRule:
 
     def update(
         self,
-        entry: PrimitiveEntry,
+        entry: Any,
         trace: Mapping[str, Array],
         operands: Sequence[Array],
         params: Mapping[str, Any],
@@ -493,7 +494,7 @@ class FullJacobianRule:
 
     def contract(
         self,
-        entry: PrimitiveEntry,
+        entry: Any,
         trace: Mapping[str, Array],
         operands: Sequence[Array],
         params: Mapping[str, Any],

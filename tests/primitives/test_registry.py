@@ -14,7 +14,7 @@ from braintrace.primitives import (
     is_etp_primitive,
     register_primitive,
 )
-from braintrace.primitives.registry import define_primitive
+from braintrace.primitives.definition import define_primitive
 
 from .helpers import OpCase, assert_close, bound_equation, check_forward, check_grad, check_jvp_vjp, check_rules, \
     check_vmap_identity, check_xy_to_dw, etp_entries, normal
