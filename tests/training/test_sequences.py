@@ -24,7 +24,6 @@ LENGTHS = (7, 4, 2)
 MODELS = {
     "leaky_decay": lambda: O.make_leaky(3, 4, 2, batch=B, learn_decay=True),
     "adaptive": lambda: O.make_adaptive(3, 4, 2, batch=B),
-    "adaptive_grouped": lambda: O.make_adaptive(3, 4, 2, batch=B, grouped=True),
 }
 
 
@@ -49,7 +48,7 @@ def set_hidden(model, h0):
         st.value = h0[k]
 
 
-@pytest.mark.parametrize("name,reduction", [("leaky_decay", "sum"), ("adaptive", "mean"), ("adaptive_grouped", "sum")])
+@pytest.mark.parametrize("name,reduction", [("leaky_decay", "sum"), ("adaptive", "mean"), ("adaptive", "sum")])
 def test_masked_online_equals_masked_bptt(x64, name, reduction):
     model = MODELS[name]()
     xs, ys, mask = data()
