@@ -31,7 +31,7 @@ from ..algorithms.base import ETraceAlgorithm
 from .gradients import accumulate, resolve_window
 from .losses import SequenceLoss, check_mask, check_sequences, mask_count
 
-__all__ = ["online_fit", "OnlineFitResult"]
+__all__ = ["online_fit", "OnlineFitResult", "FitStep"]
 
 
 class OnlineFitResult(NamedTuple):
