@@ -2,7 +2,8 @@
 
 Write the model with ``brainstate``, route each weight that should learn online
 through an ETP primitive (:func:`matmul`, :func:`element_wise`, :func:`conv`,
-:func:`sparse_matmul`, :func:`lora_matmul`), wrap the model in a learner
+:func:`sparse_matmul`, :func:`lora_matmul`, :func:`embedding`,
+:func:`grouped_matmul`, :func:`einsum`), wrap the model in a learner
 (:class:`D_RTRL`, :class:`ES_D_RTRL`) and differentiate its output.
 ``__version__`` is the package version and ``__version_info__`` the same as a
 tuple (integers for the numeric parts, e.g. ``(0, 2, 0, 'dev0')``). The
@@ -102,7 +103,10 @@ from .algorithms import (
 from .algorithms.compiling import compile as compile
 from .primitives import (
     conv as conv,
+    einsum as einsum,
     element_wise as element_wise,
+    embedding as embedding,
+    grouped_matmul as grouped_matmul,
     lora_matmul as lora_matmul,
     matmul as matmul,
     register_primitive as register_primitive,
@@ -174,7 +178,10 @@ __all__ = [
     "OnlineFitResult",
     "shard_batch",
     "conv",
+    "einsum",
     "element_wise",
+    "embedding",
+    "grouped_matmul",
     "lora_matmul",
     "matmul",
     "register_primitive",

@@ -2,8 +2,9 @@
 
 Drop-in replacements for ``brainstate.nn`` modules whose trainable operations
 go through :func:`braintrace.matmul`, :func:`braintrace.element_wise`,
-:func:`braintrace.conv`, :func:`braintrace.sparse_matmul` and
-:func:`braintrace.lora_matmul`, so their weights learn online.
+:func:`braintrace.conv`, :func:`braintrace.sparse_matmul`,
+:func:`braintrace.lora_matmul`, :func:`braintrace.embedding` and
+:func:`braintrace.grouped_matmul`, so their weights learn online.
 
 Examples
 --------
@@ -28,6 +29,8 @@ from typing import Any
 from . import forwarded as forwarded
 from . import surrogate as surrogate
 from .conv import Conv1d as Conv1d, Conv2d as Conv2d, Conv3d as Conv3d
+from .embedding import Embedding as Embedding
+from .grouped import GroupedLinear as GroupedLinear
 from .linear import (
     LoRA as LoRA,
     Linear as Linear,
@@ -58,6 +61,8 @@ __all__ = [
     "ScaledWSLinear",
     "SparseLinear",
     "LoRA",
+    "GroupedLinear",
+    "Embedding",
     # convolutions
     "Conv1d",
     "Conv2d",

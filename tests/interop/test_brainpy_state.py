@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from benchmarks.interop import KINDS, InteropNet, build_pair, main as benchmark_main
 
 N_IN, N, N_OUT, B, T = 4, 6, 3, 2, 12
-# the input weight's path in each build; the read-out is `readout.weight` in both
+# the input weight's path in each build; the read-out is `readout.W` in both
 INPUT_WEIGHT = {"brainpy.state": ("proj", "comm", "weight"), "braintrace.nn": ("inp", "weight")}
 
 
@@ -66,7 +66,7 @@ def test_same_graph_as_braintrace_nn_and_no_probing(kind, readout):
     assert structure(bp.graph) == structure(bt.graph)
     assert all(g.elementwise for g in bp.graph.hidden_groups)
     weights = {r.weight_path for r in bp.graph.hidden_param_op_relations}
-    assert weights == {INPUT_WEIGHT["brainpy.state"], ("readout", "weight")} if readout == "leaky" else {
+    assert weights == {INPUT_WEIGHT["brainpy.state"], ("readout", "W")} if readout == "leaky" else {
         INPUT_WEIGHT["brainpy.state"]
     }
 
