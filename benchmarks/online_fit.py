@@ -8,7 +8,9 @@ For one model (default GRU-512, T=1000, batch 16, ES_D_RTRL) it times
   (default 1, 10, 100): the states and traces run on across the updates;
 - with ``--sharded``, ``online_gradients`` again on inputs, states and traces
   placed on a one-device mesh (``NamedSharding`` and ``braintrace.shard_batch``):
-  what sharding costs when there is a single device.
+  what sharding costs when there is a single device. Beside the two separate
+  timings, ``paired_ratio`` is the median time ratio of the two compiled
+  calls run back to back (robust to a load that drifts on a shared machine).
 
 Compile and run time are reported apart: each jitted function (for
 ``online_fit`` its chunk step, :class:`braintrace.training.fit.FitStep`, the
@@ -46,7 +48,7 @@ from braintrace.training.losses import SequenceLoss
 from .measure import machine_info
 from .models import ModelSpec, build_model, make_data, mse_loss
 
-__all__ = ["main", "time_online_gradients", "time_online_fit"]
+__all__ = ["main", "online_gradients_call", "time_online_gradients", "time_online_fit", "paired_ratio"]
 
 LEARNER_OPTIONS = {"es_d_rtrl": {"decay_or_rank": 0.9}, "d_rtrl": {}}
 
@@ -77,8 +79,8 @@ def _timed(call, repeats: int) -> dict:
     return {"compile_s": max(first - run, 0.0), "run_s": run, "times_s": times}
 
 
-def time_online_gradients(spec: ModelSpec, name: str, repeats: int, *, sharded: bool = False) -> dict:
-    """Compile and run time of one jitted (online_gradients + Adam step) over the sequence."""
+def online_gradients_call(spec: ModelSpec, name: str, *, sharded: bool = False):
+    """A call of one jitted (online_gradients + Adam step) over the sequence (not yet compiled)."""
     xs, ys = make_data(spec)
     learner = _learner(spec, name, xs)
     if sharded:
@@ -98,9 +100,29 @@ def time_online_gradients(spec: ModelSpec, name: str, repeats: int, *, sharded: 
             params[k].value = v
         return loss, opt_state
 
-    row = _timed(lambda: step(xs, ys, opt_state), repeats)
+    return lambda: step(xs, ys, opt_state)
+
+
+def time_online_gradients(spec: ModelSpec, name: str, repeats: int, *, sharded: bool = False,
+                          call=None) -> dict:
+    """Compile and run time of one jitted (online_gradients + Adam step) over the sequence."""
+    call = call or online_gradients_call(spec, name, sharded=sharded)
+    row = _timed(call, repeats)
     return {"method": "online_gradients" + ("_sharded1" if sharded else ""), "update_every": spec.T, **row,
             "time_per_step_s": row["run_s"] / spec.T}
+
+
+def paired_ratio(a, b, rounds: int) -> float:
+    """Median over ``rounds`` of ``time(b) / time(a)``, the two compiled calls run back to back
+    (a load that drifts between separate measurements does not bias it)."""
+    ratios = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        jax.block_until_ready(a())
+        t1 = time.perf_counter()
+        jax.block_until_ready(b())
+        ratios.append((time.perf_counter() - t1) / (t1 - t0))
+    return statistics.median(ratios)
 
 
 def time_online_fit(spec: ModelSpec, name: str, K: int, repeats: int) -> dict:
@@ -146,9 +168,13 @@ def main(argv: list[str] | None = None) -> dict:
     kind, size = args.model.split("-")
     spec = ModelSpec(kind, int(size), args.T, batch=args.batch)
     updates = [int(k) for k in args.updates.split(",")]
-    rows = [time_online_gradients(spec, args.learner, args.repeats)]
+    plain = online_gradients_call(spec, args.learner)
+    rows = [time_online_gradients(spec, args.learner, args.repeats, call=plain)]
     if args.sharded:
-        rows.append(time_online_gradients(spec, args.learner, args.repeats, sharded=True))
+        sharded = online_gradients_call(spec, args.learner, sharded=True)
+        rows.append(time_online_gradients(spec, args.learner, args.repeats, sharded=True, call=sharded))
+        rows[-1]["paired_ratio"] = paired_ratio(plain, sharded, max(2 * args.repeats, 5))
+        print(f"one-device mesh / plain, paired: {rows[-1]['paired_ratio']:.3f}", flush=True)
     for K in updates:
         rows.append(time_online_fit(spec, args.learner, K, args.repeats))
         print(f"online_fit update_every={K}: {1e3 * rows[-1]['time_per_step_s']:.3f} ms/step", flush=True)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Position", "Checkpoints", "add_arguments", "saved_config"]
+__all__ = ["Position", "Checkpoints", "add_arguments", "saved_config", "resolve", "start"]
 
 CHECKPOINT, RUN_JSON = "checkpoint", "checkpoint.json"
 
@@ -153,3 +153,18 @@ def resolve(args: argparse.Namespace, cfg: dict, default_out: str) -> tuple[dict
         saved.update(epochs=args.epochs, steps=None)
     out = args.resume if args.out == default_out else args.out
     return saved, Checkpoints(out, every, args.resume), out
+
+
+def start(checkpoints: Checkpoints | None, model: Any, opt_state: Any, rng: np.random.RandomState, history: dict,
+          log: Any) -> tuple[int, int, int, dict, Any]:
+    """``(step, epoch, batches taken in it, history, optimizer state)`` a run starts from.
+
+    A fresh run starts at zero; a resumed one restores ``model``, sets ``rng``
+    to its state at the start of the saved epoch and says so through ``log``.
+    """
+    if checkpoints is None or not checkpoints.resume:
+        return 0, 0, 0, history, opt_state
+    opt_state, at = checkpoints.restore(model, opt_state)
+    rng.set_state(at.rng_state)
+    log(f"resumed {checkpoints.resume} at step {at.step}")
+    return at.step, at.epoch, at.batch, at.history, opt_state

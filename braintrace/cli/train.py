@@ -418,13 +418,9 @@ def train(cfg: dict, progress_plain: bool = False, log: Any = print, checkpoints
     log(f"model: {cfg['model']} ({cfg['hidden']} hidden), algorithm: {cfg['algorithm']}, batch {B}, "
         f"{total} Adam steps (lr {cfg['lr']:g}), seed {cfg['seed']}")
     hist: dict[str, list] = {"step": [], "loss": [], "train_acc": [], "epoch_step": [], "test_acc": []}
-    step, t_train, compile_s = 0, 0.0, None
-    first_epoch, done = 0, 0  # resumed: the epoch and its batches already taken
-    if checkpoints is not None and checkpoints.resume:
-        opt_state, at = checkpoints.restore(model, opt_state)
-        step, first_epoch, done, hist = at.step, at.epoch, at.batch, at.history
-        rng.set_state(at.rng_state)
-        log(f"resumed {checkpoints.resume} at step {step}")
+    t_train, compile_s = 0.0, None
+    # a resumed run: the step, the epoch, its batches already taken (the data drawn again from rng)
+    step, first_epoch, done, hist, opt_state = resume.start(checkpoints, model, opt_state, rng, hist, log)
     with _Progress(total, progress_plain) as bar:
         log_line = bar.log
         for epoch in range(first_epoch, n_epochs):
