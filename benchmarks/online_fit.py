@@ -113,15 +113,21 @@ def time_online_gradients(spec: ModelSpec, name: str, repeats: int, *, sharded: 
 
 
 def paired_ratio(a, b, rounds: int) -> float:
-    """Median over ``rounds`` of ``time(b) / time(a)``, the two compiled calls run back to back
-    (a load that drifts between separate measurements does not bias it)."""
-    ratios = []
-    for _ in range(rounds):
+    """Median over ``rounds`` of ``time(b) / time(a)``, the two compiled calls run back to back, in turn
+    first (neither a load that drifts between separate measurements nor the order biases it)."""
+
+    def timed(call) -> float:
         t0 = time.perf_counter()
-        jax.block_until_ready(a())
-        t1 = time.perf_counter()
-        jax.block_until_ready(b())
-        ratios.append((time.perf_counter() - t1) / (t1 - t0))
+        jax.block_until_ready(call())
+        return time.perf_counter() - t0
+
+    ratios = []
+    for i in range(rounds):
+        if i % 2:
+            tb, ta = timed(b), timed(a)
+        else:
+            ta, tb = timed(a), timed(b)
+        ratios.append(tb / ta)
     return statistics.median(ratios)
 
 
@@ -173,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.sharded:
         sharded = online_gradients_call(spec, args.learner, sharded=True)
         rows.append(time_online_gradients(spec, args.learner, args.repeats, sharded=True, call=sharded))
-        rows[-1]["paired_ratio"] = paired_ratio(plain, sharded, max(2 * args.repeats, 5))
+        rows[-1]["paired_ratio"] = paired_ratio(plain, sharded, max(4 * args.repeats, 10))
         print(f"one-device mesh / plain, paired: {rows[-1]['paired_ratio']:.3f}", flush=True)
     for K in updates:
         rows.append(time_online_fit(spec, args.learner, K, args.repeats))
