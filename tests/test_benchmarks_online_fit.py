@@ -23,5 +23,5 @@ def test_online_fit_benchmark_runs(tmp_path):
         ("online_gradients", 4), ("online_gradients_sharded1", 4), ("online_fit", 1), ("online_fit", 4)]
     for r in rows:
         assert r["compile_s"] >= 0 and r["run_s"] > 0 and r["time_per_step_s"] == pytest.approx(r["run_s"] / 4)
-    assert rows[1]["paired_ratio"] > 0
+    assert all(r["paired_ratio"] > 0 for r in rows[1:])
     assert saved["meta"]["spec"]["size"] == 8 and saved["meta"]["machine"]["backend"]
