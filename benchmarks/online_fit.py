@@ -31,6 +31,7 @@ import json
 import statistics
 import time
 import warnings
+from typing import Any
 
 import brainstate
 import jax
@@ -49,7 +50,7 @@ from .models import ModelSpec, build_model, make_data, mse_loss
 __all__ = ["main", "online_gradients_call", "online_fit_call", "time_online_gradients", "time_online_fit",
            "paired_ratio"]
 
-LEARNER_OPTIONS = {"es_d_rtrl": {"decay_or_rank": 0.9}, "d_rtrl": {}}
+LEARNER_OPTIONS: dict[str, dict[str, Any]] = {"es_d_rtrl": {"decay_or_rank": 0.9}, "d_rtrl": {}}
 
 
 def _learner(spec: ModelSpec, name: str, xs: jax.Array) -> braintrace.ETraceAlgorithm:
