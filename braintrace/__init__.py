@@ -37,6 +37,7 @@ from . import nn as nn
 from . import compiler as compiler
 from . import executor as executor
 from . import algorithms as algorithms
+from . import checkpoint as checkpoint
 from .errors import (
     ArgumentTypeError as ArgumentTypeError,
     BraintraceError as BraintraceError,
@@ -44,6 +45,7 @@ from .errors import (
     IncompatibleUnitsError as IncompatibleUnitsError,
     InvalidArgumentError as InvalidArgumentError,
     NotCompiledError as NotCompiledError,
+    CheckpointError as CheckpointError,
     NotSupportedError as NotSupportedError,
     ShapeMismatchError as ShapeMismatchError,
 )
@@ -66,7 +68,15 @@ from .compiler import (
     find_hidden_param_op_relations_from_minfo as find_hidden_param_op_relations_from_minfo,
     find_hidden_param_op_relations_from_module as find_hidden_param_op_relations_from_module,
 )
-from .training import bptt_gradients as bptt_gradients, online_gradients as online_gradients
+from .training import (
+    OnlineFitResult as OnlineFitResult,
+    bptt_gradients as bptt_gradients,
+    evaluate as evaluate,
+    online_evolve as online_evolve,
+    online_fit as online_fit,
+    online_gradients as online_gradients,
+    shard_batch as shard_batch,
+)
 from .executor import ETraceGraphExecutor as ETraceGraphExecutor, ETraceVjpGraphExecutor as ETraceVjpGraphExecutor
 from .algorithms import (
     D_RTRL as D_RTRL,
@@ -90,6 +100,7 @@ from .algorithms import (
     OTTT as OTTT,
     PresynapticTrace as PresynapticTrace,
 )
+from .algorithms.compiling import compile as compile
 from .primitives import (
     conv as conv,
     einsum as einsum,
@@ -110,6 +121,7 @@ __all__ = [
     "compiler",
     "executor",
     "algorithms",
+    "checkpoint",
     "BraintraceError",
     "CompilationError",
     "NotCompiledError",
@@ -118,6 +130,7 @@ __all__ = [
     "ArgumentTypeError",
     "ShapeMismatchError",
     "IncompatibleUnitsError",
+    "CheckpointError",
     "SingleStepData",
     "MultiStepData",
     "CompilationRecord",
@@ -156,8 +169,14 @@ __all__ = [
     "PresynapticTrace",
     "KappaFilter",
     "FixedRandomFeedback",
+    "compile",
     "online_gradients",
     "bptt_gradients",
+    "online_evolve",
+    "evaluate",
+    "online_fit",
+    "OnlineFitResult",
+    "shard_batch",
     "conv",
     "einsum",
     "element_wise",

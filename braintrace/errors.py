@@ -21,6 +21,7 @@ __all__ = [
     "ShapeMismatchError",
     "IncompatibleUnitsError",
     "OptionalDependencyError",
+    "CheckpointError",
 ]
 
 
@@ -214,5 +215,26 @@ class OptionalDependencyError(BraintraceError, ImportError):
     --------
     >>> import braintrace
     >>> issubclass(braintrace.errors.OptionalDependencyError, ImportError)
+    True
+    """
+
+
+class CheckpointError(BraintraceError, ValueError):
+    """A checkpoint cannot be restored into this learner, or cannot be written.
+
+    Usual causes
+    ------------
+    * The checkpoint was saved from another model or learner: other state
+      paths, shapes or dtypes (a different hidden size or batch size), or
+      another learner class. The message names the first mismatch; the
+      learner is left unchanged. Build the model and learner as they were
+      when the checkpoint was saved, compile the learner, then restore.
+    * The folder holds no braintrace checkpoint, or one exists where
+      ``save`` would write (pass ``overwrite=True``).
+
+    Examples
+    --------
+    >>> import braintrace
+    >>> issubclass(braintrace.CheckpointError, ValueError)
     True
     """

@@ -21,6 +21,8 @@ PUBLIC_MODULES = [
     "braintrace.nn.surrogate",
     "braintrace.legacy",
     "braintrace.datasets",
+    "braintrace.training",
+    "braintrace.checkpoint",
 ]
 
 

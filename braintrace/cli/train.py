@@ -27,6 +27,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..algorithms.catalog import LEARNERS, learner_class
+from . import resume
 
 __all__ = ["ALGORITHMS", "BPTT", "RESULT_FORMAT", "RESULT_PATTERN", "algorithm_names", "learners_help",
            "target_projections", "positive_int", "add_parser", "run", "train", "plot"]
@@ -177,6 +178,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "(default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="reduced size (a few seconds of training)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar, one line per epoch")
+    resume.add_arguments(p)
     p.set_defaults(run=run)
     return p
 
@@ -339,7 +341,7 @@ def _learner_and_grad_fn(cfg: dict, model: Any, task: Any, loss_fn: Any) -> Any:
     return lambda x, y: braintrace.online_gradients(learner, x, y, loss_fn, batch_size=B)
 
 
-def train(cfg: dict, progress_plain: bool = False, log: Any = print) -> dict:
+def train(cfg: dict, progress_plain: bool = False, log: Any = print, checkpoints: Any = None) -> dict:
     """Train as configured by ``cfg`` (see :func:`_config`) and return the metrics."""
     import warnings
 
@@ -416,13 +418,16 @@ def train(cfg: dict, progress_plain: bool = False, log: Any = print) -> dict:
     log(f"model: {cfg['model']} ({cfg['hidden']} hidden), algorithm: {cfg['algorithm']}, batch {B}, "
         f"{total} Adam steps (lr {cfg['lr']:g}), seed {cfg['seed']}")
     hist: dict[str, list] = {"step": [], "loss": [], "train_acc": [], "epoch_step": [], "test_acc": []}
-    step, t_train, compile_s = 0, 0.0, None
+    t_train, compile_s = 0.0, None
+    # a resumed run: the step, the epoch, its batches already taken (the data drawn again from rng)
+    step, first_epoch, done, hist, opt_state = resume.start(checkpoints, model, opt_state, rng, hist, log)
     with _Progress(total, progress_plain) as bar:
         log_line = bar.log
-        for epoch in range(n_epochs):
+        for epoch in range(first_epoch, n_epochs):
+            epoch_rng = rng.get_state()
             data = task.train(rng)
             order = rng.permutation(len(data))
-            for b in range(per_epoch):
+            for b in range(done if epoch == first_epoch else 0, per_epoch):
                 if step >= total:
                     break
                 idx = order[b * B : (b + 1) * B]
@@ -446,6 +451,8 @@ def train(cfg: dict, progress_plain: bool = False, log: Any = print) -> dict:
                 hist["step"].append(step)
                 hist["loss"].append(loss)
                 hist["train_acc"].append(hits / count)
+                if checkpoints is not None and checkpoints.due(step, total):
+                    checkpoints.save(model, opt_state, cfg, resume.Position(step, epoch, b + 1, epoch_rng, hist))
                 rate = (step - 1) / t_train if t_train > 0 else 0.0
                 bar.step(f"loss {loss:.3f}  acc {np.mean(hist['train_acc'][-per_epoch:]):.2f}  "
                          f"{rate:.1f} Adam steps/s  RSS {_rss_mb():.0f} MiB")
@@ -502,24 +509,24 @@ def plot(metrics: dict, path: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = _config(args)
+    cfg, checkpoints, out = resume.resolve(args, _config(args), default_out="braintrace-train")
     from .tasks import TaskUnavailable
 
     from . import CLIError
 
     try:  # before training: a run must not be lost to an --out it cannot write
-        os.makedirs(args.out, exist_ok=True)
+        os.makedirs(out, exist_ok=True)
     except OSError as err:
-        what = "is a file, not a folder" if os.path.isfile(args.out) else f"cannot be created ({err.strerror})"
-        raise CLIError(f"--out {args.out} {what}; give a folder for metrics.json and learning_curves.png.") from err
+        what = "is a file, not a folder" if os.path.isfile(out) else f"cannot be created ({err.strerror})"
+        raise CLIError(f"--out {out} {what}; give a folder for metrics.json and learning_curves.png.") from err
     try:
-        metrics = train(cfg, progress_plain=args.no_progress)
+        metrics = train(cfg, progress_plain=args.no_progress, checkpoints=checkpoints)
     except TaskUnavailable as err:
         raise CLIError(str(err)) from err
-    json_path = os.path.join(args.out, "metrics.json")
+    json_path = os.path.join(out, "metrics.json")
     with open(json_path, "w") as f:
         json.dump(metrics, f, indent=1)
-    png_path = os.path.join(args.out, "learning_curves.png")
+    png_path = os.path.join(out, "learning_curves.png")
     if plot(metrics, png_path):
         print(f"wrote {json_path} and {png_path}")
     else:
