@@ -80,6 +80,7 @@ from .algorithms import (
     OTTT as OTTT,
     PresynapticTrace as PresynapticTrace,
 )
+from .algorithms import RTRL as RTRL
 from .primitives import (
     conv as conv,
     element_wise as element_wise,
@@ -135,6 +136,7 @@ __all__ = [
     "OTTT",
     "OTPE",
     "OSTTP",
+    "RTRL",
     "PresynapticTrace",
     "KappaFilter",
     "FixedRandomFeedback",

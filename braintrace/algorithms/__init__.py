@@ -33,6 +33,8 @@ from .ostl import OSTLFeedforward as OSTLFeedforward, OSTLRecurrent as OSTLRecur
 from .ottt import OTTT as OTTT
 from .otpe import OTPE as OTPE
 from .osttp import OSTTP as OSTTP
+from .influence_traces import InfluenceVjpAlgorithm as InfluenceVjpAlgorithm
+from .rtrl import RTRL as RTRL
 
 __all__ = [
     "ETraceAlgorithm",
@@ -51,6 +53,8 @@ __all__ = [
     "OTTT",
     "OTPE",
     "OSTTP",
+    "InfluenceVjpAlgorithm",
+    "RTRL",
     "PresynapticTrace",
     "KappaFilter",
     "FixedRandomFeedback",
