@@ -80,7 +80,7 @@ from .algorithms import (
     OTTT as OTTT,
     PresynapticTrace as PresynapticTrace,
 )
-from .algorithms import RTRL as RTRL
+from .algorithms import RTRL as RTRL, SnAp as SnAp, UORO as UORO
 from .primitives import (
     conv as conv,
     element_wise as element_wise,
@@ -137,6 +137,8 @@ __all__ = [
     "OTPE",
     "OSTTP",
     "RTRL",
+    "SnAp",
+    "UORO",
     "PresynapticTrace",
     "KappaFilter",
     "FixedRandomFeedback",

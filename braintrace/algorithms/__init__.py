@@ -35,6 +35,8 @@ from .otpe import OTPE as OTPE
 from .osttp import OSTTP as OSTTP
 from .influence_traces import InfluenceVjpAlgorithm as InfluenceVjpAlgorithm
 from .rtrl import RTRL as RTRL
+from .snap import SnAp as SnAp
+from .uoro import UORO as UORO
 
 __all__ = [
     "ETraceAlgorithm",
@@ -55,6 +57,8 @@ __all__ = [
     "OSTTP",
     "InfluenceVjpAlgorithm",
     "RTRL",
+    "SnAp",
+    "UORO",
     "PresynapticTrace",
     "KappaFilter",
     "FixedRandomFeedback",

@@ -137,6 +137,7 @@ class InfluenceVjpAlgorithm(ETraceVjpAlgorithm):
                     "floating point. Keep integer counters (refractory steps, ...) in a brainstate.ShortTermState."
                 )
         self.flat = flat
+        self.prepare(flat)
         size = self.trace_size(flat)
         if size > self.max_trace_size:
             raise CompilationError(
@@ -146,6 +147,16 @@ class InfluenceVjpAlgorithm(ETraceVjpAlgorithm):
                 "Pass a larger max_trace_size if the memory is there, or use a learner whose memory does not "
                 "grow with N·|θ|: SnAp (n=1), UORO, D_RTRL or ES_D_RTRL."
             )
+
+    def prepare(self, flat: InfluenceLayout) -> None:
+        """Per-graph data of a subclass, built at compile time before the size check (default: none)."""
+
+    def example_tangent(self) -> Any:
+        """The step linearised at the compile-time example (zero inputs, the states' current values)."""
+        assert self.driver is not None
+        ex = self.driver.executor
+        args = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), self.example_args())
+        return ex.influence_layout.linearize(ex.current_invals(*args))
 
     def trace_size(self, flat: InfluenceLayout) -> int:
         """Entries of the traces for this layout (default ``N·|θ|``, the dense influence matrix)."""

@@ -242,34 +242,38 @@ class StepTangent:
         zeros_t = jax.ShapeDtypeStruct((L.num_params,), L.dtype)
         return jax.linear_transpose(linear, zeros_h, zeros_t)(ct.astype(L.dtype))
 
-    def propagate(self, P: jax.Array, batch_size: int | None = None) -> jax.Array:
-        r"""The influence update ``J P + M`` with ``P`` stored row per parameter entry, ``(|θ|, N)``.
+    def propagate(self, P: jax.Array, entries: Any = None, batch_size: int | None = None) -> jax.Array:
+        r"""The influence update ``J P + M`` with ``P`` stored row per parameter entry, ``(m, N)``.
 
-        Row ``j`` is one forward-mode pass in the direction ``(P[j], e_j)``;
-        ``batch_size`` rows are pushed at once (default: :func:`chunk_size`).
+        ``entries`` (``(m,)`` integers, default every entry of ``θ``) says which
+        parameter entry each row belongs to. Row ``j`` is one forward-mode pass
+        in the direction ``(P[j], e_j)``; ``batch_size`` rows are pushed at once
+        (default: :func:`chunk_size`).
         """
         L = self.layout
         n = L.num_params
-        if n == 0:
+        entries = jnp.arange(n) if entries is None else jnp.asarray(entries)
+        if entries.shape[0] == 0:
             return P
 
         def row(args):
             p_j, j = args
             return self.jvp(p_j, jax.nn.one_hot(j, n, dtype=L.dtype))
 
-        bs = batch_size or chunk_size(n, n + L.num_hidden)
-        return jax.lax.map(row, (P, jnp.arange(n)), batch_size=bs).astype(P.dtype)
+        bs = batch_size or chunk_size(entries.shape[0], n + L.num_hidden)
+        return jax.lax.map(row, (P, entries), batch_size=bs).astype(P.dtype)
 
-    def propagate_on(self, values: jax.Array, rows: Any, batch_size: int | None = None) -> jax.Array:
+    def propagate_on(self, values: jax.Array, rows: Any, entries: Any = None, batch_size: int | None = None) -> jax.Array:
         r"""``J P + M`` restricted to a pattern: ``P[j, rows[j, k]] = values[j, k]``.
 
-        ``rows`` is an integer ``(|θ|, k)`` table of hidden indices (``N`` pads a
-        row with fewer entries); the result has the layout of ``values``. Each
-        row is one forward-mode pass, as in :meth:`propagate`.
+        ``rows`` is an integer ``(m, k)`` table of hidden indices (``N`` pads a
+        row with fewer entries), ``entries`` as in :meth:`propagate`; the result
+        has the layout of ``values``. Each row is one forward-mode pass.
         """
         L = self.layout
         n, N = L.num_params, L.num_hidden
-        if n == 0:
+        entries = jnp.arange(n) if entries is None else jnp.asarray(entries)
+        if entries.shape[0] == 0:
             return values
         rows = jnp.asarray(rows)
 
@@ -279,8 +283,8 @@ class StepTangent:
             new = self.jvp(dense, jax.nn.one_hot(j, n, dtype=L.dtype))
             return jnp.concatenate([new, jnp.zeros((1,), L.dtype)])[r_j]
 
-        bs = batch_size or chunk_size(n, n + N)
-        return jax.lax.map(row, (values, rows, jnp.arange(n)), batch_size=bs).astype(values.dtype)
+        bs = batch_size or chunk_size(entries.shape[0], n + N)
+        return jax.lax.map(row, (values, rows, entries), batch_size=bs).astype(values.dtype)
 
     def jacobians(self) -> tuple[jax.Array, jax.Array]:
         """The dense ``J`` (``(N, N)``) and ``M`` (``(N, |θ|)``): for checks and small models."""

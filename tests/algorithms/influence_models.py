@@ -115,3 +115,116 @@ def make_data(n_in=3, n_out=2, steps=5, batch=None, seed=1):
 def assert_float(tree, dtype):
     for leaf in jax.tree.leaves(tree):
         assert jnp.result_type(leaf) == dtype
+
+
+def masked_rtrl(learner, xs, loss, mask=None):
+    """Plain-JAX RTRL, ``P^t = (J^t P^{t-1} + M^t) ⊙ mask``, in the learner's flat orders (an independent reference).
+
+    ``J`` and ``M`` are dense ``jax.jacfwd`` Jacobians of the oracle's pure step
+    (:func:`oracle.make_step`); ``λ^t = ∂L^t/∂h^{t-1}`` and the instantaneous
+    gradient are ``jax.grad`` of one step's loss. Only the *orders* of the flat
+    ``h`` (the graph's groups, packed) and ``θ`` (``learner.flat.theta_pos``)
+    are taken from the learner, so that ``mask`` (default: all entries, i.e.
+    exact RTRL) can be its pattern. Returns ``(grads, total)`` keyed like the oracle's.
+    """
+    model, graph = learner.model, learner.graph
+    step = O.make_step(model)
+    params, hidden = O.get_params(model), O.get_hidden(model)
+    leaves = [(s.path, key) for s in graph.module_info.param_slots for key in s.leaf_keys]
+    theta = [leaves[k] for k in learner.flat.theta_pos]
+    groups = graph.hidden_groups
+    shapes = [tuple(g.varshape) + (g.num_state,) for g in groups]
+
+    def get(tree, key):
+        for k in key:
+            tree = tree[k]
+        return tree
+
+    def put(tree, key, val):
+        if not key:
+            return val
+        return {**tree, key[0]: put(tree[key[0]], key[1:], val)}
+
+    def h_vec(h):
+        return jnp.concatenate([jnp.ravel(g.pack({p: h[p] for p in g.hidden_paths})) for g in groups])
+
+    def vec_h(v):
+        out, start = {}, 0
+        for g, shape in zip(groups, shapes):
+            n = int(np.prod(shape))
+            out.update(g.unpack(jnp.reshape(v[start: start + n], shape)))
+            start += n
+        return out
+
+    def th_vec(p):
+        return jnp.concatenate([jnp.ravel(get(p[path], key)) for path, key in theta])
+
+    def vec_th(v, p):
+        p, start = dict(p), 0
+        for path, key in theta:
+            ref = get(p[path], key)
+            p[path] = put(p[path], key, jnp.reshape(v[start: start + ref.size], ref.shape))
+            start += ref.size
+        return p
+
+    th0 = th_vec(params)
+    h = h_vec(hidden)
+    P = jnp.zeros((h.size, th0.size), th0.dtype)
+    mask = jnp.ones_like(P) if mask is None else jnp.asarray(mask, P.dtype)
+    grads = jax.tree.map(jnp.zeros_like, params)
+    total = 0.0
+    def new_h(tv, hv, x):
+        return h_vec(step(vec_th(tv, params), vec_h(hv), x)[1])
+
+    @jax.jit
+    def parts(P, hv, x, t):
+        def step_loss(p, hv):
+            return loss(step(p, vec_h(hv), x)[0], t)
+
+        J = jax.jacfwd(new_h, argnums=1)(th0, hv, x)
+        M = jax.jacfwd(new_h, argnums=0)(th0, hv, x)
+        value, (g_imm, lam) = jax.value_and_grad(step_loss, argnums=(0, 1))(params, hv)
+        credit = vec_th(lam @ P, jax.tree.map(jnp.zeros_like, params))
+        return jax.tree.map(jnp.add, g_imm, credit), value, (J @ P + M) * mask, new_h(th0, hv, x)
+
+    for t in range(jax.tree.leaves(xs)[0].shape[0]):
+        g, value, P, h = parts(P, h, jax.tree.map(lambda a: a[t], xs), t)
+        grads = jax.tree.map(jnp.add, grads, g)
+        total = total + value
+    return grads, total
+
+
+def stepwise_grads(learner, xs, loss):
+    """Σ_t of the learner's online gradient of ``loss(out_t, t)``, one step at a time, compiled once
+    (``t`` is traced: ``loss`` must index with it, not branch on it)."""
+    params = learner.model.states(brainstate.ParamState)
+
+    def f(x, t):
+        return loss(learner(x), t)
+
+    gfn = brainstate.transform.jit(brainstate.transform.grad(f, params, return_value=True))
+    acc, total = None, 0.0
+    for t in range(jax.tree.leaves(xs)[0].shape[0]):
+        g, value = gfn(jax.tree.map(lambda a: a[t], xs), jnp.asarray(t))
+        acc = g if acc is None else jax.tree.map(jnp.add, acc, g)
+        total = total + value
+    return {k: acc[k] for k in acc}, total
+
+
+def windowed_grads(learner, xs, loss, K):
+    """Online gradient of the summed loss over ``MultiStepData`` windows of ``K`` steps, compiled once per
+    window length (``t`` traced, as in :func:`stepwise_grads`)."""
+    params = learner.model.states(brainstate.ParamState)
+
+    def f(win, t0):
+        outs = learner(braintrace.MultiStepData(win))
+        n = jax.tree.leaves(win)[0].shape[0]
+        return sum(loss(jax.tree.map(lambda o: o[k], outs), t0 + k) for k in range(n))
+
+    gfn = brainstate.transform.jit(brainstate.transform.grad(f, params, return_value=True))
+    acc, total = None, 0.0
+    for t0 in range(0, jax.tree.leaves(xs)[0].shape[0], K):
+        g, value = gfn(jax.tree.map(lambda a: a[t0: t0 + K], xs), jnp.asarray(t0))
+        acc = g if acc is None else jax.tree.map(jnp.add, acc, g)
+        total = total + value
+    return {k: acc[k] for k in acc}, total
