@@ -68,8 +68,12 @@ class InfluenceVjpAlgorithm(ETraceVjpAlgorithm):
     Parameters
     ----------
     model : brainstate.nn.Module
+        The model; ``model(x)`` advances one step.
     name : str, optional
+        The learner's name.
     vjp_method : {'single-step', 'multi-step'}, default 'single-step'
+        ``'multi-step'``: BPTT inside a ``MultiStepData`` window plus the
+        traces' credit for the window's initial state.
     max_trace_size : int, optional
         The largest number of trace entries accepted (default
         :data:`DEFAULT_MAX_TRACE_SIZE`); a larger model is refused at compile
@@ -107,6 +111,19 @@ class InfluenceVjpAlgorithm(ETraceVjpAlgorithm):
     def compile_graph(self, *example_args: Any, recompile: bool = False) -> "InfluenceVjpAlgorithm":
         """Compile the model's step (see :meth:`ETraceAlgorithm.compile_graph`).
 
+        Parameters
+        ----------
+        *example_args
+            Inputs of one time step.
+        recompile : bool, default False
+            Trace the step again even if the inputs have the shapes of the last compile.
+
+        Returns
+        -------
+        self
+
+        Notes
+        -----
         The compiler's warnings about relations and per-position blocks
         (:data:`RELATION_LEARNER_KINDS`: a weight "receives its instantaneous
         gradient only", a group's blocks are probed) concern the relation-based
@@ -149,7 +166,13 @@ class InfluenceVjpAlgorithm(ETraceVjpAlgorithm):
             )
 
     def prepare(self, flat: InfluenceLayout) -> None:
-        """Per-graph data of a subclass, built at compile time before the size check (default: none)."""
+        """Per-graph data of a subclass, built at compile time before the size check (default: none).
+
+        Parameters
+        ----------
+        flat : InfluenceLayout
+            The flat orders of ``h`` and ``θ`` of the compiled step.
+        """
 
     def example_tangent(self) -> Any:
         """The step linearised at the compile-time example (zero inputs, the states' current values)."""
@@ -159,7 +182,13 @@ class InfluenceVjpAlgorithm(ETraceVjpAlgorithm):
         return ex.influence_layout.linearize(ex.current_invals(*args))
 
     def trace_size(self, flat: InfluenceLayout) -> int:
-        """Entries of the traces for this layout (default ``N·|θ|``, the dense influence matrix)."""
+        """Entries of the traces for this layout (default ``N·|θ|``, the dense influence matrix).
+
+        Parameters
+        ----------
+        flat : InfluenceLayout
+            The flat orders of ``h`` and ``θ`` of the compiled step.
+        """
         return flat.num_hidden * flat.num_params
 
     def _flat(self) -> InfluenceLayout:
@@ -168,28 +197,38 @@ class InfluenceVjpAlgorithm(ETraceVjpAlgorithm):
         assert self.flat is not None
         return self.flat
 
-    def signal_vector(self, signal: Mapping) -> jax.Array:
-        """``λ`` as a flat ``(N,)`` vector from ``{group: (*V, S)}``."""
-        return self._flat().ravel_hidden(signal)
-
-    def signal_matrix(self, signal_seq: Mapping) -> jax.Array:
-        """``(K, N)`` from a window's ``{group: (K, *V, S)}``."""
-        return jax.vmap(self._flat().ravel_hidden)(signal_seq)
-
-    @staticmethod
-    def previous(before: Mapping, aux: Mapping) -> dict:
-        """Every step's *previous* traces over a window: ``before`` then the first ``K - 1`` of ``aux``."""
-        return jax.tree.map(lambda b, a: jnp.concatenate([b[None], a[:-1]], axis=0), dict(before), dict(aux))
 
     # -- the rule protocol (subclasses) ----------------------------------------------------
     def dense_influence(self, traces: Mapping[TraceKey, Any]) -> jax.Array:
-        """The influence matrix the traces hold (or estimate), dense, ``(|θ|, N)``."""
+        """The influence matrix the traces hold (or estimate), dense, ``(|θ|, N)``.
+
+        Parameters
+        ----------
+        traces : mapping
+            ``{TraceKey: value}``, e.g. ``{k: s.value for k, s in learner.etraces.items()}``.
+        """
         raise NotImplementedError
 
-    def window_contributions(self, before, after, aux, seq: WindowTraceData, signal_seq: Mapping, count) -> Any:
-        r"""``Σ_k λ_k · P^{k-1}`` over a window, from the stacked traces ``aux``."""
-        prev = self.previous(before, aux)
-        lam = self.signal_matrix(signal_seq)
+    def window_contributions(
+        self, before: Any, after: Any, aux: Any, seq: WindowTraceData, signal_seq: Mapping, count: Any
+    ) -> Any:
+        r"""``Σ_k λ_k · P^{k-1}`` over a window, from the stacked traces ``aux``.
+
+        Parameters
+        ----------
+        before, after : mapping
+            The traces before and after the window.
+        aux : mapping
+            Every step's traces, stacked on a leading window axis.
+        seq : WindowTraceData
+            The window's trace data (not used).
+        signal_seq : mapping
+            ``{group: (K, *V, S)}``: every step's adjoint ``λ_k``.
+        count : int array
+            Time steps before the window (not used).
+        """
+        prev = jax.tree.map(lambda b, a: jnp.concatenate([b[None], a[:-1]], axis=0), dict(before), dict(aux))
+        lam = jax.vmap(self._flat().ravel_hidden)(signal_seq)
 
         def one(acc, inp):
             tr, l = inp
@@ -198,12 +237,32 @@ class InfluenceVjpAlgorithm(ETraceVjpAlgorithm):
         zero = jnp.zeros((self._flat().num_params,), self._flat().dtype)
         return jax.lax.scan(one, zero, (prev, lam))[0]
 
-    def contributions(self, traces: Mapping[TraceKey, Any], data: StepTraceData, signal: Mapping, count) -> Any:
-        """``λ · P`` with the given (previous step's) traces: the flat gradient of ``θ``."""
-        return self.contract(traces, self.signal_vector(signal))
+    def contributions(self, traces: Mapping[TraceKey, Any], data: StepTraceData, signal: Mapping, count: Any) -> Any:
+        """``λ · P`` with the given (previous step's) traces: the flat gradient of ``θ``.
+
+        Parameters
+        ----------
+        traces : mapping
+            The traces of the step before ``λ``'s.
+        data : StepTraceData
+            That step's trace data (not used).
+        signal : mapping
+            ``{group: (*V, S)}``: the adjoint ``λ = ∂L/∂h`` of those traces' hidden state.
+        count : int array
+            The step of the traces (not used).
+        """
+        return self.contract(traces, self._flat().ravel_hidden(signal))
 
     def contract(self, traces: Mapping[TraceKey, Any], lam: jax.Array) -> jax.Array:
-        """``λ · P`` for a flat ``λ`` (``(N,)``); returns ``(|θ|,)``."""
+        """``λ · P`` for a flat ``λ``; returns ``(|θ|,)``.
+
+        Parameters
+        ----------
+        traces : mapping
+            ``{TraceKey: value}``.
+        lam : array
+            ``(N,)``, the flat adjoint of the hidden state.
+        """
         raise NotImplementedError
 
     # -- inspection ---------------------------------------------------------------------

@@ -63,6 +63,7 @@ class RTRL(InfluenceVjpAlgorithm):
     model : brainstate.nn.Module
         The model; ``model(x)`` advances one step.
     name : str, optional
+        The learner's name.
     vjp_method : {'single-step', 'multi-step'}, default 'single-step'
         ``'multi-step'``: BPTT inside a ``MultiStepData`` window plus ``λ · P``
         for the window's initial state (both exact: the result is BPTT's).
@@ -126,7 +127,6 @@ class RTRL(InfluenceVjpAlgorithm):
         return {_KEY: jnp.zeros((flat.num_params, flat.num_hidden), flat.dtype)}
 
     def update_traces(self, traces: Mapping[TraceKey, Any], data: StepTraceData, count: jax.Array) -> dict:
-        """``P^t = J^t P^{t-1} + M^t`` (rows: parameter entries), one forward-mode pass per row."""
         return {**traces, _KEY: data.tangent.propagate(traces[_KEY])}
 
     def contract(self, traces: Mapping[TraceKey, Any], lam: jax.Array) -> jax.Array:

@@ -97,10 +97,14 @@ class SnAp(InfluenceVjpAlgorithm):
     Parameters
     ----------
     model : brainstate.nn.Module
+        The model; ``model(x)`` advances one step.
     n : int, default 1
         The number of steps of the pattern (``n >= 1``).
     name : str, optional
+        The learner's name.
     vjp_method : {'single-step', 'multi-step'}, default 'single-step'
+        ``'multi-step'``: BPTT inside a ``MultiStepData`` window plus ``λ · P``
+        for the window's initial state.
     max_trace_size : int, optional
         Refuse, at compile time, a pattern of more than this many entries
         (default ``2**27``).
@@ -192,7 +196,6 @@ class SnAp(InfluenceVjpAlgorithm):
         return {seg.key: jnp.zeros((seg.entries.size, seg.width), dtype) for seg in self.segments}
 
     def update_traces(self, traces: Mapping[TraceKey, Any], data: StepTraceData, count: jax.Array) -> dict:
-        """``P^t = (J^t P^{t-1} + M^t) ⊙ S_n`` on the kept entries, one forward-mode pass per parameter entry."""
         out = dict(traces)
         for seg in self.segments:
             if seg.rows is None:

@@ -60,14 +60,19 @@ class UORO(InfluenceVjpAlgorithm):
     Parameters
     ----------
     model : brainstate.nn.Module
+        The model; ``model(x)`` advances one step.
     seed : int, default 0
         Seed of the learner's random key (kept in its traces, advanced every
         step; :meth:`reset_state` does not rewind it, :meth:`reseed` does).
     eps : float, default 1e-7
         ``ε`` of the normalisers (``> 0``).
     name : str, optional
+        The learner's name.
     vjp_method : {'single-step', 'multi-step'}, default 'single-step'
+        ``'multi-step'``: BPTT inside a ``MultiStepData`` window plus
+        ``(λ · ṽ) θ̃`` for the window's initial state.
     max_trace_size : int, optional
+        Refuse, at compile time, a model with more trace entries (default ``2**27``).
 
     Raises
     ------
@@ -121,14 +126,28 @@ class UORO(InfluenceVjpAlgorithm):
         self.etraces[_RNG].value = _key_data(self.seed)
 
     def reset_state(self, batch_size: int | None = None, **kwargs: Any) -> None:
-        """Zero ``ṽ``, ``θ̃`` and the step counter; the random key goes on (fresh signs each sequence)."""
+        """Zero ``ṽ``, ``θ̃`` and the step counter; the random key goes on (fresh signs each sequence).
+
+        Parameters
+        ----------
+        batch_size : int, optional
+            Not used (the traces keep their shapes).
+        **kwargs
+            Not used.
+        """
         key = self.etraces[_RNG].value if _RNG in self.etraces else None
         super().reset_state(batch_size, **kwargs)
         if key is not None:
             self.etraces[_RNG].value = key
 
     def reseed(self, seed: int) -> None:
-        """Restart the random key from ``seed`` (the traces are left as they are)."""
+        """Restart the random key from ``seed`` (the traces are left as they are).
+
+        Parameters
+        ----------
+        seed : int
+            The new seed.
+        """
         self.check_compiled()
         self.etraces[_RNG].value = _key_data(int(seed))
 
@@ -145,7 +164,6 @@ class UORO(InfluenceVjpAlgorithm):
         }
 
     def update_traces(self, traces: Mapping[TraceKey, Any], data: StepTraceData, count: jax.Array) -> dict:
-        r"""``ṽ ← ρ_0 J ṽ + ρ_1 ν``, ``θ̃ ← θ̃/ρ_0 + ν^⊤M/ρ_1`` with fresh signs ``ν``."""
         flat, eps = self._flat(), self.eps
         key, sub = jax.random.split(jax.random.wrap_key_data(traces[_RNG]))
         nu = jax.random.rademacher(sub, (flat.num_hidden,), dtype=flat.dtype)
