@@ -19,8 +19,8 @@ the linear map on 0/1 indicators with every floating coefficient taken as
 non-zero and every sum as a union, so a derivative that happens to vanish at
 the example point (a closed ReLU, a mask, a zero weight) still counts; integer
 operands (indices of a gather, of a sparse matrix) are used as they are.
-:func:`data_dependent_indices` finds the operations whose indices come from the
-step's inputs or states, whose pattern would depend on the data.
+:func:`data_dependent_indices` finds the operations that take integer operands
+computed from the step's inputs or states, whose pattern would depend on the data.
 """
 
 from __future__ import annotations
@@ -45,11 +45,6 @@ __all__ = ["jacobian_pattern", "snap_pattern", "saturation_steps", "data_depende
 _PRODUCTS = frozenset({lax.dot_general_p, lax.conv_general_dilated_p})
 #: Calls whose body is evaluated by the same rules.
 _CALLS = frozenset(getattr(P, n) for n in ("jit_p", "closed_call_p", "call_p") if hasattr(P, n))
-#: Operations whose integer operands select elements (a data-dependent index makes a data-dependent pattern).
-_INDEXING = frozenset(getattr(P, n) for n in (
-    "gather_p", "scatter_p", "scatter_add_p", "scatter_mul_p", "scatter_min_p", "scatter_max_p",
-    "dynamic_slice_p", "dynamic_update_slice_p",
-) if hasattr(P, n))
 
 
 class _Unsupported(Exception):
@@ -209,10 +204,13 @@ def saturation_steps(J: np.ndarray, M: np.ndarray) -> int:
 
 
 def data_dependent_indices(minfo: ModuleInfo) -> list[str]:
-    """Names of the indexing operations of the step whose integer operands depend on its inputs or states.
+    """Names of the operations of the step that take integer (or boolean) operands computed from its inputs or states.
 
-    Their Jacobian's sparsity changes with the data (the rows an embedding
-    lookup reads are the tokens'), so no pattern read at one point holds.
+    Element-wise operations (a ``where`` on a spike mask) are not among them:
+    the pattern rules take the union of their branches. Any other (a
+    ``gather`` of the rows of a table at input tokens, an ETP primitive whose
+    data input is an index) selects elements by the data, so no pattern read
+    at one point holds.
 
     Examples
     --------
@@ -229,8 +227,8 @@ def data_dependent_indices(minfo: ModuleInfo) -> list[str]:
     varying = UseDef(jaxpr).forward([v for v in jaxpr.invars if v not in param_invars])
     found = []
     for eqn in jaxpr.eqns:
-        if eqn.primitive in _INDEXING and any(
-            not is_literal(v) and v in varying and not _is_float(jnp.zeros((), v.aval.dtype)) for v in eqn.invars
-        ):
+        if eqn.primitive in ELEMENTWISE_PRIMITIVES:
+            continue
+        if any(not is_literal(v) and v in varying and not _is_float(jnp.zeros((), v.aval.dtype)) for v in eqn.invars):
             found.append(eqn.primitive.name)
     return found

@@ -118,6 +118,19 @@ def test_seed_and_key_state(x64):
     assert np.array_equal(first["uoro_h"], again["uoro_h"])
 
 
+def test_multi_step_window_of_the_whole_sequence_is_bptt(x64):
+    """``vjp_method='multi-step'`` on one window: BPTT inside it, and zero traces before it."""
+    model = rnn()
+    xs, loss = data()
+    bptt = flat(O.bptt_grads(model, xs, loss)[0])
+    learner = braintrace.UORO(model, vjp_method="multi-step").compile_graph(xs[0])
+    got = flat(brainstate.transform.grad(
+        lambda win: sum(loss(o, k) for k, o in enumerate(learner(braintrace.MultiStepData(win)))),
+        model.states(brainstate.ParamState))(xs))
+    np.testing.assert_allclose(got, bptt, rtol=1e-10, atol=1e-12)
+    assert float(np.abs(np.asarray(learner.etraces[next(k for k in learner.etraces if k.kind == "uoro_h")].value)).max()) > 0
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="seed must be an integer"):
         braintrace.UORO(rnn(), seed=1.5)
