@@ -289,8 +289,14 @@ class StepTangent:
     def jacobians(self) -> tuple[jax.Array, jax.Array]:
         """The dense ``J`` (``(N, N)``) and ``M`` (``(N, |θ|)``): for checks and small models."""
         L = self.layout
-        eye_h = jnp.eye(L.num_hidden, dtype=L.dtype)
-        eye_t = jnp.eye(L.num_params, dtype=L.dtype)
-        J = jax.vmap(lambda e: self.jvp(e, jnp.zeros((L.num_params,), L.dtype)))(eye_h).T
-        M = jax.vmap(lambda e: self.jvp(jnp.zeros((L.num_hidden,), L.dtype), e))(eye_t).T
-        return J.reshape(L.num_hidden, L.num_hidden), M.reshape(L.num_hidden, L.num_params)
+
+        @jax.jit
+        def dense(lin):
+            tangent = StepTangent(L, lin)
+            eye_h = jnp.eye(L.num_hidden, dtype=L.dtype)
+            eye_t = jnp.eye(L.num_params, dtype=L.dtype)
+            J = jax.vmap(lambda e: tangent.jvp(e, jnp.zeros((L.num_params,), L.dtype)))(eye_h).T
+            M = jax.vmap(lambda e: tangent.jvp(jnp.zeros((L.num_hidden,), L.dtype), e))(eye_t).T
+            return J.reshape(L.num_hidden, L.num_hidden), M.reshape(L.num_hidden, L.num_params)
+
+        return dense(self.lin)
