@@ -2,9 +2,12 @@
 
 Write the model with ``brainstate``, route each weight that should learn online
 through an ETP primitive (:func:`matmul`, :func:`element_wise`, :func:`conv`,
-:func:`sparse_matmul`, :func:`lora_matmul`), wrap the model in a learner
+:func:`sparse_matmul`, :func:`lora_matmul`, :func:`embedding`,
+:func:`grouped_matmul`, :func:`einsum`), wrap the model in a learner
 (:class:`D_RTRL`, :class:`ES_D_RTRL`) and differentiate its output.
-``__version__`` is the package version. The deprecated v0.1 class API
+``__version__`` is the package version and ``__version_info__`` the same as a
+tuple (integers for the numeric parts, e.g. ``(0, 2, 0, 'dev0')``). The
+deprecated v0.1 class API
 (``MatMulOp``, ``ETraceParam``, ...) is served lazily from
 :mod:`braintrace.legacy`; importing braintrace does not warn.
 
@@ -13,6 +16,8 @@ Examples
 >>> import brainstate, jax.numpy as jnp
 >>> import braintrace
 >>> braintrace.__version__.startswith("0.")
+True
+>>> braintrace.__version_info__[:2] >= (0, 2)
 True
 >>> cell = braintrace.nn.VanillaRNNCell(2, 3)
 >>> brainstate.nn.init_all_states(cell)  # doctest: +ELLIPSIS
@@ -25,6 +30,7 @@ VanillaRNNCell(...)
 """
 
 __version__ = "0.2.0.dev0"
+__version_info__ = tuple(int(part) if part.isdigit() else part for part in __version__.split("."))
 
 from . import primitives as primitives
 from . import nn as nn
@@ -32,10 +38,14 @@ from . import compiler as compiler
 from . import executor as executor
 from . import algorithms as algorithms
 from .errors import (
+    ArgumentTypeError as ArgumentTypeError,
     BraintraceError as BraintraceError,
     CompilationError as CompilationError,
+    IncompatibleUnitsError as IncompatibleUnitsError,
+    InvalidArgumentError as InvalidArgumentError,
     NotCompiledError as NotCompiledError,
     NotSupportedError as NotSupportedError,
+    ShapeMismatchError as ShapeMismatchError,
 )
 from .data import MultiStepData as MultiStepData, SingleStepData as SingleStepData
 from .compiler import (
@@ -83,7 +93,10 @@ from .algorithms import (
 from .algorithms import RTRL as RTRL, SnAp as SnAp, UORO as UORO
 from .primitives import (
     conv as conv,
+    einsum as einsum,
     element_wise as element_wise,
+    embedding as embedding,
+    grouped_matmul as grouped_matmul,
     lora_matmul as lora_matmul,
     matmul as matmul,
     register_primitive as register_primitive,
@@ -92,6 +105,7 @@ from .primitives import (
 
 __all__ = [
     "__version__",
+    "__version_info__",
     "primitives",
     "nn",
     "compiler",
@@ -101,6 +115,10 @@ __all__ = [
     "CompilationError",
     "NotCompiledError",
     "NotSupportedError",
+    "InvalidArgumentError",
+    "ArgumentTypeError",
+    "ShapeMismatchError",
+    "IncompatibleUnitsError",
     "SingleStepData",
     "MultiStepData",
     "CompilationRecord",
@@ -145,7 +163,10 @@ __all__ = [
     "online_gradients",
     "bptt_gradients",
     "conv",
+    "einsum",
     "element_wise",
+    "embedding",
+    "grouped_matmul",
     "lora_matmul",
     "matmul",
     "register_primitive",

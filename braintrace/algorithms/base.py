@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from ..compiler import ETraceGraph, compile_etrace_graph
 from ..compiler.module_info import path_str
-from ..data import MultiStepData, SingleStepData
+from ..data import MultiStepData, unwrap_step_args
 from ..errors import CompilationError, NotCompiledError, NotSupportedError
 from ..executor import ETraceGraphExecutor, OnlineDriver, StepTraceData, WindowTraceData, add_contributions
 from .input_checks import check_call_args, check_example_args, check_states, spec_of, state_spec
@@ -419,7 +419,7 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
         """Run ``args`` (one step or a window) through the driver; ``signal`` goes to :meth:`learning_signal`."""
         self.check_compiled()
         assert self.graph is not None and self.driver is not None
-        data, multi = _split(args)
+        data, multi = unwrap_step_args(args, type(self).__name__)
         check_call_args(type(self).__name__, data, multi, self._arg_spec)
         check_states(type(self).__name__, self.graph, self._state_spec)
         driver, layout = self.driver, self.driver.layout
@@ -441,38 +441,9 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
 
 
 def _one_step(example_args: tuple) -> tuple:
-    """The example inputs of one step (``SingleStepData`` unwrapped, a window's first step)."""
-    out = []
-    for a in example_args:
-        if isinstance(a, SingleStepData):
-            a = a.data
-        elif isinstance(a, MultiStepData):
-            a = jax.tree.map(lambda x: x[0], a.data)
-        out.append(a)
-    return tuple(out)
-
-
-def _split(args: tuple) -> tuple[tuple, bool]:
-    """``(inputs, is a window)``: wrappers unwrapped; a window when any argument is ``MultiStepData``
-    (plain and single-step arguments are then broadcast to every step)."""
-    multi = any(isinstance(a, MultiStepData) for a in args)
-    if not multi:
-        return tuple(a.data if isinstance(a, SingleStepData) else a for a in args), False
-    steps = {a.num_steps for a in args if isinstance(a, MultiStepData)}
-    if len(steps) > 1:
-        raise ValueError(
-            f"the MultiStepData inputs have different numbers of steps {sorted(steps)}; every window input "
-            "must have the same leading time axis."
-        )
-    K = steps.pop()
-    out = []
-    for a in args:
-        if isinstance(a, MultiStepData):
-            out.append(a.data)
-        else:
-            v = a.data if isinstance(a, SingleStepData) else a
-            out.append(jax.tree.map(lambda x: jnp.broadcast_to(x, (K,) + jnp.shape(x)), v))
-    return tuple(out), True
+    """The example inputs of one step (wrappers unwrapped; a window contributes its first step)."""
+    firsts = tuple(jax.tree.map(lambda x: x[0], a.data) if isinstance(a, MultiStepData) else a for a in example_args)
+    return unwrap_step_args(firsts)[0]
 
 
 def _weight_path(model: Any, weight: Any) -> str | None:

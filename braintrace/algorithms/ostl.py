@@ -55,7 +55,7 @@ class OSTLRecurrent(ParamDimVjpAlgorithm):
     >>> _ = brainstate.nn.init_all_states(readout)
     >>> learner = braintrace.OSTLRecurrent(readout).compile_graph(jnp.zeros(3))
     >>> grads = brainstate.transform.grad(lambda x: learner(x).sum(), readout.states(brainstate.ParamState))(jnp.ones(3))
-    >>> grads[('weight',)]['weight'].shape
+    >>> grads[('W',)].shape
     (3, 2)
 
     References
@@ -111,7 +111,7 @@ class OSTLFeedforward(IODimVjpAlgorithm):
     >>> _ = brainstate.nn.init_all_states(readout)
     >>> learner = braintrace.OSTLFeedforward(readout, decay_or_rank=0.8).compile_graph(jnp.zeros(3))
     >>> grads = brainstate.transform.grad(lambda x: learner(x).sum(), readout.states(brainstate.ParamState))(jnp.ones(3))
-    >>> grads[('weight',)]['weight'].shape
+    >>> grads[('W',)].shape
     (3, 2)
 
     References

@@ -106,7 +106,7 @@ class OTPE(ETraceVjpAlgorithm):
     >>> loss = lambda x: learner(x).sum()
     >>> grad = brainstate.transform.grad(loss, readout.states(brainstate.ParamState))
     >>> _ = grad(jnp.ones(3))
-    >>> grad(jnp.ones(3))[('weight',)]['weight'].tolist()
+    >>> grad(jnp.ones(3))[('W',)].tolist()
     [[1.5, 1.5], [1.5, 1.5], [1.5, 1.5]]
 
     References

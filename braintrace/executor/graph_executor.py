@@ -104,13 +104,17 @@ class ETraceGraphExecutor:
 
     def _cut_group_fn(self, invals, group: HiddenGroup, relations: Sequence[HiddenParamOpRelation]):
         """``(h packed, {eqn: y perturbation}) -> group's new values packed``: ETP data inputs cut,
-        the other groups' new values held constant (their dynamics are not this group's)."""
+        the other groups' new values held constant (their dynamics are not this group's); only
+        the equations the group's new values depend on are evaluated."""
         others = tuple(p for p in self._hidden if p not in group.hidden_paths)
+        wanted = {k for p in group.hidden_paths for k in self._hidden[p].outvars}
 
         def fn(packed, ypert):
             iv = self.with_hidden(invals, group.unpack(packed))
             y_perturb = {r.eqn_index: ypert[r.index] for r in relations}
-            out, _ = evaluate_step(self.minfo, iv, cut=True, y_perturb=y_perturb, stop_hidden=others)
+            out, _ = evaluate_step(
+                self.minfo, iv, cut=True, y_perturb=y_perturb, stop_hidden=others, outputs=wanted
+            )
             new = self.hidden_outputs(out)
             return group.pack({p: new[p] for p in group.hidden_paths})
 

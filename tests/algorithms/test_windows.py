@@ -151,7 +151,7 @@ def test_window_keeps_parameter_only_residuals_once(f64, learner):
 
     recorded = [shape for key in windowed_learner.driver.residuals.recorded for shape, _ in key[1]]
     param_shapes = [jnp.shape(v) for v in jax.tree.leaves({k: st.value for k, st in model.states(brainstate.ParamState).items()})]
-    assert jnp.shape(model.readout.weight.value["weight"]) in recorded  # kept once
+    assert jnp.shape(model.readout.W.value) in recorded  # kept once
     assert not [s for s in param_shapes if (K,) + s in recorded]  # no parameter stacked per step
 
 
