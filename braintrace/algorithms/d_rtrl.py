@@ -148,7 +148,9 @@ class ParamDimVjpAlgorithm(ETraceVjpAlgorithm):
     def contributions(self, traces: Mapping[TraceKey, Any], data: StepTraceData, signal: Mapping, count: jax.Array) -> dict:
         return self._exact().contributions(traces, data.operands, signal)
 
-    def window_contributions(self, before, after, aux, seq: WindowTraceData, signal_seq: Mapping, count) -> dict:
+    def window_contributions(
+        self, before: Mapping, after: Mapping, aux: Any, seq: WindowTraceData, signal_seq: Mapping, count: jax.Array
+    ) -> dict:
         r"""``Σ_t δ_t · ε_t`` over a window from the traces before it: one matrix product per relation."""
         return self._exact().window_contributions(before, seq, signal_seq)
 

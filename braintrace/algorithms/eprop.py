@@ -250,7 +250,9 @@ class EProp(ParamDimVjpAlgorithm):
     def contributions(self, traces: Mapping[TraceKey, Any], data: StepTraceData, signal: Mapping, count: jax.Array) -> dict:
         return super().contributions(self._view(traces), data, signal, count)
 
-    def window_contributions(self, before, after, aux, seq: WindowTraceData, signal_seq: Mapping, count) -> dict:
+    def window_contributions(
+        self, before: Mapping, after: Mapping, aux: Any, seq: WindowTraceData, signal_seq: Mapping, count: jax.Array
+    ) -> dict:
         if not self.traces_in_scan:
             return super().window_contributions(before, after, aux, seq, signal_seq, count)
         return self._exact().contributions_seq(self._view(aux), seq, signal_seq)

@@ -152,7 +152,9 @@ class IODimVjpAlgorithm(ETraceVjpAlgorithm):
             factored.contributions(traces, data.operands, signal, count),
         )
 
-    def window_contributions(self, before, after, aux, seq: WindowTraceData, signal_seq: Mapping, count) -> dict:
+    def window_contributions(
+        self, before: Mapping, after: Mapping, aux: Any, seq: WindowTraceData, signal_seq: Mapping, count: jax.Array
+    ) -> dict:
         """``Σ_k`` of the per-step contributions from every step's traces, one matrix product per relation."""
         exact, factored = self._parts()
         return add_contributions(

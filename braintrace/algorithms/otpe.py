@@ -180,7 +180,9 @@ class OTPE(ETraceVjpAlgorithm):
             out = add_contributions(out, self.factored.contributions(traces, data.operands, signal, count))
         return out
 
-    def window_contributions(self, before, after, aux, seq: WindowTraceData, signal_seq: Mapping, count) -> dict:
+    def window_contributions(
+        self, before: Mapping, after: Mapping, aux: Any, seq: WindowTraceData, signal_seq: Mapping, count: jax.Array
+    ) -> dict:
         out = self._exact().contributions_seq(aux, seq, signal_seq)
         if self.factored is not None:
             out = add_contributions(out, self.factored.contributions_seq(aux, seq, signal_seq, count))

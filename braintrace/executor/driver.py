@@ -119,11 +119,16 @@ class OnlineDriver:
         self._built: dict[tuple[str, bool], Any] = {}
 
     # -- public entry points -------------------------------------------------------
-    def online(self, param_vals, state_vals, traces, count, args, signal, *, window: bool):
+    def online(
+        self, param_vals: tuple, state_vals: tuple, traces: Mapping, count: jax.Array, args: tuple, signal: Any,
+        *, window: bool,
+    ) -> tuple[tuple[Any, Any], dict]:
         """Run one step (``window=False``) or a window (inputs ``(K, ...)``) under the single-step rule."""
         return self._function("online", window)(param_vals, state_vals, traces, count, args, signal)
 
-    def hybrid(self, param_vals, state_vals, traces, count, args, signal):
+    def hybrid(
+        self, param_vals: tuple, state_vals: tuple, traces: Mapping, count: jax.Array, args: tuple, signal: Any
+    ) -> tuple[tuple[Any, Any], dict]:
         """Run a window with exact BPTT inside it and trace credit before it."""
         return self._function("hybrid", True)(param_vals, state_vals, traces, count, args, signal)
 
