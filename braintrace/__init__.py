@@ -101,6 +101,7 @@ from .algorithms import (
     PresynapticTrace as PresynapticTrace,
 )
 from .algorithms.compiling import compile as compile
+from .algorithms import RTRL as RTRL, SnAp as SnAp, UORO as UORO
 from .primitives import (
     conv as conv,
     einsum as einsum,
@@ -166,6 +167,9 @@ __all__ = [
     "OTTT",
     "OTPE",
     "OSTTP",
+    "RTRL",
+    "SnAp",
+    "UORO",
     "PresynapticTrace",
     "KappaFilter",
     "FixedRandomFeedback",

@@ -33,6 +33,10 @@ from .ostl import OSTLFeedforward as OSTLFeedforward, OSTLRecurrent as OSTLRecur
 from .ottt import OTTT as OTTT
 from .otpe import OTPE as OTPE
 from .osttp import OSTTP as OSTTP
+from .influence_traces import InfluenceVjpAlgorithm as InfluenceVjpAlgorithm
+from .rtrl import RTRL as RTRL
+from .snap import SnAp as SnAp
+from .uoro import UORO as UORO
 
 __all__ = [
     "ETraceAlgorithm",
@@ -51,6 +55,10 @@ __all__ = [
     "OTTT",
     "OTPE",
     "OSTTP",
+    "InfluenceVjpAlgorithm",
+    "RTRL",
+    "SnAp",
+    "UORO",
     "PresynapticTrace",
     "KappaFilter",
     "FixedRandomFeedback",

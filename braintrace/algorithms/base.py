@@ -264,6 +264,18 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
         Whether :meth:`contributions` can contract a signal with the traces of
         the *previous* step alone (needed for ``vjp_method='multi-step'`` and
         for the bypass term of states read before they are written).
+    ``influence_traces``
+        ``False`` (default): the traces belong to the relations' trainable
+        operands and hold each step's instantaneous part. ``True`` (RTRL,
+        SnAp, UORO): the traces are the influence ``P = dh/dθ`` of every
+        parameter leaf that reaches a hidden state (see
+        :mod:`braintrace.executor.influence`). The driver then gives
+        :meth:`update_traces` the step's full linearisation
+        (``data.tangent``), every leaf its instantaneous gradient, and
+        :meth:`contributions` the *previous* step's traces with the adjoint
+        ``λ^t = ∂L^t/∂h^{t-1}`` as signal (:meth:`window_contributions`: the
+        ``λ`` of every step of the window); both return the flat gradient
+        of ``θ`` (``(|θ|,)``); :meth:`learning_signal` is not called.
 
     Methods the driver calls: :meth:`init_traces`, :meth:`update_traces`,
     :meth:`window_update`, :meth:`contributions`,
@@ -298,6 +310,8 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
     traces_in_scan: bool = True
     #: :meth:`contributions` works on the previous step's traces alone.
     credits_previous_traces: bool = True
+    #: The traces are the influence of the parameter leaves (see the class docstring).
+    influence_traces: ClassVar[bool] = False
     #: Preferred ``MultiStepData`` window of :func:`braintrace.online_gradients`
     #: (``window='auto'``); ``None``: one step at a time.
     default_window: ClassVar[int | None] = None

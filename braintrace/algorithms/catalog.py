@@ -25,6 +25,9 @@ from .ostl import OSTLFeedforward, OSTLRecurrent
 from .osttp import OSTTP
 from .otpe import OTPE
 from .ottt import OTTT
+from .rtrl import RTRL
+from .snap import SnAp
+from .uoro import UORO
 
 __all__ = ["LearnerSpec", "LEARNERS", "learner_class", "learner_names"]
 
@@ -61,6 +64,9 @@ LEARNERS: tuple[LearnerSpec, ...] = (
     LearnerSpec("ottt", OTTT, (), "OTTT (Xiao et al., 2022): presynaptic traces"),
     LearnerSpec("otpe", OTPE, (), "OTPE (Summe et al., 2023): presynaptic and postsynaptic traces"),
     LearnerSpec("osttp", OSTTP, (), "OSTTP (Ortner et al., 2023): target projection as learning signal"),
+    LearnerSpec("rtrl", RTRL, (), "exact RTRL: full influence matrix, O(B n |theta|) memory (small networks)"),
+    LearnerSpec("snap", SnAp, ("snap_n",), "SnAp-n (Menick et al., 2021): influence kept on an n-step sparsity pattern"),
+    LearnerSpec("uoro", UORO, (), "UORO (Tallec & Ollivier, 2018): unbiased rank-one influence, O(B n + |theta|)"),
 )
 
 
