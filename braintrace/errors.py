@@ -89,11 +89,12 @@ class CompilationError(BraintraceError, ValueError):
     """
 
 
-class NotCompiledError(BraintraceError, RuntimeError):
+class NotCompiledError(BraintraceError, RuntimeError, ValueError):
     """A learner was run before :meth:`compile_graph` was called.
 
     Call ``learner.compile_graph(*example_args)`` once, with inputs shaped like
-    one time step, before the training loop.
+    one time step, before the training loop. It is a ``RuntimeError`` and, as
+    braintrace 0.2.0 raised a ``ValueError`` there, also a ``ValueError``.
 
     Examples
     --------

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from ..compiler import ETraceGraph, compile_etrace_graph
 from ..compiler.module_info import path_str
 from ..data import MultiStepData, unwrap_step_args
-from ..errors import CompilationError, NotCompiledError, NotSupportedError
+from ..errors import CompilationError, InvalidArgumentError, NotCompiledError, NotSupportedError
 from ..executor import ETraceGraphExecutor, OnlineDriver, StepTraceData, WindowTraceData, add_contributions
 from .input_checks import check_call_args, check_example_args, check_states, spec_of, state_spec
 from .keys import TraceKey, keys_of_relations
@@ -89,6 +89,42 @@ class ETraceAlgorithm(brainstate.nn.Module):
     def is_compiled(self) -> bool:
         """Whether :meth:`compile_graph` has run."""
         return self.graph is not None
+
+    # -- 0.2.0 names -------------------------------------------------------------
+    @property
+    def running_index(self) -> brainstate.ShortTermState:
+        """The time-step counter (0.2.0's name for :attr:`step_count`)."""
+        return self.step_count
+
+    @property
+    def model4compile(self) -> brainstate.nn.Module:
+        """The model (0.2.0's name for :attr:`model`)."""
+        return self.model
+
+    @property
+    def param_states(self) -> Any:
+        """The model's ``ParamState``\\ s, keyed by path."""
+        return self.model.states(brainstate.ParamState)
+
+    @property
+    def hidden_states(self) -> Any:
+        """The model's ``HiddenState``\\ s, keyed by path."""
+        return self.model.states(brainstate.HiddenState)
+
+    @property
+    def other_states(self) -> Any:
+        """The model's other states (neither parameters nor hidden states), keyed by path."""
+        return self.model.states().filter(lambda path, st: not isinstance(st, (brainstate.ParamState, brainstate.HiddenState)))
+
+    @property
+    def path_to_states(self) -> dict:
+        """``{path: state}`` of every state of the model."""
+        return dict(self.model.states())
+
+    @property
+    def state_id_to_path(self) -> dict:
+        """``{id(state): path}`` of every state of the model."""
+        return {id(st): path for path, st in self.model.states().items()}
 
     # -- compilation -------------------------------------------------------
     def compile_graph(self, *example_args: Any, recompile: bool = False) -> "ETraceAlgorithm":
@@ -321,7 +357,7 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
     ) -> None:
         super().__init__(model, name=name)
         if vjp_method not in _VJP_METHODS:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{type(self).__name__}: vjp_method must be one of {_VJP_METHODS}, got {vjp_method!r}."
             )
         if vjp_method == "multi-step" and not self.credits_previous_traces:

@@ -30,10 +30,11 @@ from typing import Any
 import jax
 
 from ..executor import StepTraceData, WindowTraceData, add_contributions
+from ..errors import InvalidArgumentError
 from .base import ETraceVjpAlgorithm
 from .exact_traces import ExactTraces, full_rule, split_names
 from .factored_traces import FactoredTraces, bias_correction
-from .keys import TraceKey
+from .keys import INPUT, OUTPUT, TraceKey
 
 __all__ = ["IODimVjpAlgorithm", "ES_D_RTRL", "pp_prop", "decay_from"]
 
@@ -55,7 +56,7 @@ def decay_from(decay_or_rank: Any) -> float:
     elif isinstance(decay_or_rank, numbers.Real):
         if 0.0 < float(decay_or_rank) < 1.0:
             return float(decay_or_rank)
-    raise ValueError(
+    raise InvalidArgumentError(
         f"decay_or_rank={decay_or_rank!r} is not valid: give a float decay α in the open interval (0, 1), "
         "or an integer rank n >= 1 (then α = (n - 1) / (n + 1))."
     )
@@ -129,6 +130,16 @@ class IODimVjpAlgorithm(ETraceVjpAlgorithm):
 
         rule = (lambda r: r.entry.trace_rule) if self.fast_solve else full_rule
         self.exact = ExactTraces(graph, names, rule)
+
+    @property
+    def etrace_xs(self) -> dict:
+        """``{TraceKey: state}`` of the input traces (0.2.0's name)."""
+        return {k: v for k, v in self.etraces.items() if k.kind == INPUT}
+
+    @property
+    def etrace_dfs(self) -> dict:
+        """``{TraceKey: state}`` of the output traces (0.2.0's name)."""
+        return {k: v for k, v in self.etraces.items() if k.kind == OUTPUT}
 
     def _parts(self) -> tuple[ExactTraces, FactoredTraces]:
         if self.exact is None or self.factored is None:

@@ -65,6 +65,9 @@ class OSTLRecurrent(ParamDimVjpAlgorithm):
        Transactions on Neural Networks and Learning Systems, 34(11), 8894–8908.
     """
 
+    #: the OSTL variant (0.2.0's attribute)
+    regime: str = "with-H"
+
     def __init__(
         self,
         model: Any,
@@ -97,8 +100,9 @@ class OSTLFeedforward(IODimVjpAlgorithm):
     Parameters
     ----------
     model : brainstate.nn.Module
-    decay_or_rank : float or int
+    decay_or_rank : float or int, default 1e-6
         ``α`` in ``(0, 1)``, or an integer rank ``n >= 1`` (``α = (n-1)/(n+1)``).
+        The default (0.2.0's) makes the traces those of the current step only.
     name : str, optional
     vjp_method : {'single-step', 'multi-step'}, default 'single-step'
     fast_solve : bool, default True
@@ -121,10 +125,13 @@ class OSTLFeedforward(IODimVjpAlgorithm):
        Transactions on Neural Networks and Learning Systems, 34(11), 8894–8908.
     """
 
+    #: the OSTL variant (0.2.0's attribute)
+    regime: str = "without-H"
+
     def __init__(
         self,
         model: Any,
-        decay_or_rank: float | int,
+        decay_or_rank: float | int = 1e-6,
         name: str | None = None,
         vjp_method: str = "single-step",
         fast_solve: bool = True,
