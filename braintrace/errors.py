@@ -43,6 +43,11 @@ class BraintraceError(Exception):
     TypeError
     """
 
+    def __init__(self, *args: object, record: object = None) -> None:
+        super().__init__(*args)
+        #: the compiler's :class:`~braintrace.CompilationRecord` of the refusal (level ``ERROR``), if any
+        self.record = record
+
 
 class NotSupportedError(BraintraceError, ValueError):
     """A model uses a construct that online learning cannot handle.

@@ -101,6 +101,11 @@ def _function_label(eqn) -> str:
     return f"{kind} function `{where}`" if where else f"{kind} function"
 
 
+def _refuse(kind: DiagnosticKind, message: str, **fields: Any) -> None:
+    """Raise :class:`~braintrace.NotSupportedError` carrying the refusal as an ``ERROR`` record."""
+    raise NotSupportedError(message, record=CompilationRecord(kind, DiagnosticLevel.ERROR, message, **fields))
+
+
 def _check_custom_rule(eqn, usedef: UseDef, minfo: ModuleInfo, names: list[str]) -> CompilationRecord:
     """Raise if an ETP primitive in a custom-derivative call reaches a hidden state; else a record."""
     jaxpr = minfo.jaxpr
@@ -116,12 +121,14 @@ def _check_custom_rule(eqn, usedef: UseDef, minfo: ModuleInfo, names: list[str])
     prims = ", ".join(sorted(set(names)))
     wtext = ", ".join(f"`{w}`" for w in weights) or "a weight"
     if reached:
-        raise NotSupportedError(
+        _refuse(
+            DiagnosticKind.PRIMITIVE_INSIDE_CONTROL_FLOW,
             f"The {label} calls ETP primitive(s) {prims} on weight {wtext}, and its output reaches hidden "
             f"state {', '.join(f'`{p}`' for p in reached)}. The compiler cannot see inside a "
             "custom-derivative "
             f"function, so {wtext} could not learn online (it would receive only its instantaneous "
-            "gradient). " + _CUSTOM_RULE_FIX
+            "gradient). " + _CUSTOM_RULE_FIX,
+            primitive=names[0], weight_path=paths[0] if paths else None,
         )
     return CompilationRecord(
         DiagnosticKind.PRIMITIVE_INSIDE_CONTROL_FLOW,
@@ -197,10 +204,12 @@ def check_control_flow(minfo: ModuleInfo) -> tuple[CompilationRecord, ...]:
                 }
             )
             if touched:
-                raise NotSupportedError(
+                _refuse(
+                    DiagnosticKind.WEIGHT_IN_CONTROL_FLOW,
                     f"`{eqn.primitive.name}` inside the model's update touches {', '.join(touched)}. "
                     f"The compiler cannot see through its body, so it cannot build eligibility traces. "
-                    + _WORKAROUND
+                    + _WORKAROUND,
+                    primitive=eqn.primitive.name,
                 )
             continue
         if REGISTRY.get(eqn.primitive) is not None:
@@ -211,11 +220,13 @@ def check_control_flow(minfo: ModuleInfo) -> tuple[CompilationRecord, ...]:
         if eqn.primitive in CUSTOM_RULE_PRIMITIVES:
             records.append(_check_custom_rule(eqn, usedef, minfo, names))
         else:
-            raise NotSupportedError(
+            _refuse(
+                DiagnosticKind.PRIMITIVE_INSIDE_CONTROL_FLOW,
                 f"`{eqn.primitive.name}` inside the model's update hides ETP primitive(s) "
                 f"{', '.join(sorted(set(names)))} from the compiler, so their weights could not learn "
                 "online. Call the ETP primitives outside it (plain code, `jax.jit` and `jax.checkpoint` "
-                "are seen through)."
+                "are seen through).",
+                primitive=names[0],
             )
     _check_custom_vjp_on_transition(minfo, usedef)
     return tuple(records)

@@ -137,3 +137,21 @@ def test_compiling_twice_with_same_shapes_does_not_retrace():
     assert learner.graph is graph and graph is not g1
     assert net.traces == n
     assert len(g1.hidden_groups) == 3
+
+
+def test_a_refusal_carries_an_error_record():
+    class Looping(brainstate.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = brainstate.ParamState(jnp.ones((2, 2)))
+            self.h = brainstate.HiddenState(jnp.zeros(2))
+
+        def update(self, x):
+            self.h.value = jax.lax.fori_loop(0, 2, lambda i, h: h @ self.w.value, self.h.value + x)
+            return self.h.value
+
+    with pytest.raises(braintrace.NotSupportedError) as err:
+        braintrace.compile_etrace_graph(Looping(), jnp.zeros(2))
+    rec = err.value.record
+    assert rec.kind == braintrace.DiagnosticKind.WEIGHT_IN_CONTROL_FLOW
+    assert rec.level == braintrace.DiagnosticLevel.ERROR and "`w`" in rec.message
