@@ -20,6 +20,7 @@ True
 
 from . import surrogate as surrogate
 from .conv import Conv1d as Conv1d, Conv2d as Conv2d, Conv3d as Conv3d
+from .event_linear import EventSparseLinear as EventSparseLinear
 from .linear import (
     LoRA as LoRA,
     Linear as Linear,
@@ -48,6 +49,7 @@ __all__ = [
     "SignedWLinear",
     "ScaledWSLinear",
     "SparseLinear",
+    "EventSparseLinear",
     "LoRA",
     # convolutions
     "Conv1d",

@@ -5,7 +5,8 @@ identity. :data:`REGISTRY` is the one table describing them. The ``etp_*_p``
 names are those :class:`jax.extend.core.Primitive` objects: ``etp_mv_p`` /
 ``etp_mm_p`` (:func:`matmul`, unbatched / batched ``x``), ``etp_elemwise_p``
 (:func:`element_wise`), ``etp_conv_p`` / ``etp_conv_batched_p`` (:func:`conv`),
-``etp_sparse_mv_p`` / ``etp_sparse_mm_p`` (:func:`sparse_matmul`) and
+``etp_sparse_mv_p`` / ``etp_sparse_mm_p`` (:func:`sparse_matmul`),
+``etp_event_sparse_mv_p`` / ``etp_event_sparse_mm_p`` (:func:`event_sparse_matmul`) and
 ``etp_lora_mv_p`` / ``etp_lora_mm_p`` (:func:`lora_matmul`).
 
 Examples
@@ -48,6 +49,12 @@ from .sparse import (
     etp_sparse_mv_p as etp_sparse_mv_p,
     sparse_matmul as sparse_matmul,
 )
+from .event_sparse import (
+    EventCSR as EventCSR,
+    etp_event_sparse_mm_p as etp_event_sparse_mm_p,
+    etp_event_sparse_mv_p as etp_event_sparse_mv_p,
+    event_sparse_matmul as event_sparse_matmul,
+)
 from .lora import (
     LoraRule as LoraRule,
     etp_lora_mm_p as etp_lora_mm_p,
@@ -69,6 +76,8 @@ __all__ = [
     "element_wise",
     "conv",
     "sparse_matmul",
+    "event_sparse_matmul",
+    "EventCSR",
     "lora_matmul",
     "ConvRule",
     "SparseRule",
@@ -80,6 +89,8 @@ __all__ = [
     "etp_conv_batched_p",
     "etp_sparse_mv_p",
     "etp_sparse_mm_p",
+    "etp_event_sparse_mv_p",
+    "etp_event_sparse_mm_p",
     "etp_lora_mv_p",
     "etp_lora_mm_p",
 ]

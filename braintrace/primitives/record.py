@@ -62,6 +62,11 @@ class ETPPrimitive:
         The D_RTRL trace rule of the other (x-dependent) trainable inputs.
     batched_partner : ETPPrimitive or None
         For an unbatched primitive, the batched form that ``jax.vmap`` binds.
+    event_driven : bool
+        Whether the primitive is linear in ``x`` and costs in proportion to
+        the nonzeros of ``x`` (an event-driven product on spikes): learners
+        that keep a leaky trace of ``x`` then contract a window's raw inputs
+        instead of the trace (a sum of ``x`` itself is as sparse as the spikes).
 
     Examples
     --------
@@ -83,6 +88,7 @@ class ETPPrimitive:
     diagonal_names: frozenset[str]
     trace_rule: Any  # a braintrace.primitives.TraceRule
     batched_partner: "ETPPrimitive | None" = None
+    event_driven: bool = False
 
     @property
     def name(self) -> str:
