@@ -220,9 +220,12 @@ def make_task(T: int, n_in: int, n_rec: int, *, n_latent: int = 4, rate: float =
 
 
 def build(n: int, synapses: int, *, n_in: int, rec_frac: float = 0.01, max_active: float = 0.1,
-          events: bool | str = "auto", seed: int = 0):
-    """``(connectome, model, recorded indices)`` with the model's states initialised (batch 1, unbatched)."""
-    c = generate_connectome(n, synapses, seed=seed)
+          events: bool | str = "auto", seed: int = 0, connectome: Connectome | None = None):
+    """``(connectome, model, recorded indices)`` with the model's states initialised (batch 1, unbatched).
+
+    ``connectome``: reuse a generated graph (``n`` and ``synapses`` are then ignored)."""
+    c = connectome if connectome is not None else generate_connectome(n, synapses, seed=seed)
+    n = c.n
     w = synaptic_weights(c, seed=seed + 1)
     rng = np.random.default_rng(seed + 4)
     recorded = np.sort(rng.choice(n, max(1, round(rec_frac * n)), replace=False))

@@ -165,6 +165,11 @@ class _Events:
     def __init__(self, x, block_row, block_start, block_end, capacity: int, block: int):
         xf = x.reshape((-1, x.shape[-1]))
         self.batch, n_blocks = xf.shape[0], block_row.shape[0]
+        if self.batch * max(n_blocks, capacity * block) >= 2**31:
+            raise ValueError(
+                f"braintrace.event_sparse_matmul: {self.batch} batch elements (or window steps) of a matrix "
+                f"with {n_blocks} blocks overflow the event path's int32 indices; use fewer at a time."
+            )
         active = (jnp.take(xf, block_row, axis=1) != 0).reshape(-1)  # (B * n_blocks,)
         cap = capacity * self.batch
         self.fits = jnp.count_nonzero(active) <= cap
@@ -192,6 +197,17 @@ def _dense(x, weight, rows, cols, n_cols):
     return sparse_product(x, weight, rows, cols, n_cols=n_cols)
 
 
+def _fallback(x, weight, rows, cols, n_cols):
+    """The CSR product, one batch element at a time: a branch that is rarely taken (but whose
+    buffers XLA reserves anyway) then needs ``O(nnz)`` memory rather than ``O(B · nnz)``."""
+    if x.ndim == 1:
+        return _dense(x, weight, rows, cols, n_cols)
+    # rematerialised per element: a transposed loop would otherwise stack every element's x[rows]
+    one = jax.checkpoint(lambda xb: _dense(xb, weight, rows, cols, n_cols))
+    y = jax.lax.map(one, x.reshape((-1, x.shape[-1])))
+    return y.reshape(x.shape[:-1] + (n_cols,))
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(7, 8, 9))
 def _product(x, weight, rows, cols, block_row, block_start, block_end, n_cols, capacity, block):
     ev = _Events(x, block_row, block_start, block_end, capacity, block)
@@ -199,7 +215,7 @@ def _product(x, weight, rows, cols, block_row, block_start, block_end, n_cols, c
     return jax.lax.cond(
         ev.fits,
         lambda: ev.product(weight, cols, n_cols, x.shape[:-1], dtype),
-        lambda: _dense(x, weight, rows, cols, n_cols).astype(dtype),
+        lambda: _fallback(x, weight, rows, cols, n_cols).astype(dtype),
     )
 
 
@@ -212,7 +228,7 @@ def _product_jvp(n_cols, capacity, block, primals, tangents):
     y = jax.lax.cond(
         ev.fits,
         lambda: ev.product(weight, cols, n_cols, lead, dtype),
-        lambda: _dense(x, weight, rows, cols, n_cols).astype(dtype),
+        lambda: _fallback(x, weight, rows, cols, n_cols).astype(dtype),
     )
     terms = []
     if not isinstance(dx, SymbolicZero):  # a tangent of x is not sparse: the CSR product
@@ -220,7 +236,7 @@ def _product_jvp(n_cols, capacity, block, primals, tangents):
     if not isinstance(dw, SymbolicZero):  # linear in dw, over the active rows only
         # the CSR branch is rematerialised: its residual x[rows] (nnz values) would
         # otherwise be stored even by the steps that take the event branch
-        dense_dw = jax.checkpoint(lambda x, dw: _dense(x, dw, rows, cols, n_cols).astype(dtype))
+        dense_dw = jax.checkpoint(lambda x, dw: _fallback(x, dw, rows, cols, n_cols).astype(dtype))
         terms.append(jax.lax.cond(
             ev.fits, lambda: ev.product(dw, cols, n_cols, lead, dtype), lambda: dense_dw(x, dw)
         ))
