@@ -301,7 +301,8 @@ def benchmark(args) -> dict:
         first = times[0]
         rest = statistics.median(times[1:]) if len(times) > 1 else first
         return {"steps": steps, "window": K, "chunk": chunk, "lr": args.lr, "losses": losses,
-                "first_chunk_s": first,  # compilation included "time_per_step_s": rest / chunk, "total_s": time.perf_counter() - t0,
+                "first_chunk_s": first,  # compilation included
+                "time_per_step_s": rest / chunk, "total_s": time.perf_counter() - t0,
                 "loss_first": float(np.mean(losses[: chunk // K])), "loss_last": float(np.mean(losses[-(chunk // K):]))}
 
     def bptt():

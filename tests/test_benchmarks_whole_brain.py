@@ -31,6 +31,7 @@ def test_quick_run_and_report(tmp_path):
     losses = [m[k]["loss"] for k in ("forward", "es_d_rtrl_win10", "bptt", "es_d_rtrl_steps", "es_d_rtrl_win10_csr")]
     assert max(losses) == pytest.approx(min(losses), rel=1e-5)
     assert len(m["train"]["losses"]) == m["train"]["steps"] // m["train"]["window"]
+    assert m["train"]["time_per_step_s"] > 0 and m["train"]["first_chunk_s"] > 0
     assert record["measurements"].keys() == m.keys()
     text = whole_brain.main(["--report", str(tmp_path)])
     assert "es_d_rtrl_win10" in text and (tmp_path / "whole_brain.md").exists()

@@ -185,7 +185,17 @@ class EventSparseLinear(brainstate.nn.Module):
         return structure
 
     def update(self, x: Any) -> Any:
-        """One forward pass; ``x`` has shape ``(..., *in_size)``."""
+        """One forward pass.
+
+        Parameters
+        ----------
+        x : array or Quantity, shape ``(..., *in_size)``
+            The input (spikes, for the event path to pay).
+
+        Returns
+        -------
+        array or Quantity, shape ``(..., *out_size)``
+        """
         check_trailing(self._label, x, self.in_size)
         params = self.weight.value
         w = params["weight"]

@@ -55,12 +55,20 @@ class EventCSR:
 
     Attributes
     ----------
-    rows, cols : numpy.ndarray of int32, shape ``(nnz,)``
-        Row and column of every nonzero, in the CSR data order.
-    block_row, block_start, block_end : numpy.ndarray of int32, shape ``(n_blocks,)``
-        Each block's row and its half-open range ``[start, end)`` of nonzeros.
-    n_rows, n_cols : int
-        Shape of the matrix.
+    rows : numpy.ndarray of int32, shape ``(nnz,)``
+        Row of every nonzero, in the CSR data order.
+    cols : numpy.ndarray of int32, shape ``(nnz,)``
+        Column of every nonzero, in the CSR data order.
+    block_row : numpy.ndarray of int32, shape ``(n_blocks,)``
+        Each block's row.
+    block_start : numpy.ndarray of int32, shape ``(n_blocks,)``
+        Each block's first nonzero.
+    block_end : numpy.ndarray of int32, shape ``(n_blocks,)``
+        One past each block's last nonzero (a block is ``[start, end)``).
+    n_rows : int
+        Rows of the matrix (the size of ``x``'s last axis).
+    n_cols : int
+        Columns of the matrix (the size of ``y``'s last axis).
     block : int
         Nonzeros per block (at most).
     capacity : int
