@@ -144,8 +144,8 @@ class Run:
             json.dump(self.record, f, indent=1, default=float)
 
     def item(self, name: str, fn, need_s: float = 0.0):
-        """Run ``fn() -> dict`` as measurement ``name`` unless less than ``need_s`` seconds are left."""
-        if self.left() < need_s:
+        """Run ``fn() -> dict`` as measurement ``name`` unless less than ``need_s`` (> 0) seconds are left."""
+        if need_s > 0 and self.left() < need_s:
             self.record["skipped"][name] = f"{self.left():.0f} s left of the budget, about {need_s:.0f} s needed"
             print(f"[{name}] skipped: {self.record['skipped'][name]}", flush=True)
             self.save()
