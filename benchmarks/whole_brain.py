@@ -18,7 +18,9 @@ skipped, with the reason, when the time left would not cover them):
 6. ES_D_RTRL one step at a time (no windows);
 7. ES_D_RTRL with windows on the CSR product (``events=False``): what the
    event-driven product saves;
-8. compile time against the window length, and with the loops unrolled 10
+8. ES_D_RTRL with windows over ``10 T`` steps, compiled only: its memory does
+   not grow with the sequence;
+9. compile time against the window length, and with the loops unrolled 10
    steps per iteration as before (``--unroll-check``).
 
 Run (a GPU; about 8 minutes at ``--scale 1``)::
@@ -207,7 +209,7 @@ def benchmark(args) -> dict:
     def connectome():
         c, model, recorded, seconds = build()
         built.update(c=c, model=model, recorded=recorded)
-        task = W.make_task(max(T, args.train_steps), args.inputs, len(recorded), seed=args.seed + 3)
+        task = W.make_task(max(10 * T, args.train_steps), args.inputs, len(recorded), seed=args.seed + 3)
         built["xs"], built["ys"] = jnp.asarray(task.inputs), jnp.asarray(task.targets)
         s = model.rec.structure
         deg, indeg = c.out_degree(), c.in_degree()
@@ -256,8 +258,9 @@ def benchmark(args) -> dict:
                        active_fraction=frac[:: max(1, T // 200)].tolist())
         return rec
 
-    def es_d_rtrl(window, unroll=None, timed=True, net=None):
+    def es_d_rtrl(window, unroll=None, timed=True, net=None, steps=T):
         net = net if net is not None else model
+        X, Y = built["xs"][:steps], built["ys"][:steps]
 
         def fn():
             t0 = time.perf_counter()
@@ -265,8 +268,8 @@ def benchmark(args) -> dict:
             graph_s = time.perf_counter() - t0
             with _unroll(unroll):
                 compiled, state_vals, rec = compile_body(
-                    lambda xs, ys: braintrace.online_gradients(learner, xs, ys, mse, window=window), xs, ys)
-            rec.update(graph_s=graph_s, window=window, unroll=unroll or "auto",
+                    lambda xs, ys: braintrace.online_gradients(learner, xs, ys, mse, window=window), X, Y)
+            rec.update(graph_s=graph_s, window=window, unroll=unroll or "auto", T=steps,
                        step_size=learner.driver.step_size)
             if timed:
                 t = time_compiled(compiled, state_vals, (xs, ys), T, args.repeats)
@@ -330,6 +333,7 @@ def benchmark(args) -> dict:
     run.item("train", train, need_s=guess + args.train_steps * 2e-3)
     run.item("es_d_rtrl_steps", es_d_rtrl(None), need_s=guess)
     run.item(f"es_d_rtrl_win{K}_csr", csr, need_s=2 * guess)
+    run.item(f"compile_win{K}_T{10 * T}", es_d_rtrl(K, timed=False, steps=10 * T), need_s=guess * 1.5)
     for w in args.sweep_windows:
         if w != K and T % w == 0:
             run.item(f"compile_win{w}", es_d_rtrl(w, timed=False), need_s=guess * 1.5)

@@ -20,7 +20,7 @@ def test_quick_run_and_report(tmp_path):
     assert saved["meta"]["complete"] and not saved["skipped"]
     m = saved["measurements"]
     assert list(m) == ["connectome", "forward", "es_d_rtrl_win10", "bptt", "train", "es_d_rtrl_steps",
-                       "es_d_rtrl_win10_csr", "compile_win20"]
+                       "es_d_rtrl_win10_csr", "compile_win10_T1000", "compile_win20"]
     for name, r in m.items():
         assert r["status"] == "ok", (name, r.get("reason"))
     assert m["connectome"]["events"] and m["connectome"]["neurons"] == 400
@@ -30,6 +30,7 @@ def test_quick_run_and_report(tmp_path):
     # the same loss on every path (the weights trained by "train" are restored)
     losses = [m[k]["loss"] for k in ("forward", "es_d_rtrl_win10", "bptt", "es_d_rtrl_steps", "es_d_rtrl_win10_csr")]
     assert max(losses) == pytest.approx(min(losses), rel=1e-5)
+    assert m["compile_win10_T1000"]["temp_bytes"] <= 1.05 * m["es_d_rtrl_win10"]["temp_bytes"]  # not T
     assert len(m["train"]["losses"]) == m["train"]["steps"] // m["train"]["window"]
     assert m["train"]["time_per_step_s"] > 0 and m["train"]["first_chunk_s"] > 0
     assert record["measurements"].keys() == m.keys()
