@@ -147,7 +147,7 @@ class EventCSR:
                 "(it is a fixed structure, computed once)."
             ) from err
         n_rows, n_cols = (int(s) for s in csr.shape)
-        if n_rows * n_cols >= 2**31 or cols.shape[0] >= 2**31:
+        if cols.shape[0] >= 2**31 or max(n_rows, n_cols) >= 2**31:
             raise ValueError(
                 f"EventCSR.from_csr: a matrix of shape {(n_rows, n_cols)} with {cols.shape[0]} nonzeros "
                 "overflows the int32 indices of the event-driven product."
@@ -170,10 +170,10 @@ class EventCSR:
 class _Events:
     """The active blocks of ``x`` (flattened to ``(B, n_rows)``): their nonzeros ``k`` and input values."""
 
-    def __init__(self, x, block_row, block_start, block_end, capacity: int, block: int):
+    def __init__(self, x, block_row, block_start, block_end, capacity: int, block: int, n_cols: int):
         xf = x.reshape((-1, x.shape[-1]))
         self.batch, n_blocks = xf.shape[0], block_row.shape[0]
-        if self.batch * max(n_blocks, capacity * block) >= 2**31:
+        if self.batch * max(n_blocks, capacity * block, n_cols) >= 2**31:
             raise ValueError(
                 f"braintrace.event_sparse_matmul: {self.batch} batch elements (or window steps) of a matrix "
                 f"with {n_blocks} blocks overflow the event path's int32 indices; use fewer at a time."
@@ -218,7 +218,7 @@ def _fallback(x, weight, rows, cols, n_cols):
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(7, 8, 9))
 def _product(x, weight, rows, cols, block_row, block_start, block_end, n_cols, capacity, block):
-    ev = _Events(x, block_row, block_start, block_end, capacity, block)
+    ev = _Events(x, block_row, block_start, block_end, capacity, block, n_cols)
     dtype = jnp.result_type(x, weight)
     return jax.lax.cond(
         ev.fits,
@@ -230,7 +230,7 @@ def _product(x, weight, rows, cols, block_row, block_start, block_end, n_cols, c
 def _product_jvp(n_cols, capacity, block, primals, tangents):
     x, weight, rows, cols, block_row, block_start, block_end = primals
     dx, dw = tangents[0], tangents[1]
-    ev = _Events(x, block_row, block_start, block_end, capacity, block)
+    ev = _Events(x, block_row, block_start, block_end, capacity, block, n_cols)
     dtype = jnp.result_type(x, weight)
     lead = x.shape[:-1]
     y = jax.lax.cond(
