@@ -208,3 +208,14 @@ def test_bad_input(rng):
         event_sparse_matmul(x, w.astype(jnp.int32), structure=s)
     with pytest.raises(ValueError, match=r"`bias` has shape \(3,\)"):
         event_sparse_matmul(x, w, structure=s, bias=jnp.ones(3))
+
+
+def test_large_matrix_with_few_nonzeros():
+    """Only the nonzeros and one row of outputs per batch element need int32 indices, not rows x columns."""
+    n = 70_000  # n * n > 2**31
+    indptr = np.zeros(n + 1, np.int32)
+    indptr[1:] = 1  # row 0 holds the only nonzero
+    csr = u.sparse.CSR((jnp.ones(1), np.array([n - 1], np.int32), indptr), shape=(n, n))
+    s = EventCSR.from_csr(csr, max_active=1.0)
+    y = event_sparse_matmul(jnp.zeros(n).at[0].set(2.0), jnp.array([3.0]), structure=s)
+    assert float(y[n - 1]) == 6.0 and float(jnp.sum(y)) == 6.0
