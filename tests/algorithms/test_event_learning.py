@@ -75,6 +75,7 @@ def gradients(method, net, xs, ys):
     return braintrace.online_gradients(learner, xs, ys, loss, window=window)[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["bptt", "d_rtrl", "es_d_rtrl", "es_d_rtrl_steps"])
 def test_event_and_csr_paths_give_equal_gradients(f64, method):  # noqa: F811
     nets, xs, ys = lif_nets()

@@ -93,6 +93,7 @@ def test_forward_grad_jvp_vjp_xy_to_dw(max_active, sparse_x, batched, rng):
     assert entry.event_driven and set(entry.trainable_invars({}, 8)) == {"weight", "bias"}
 
 
+@pytest.mark.slow
 def test_float64_equals_csr_product_to_1e10():
     with jax.enable_x64(True):
         rng = np.random.default_rng(1)
