@@ -45,3 +45,10 @@ def test_evidence_accumulation_with_eprop_quick():
     out = _load("evidence_accumulation").main(["--quick"])
     assert len(out["losses"]) == 20 and np.isfinite(out["losses"]).all()
     assert out["test_accuracy"][-1] > 0.5  # chance
+
+
+def test_whole_brain_scale_quick():
+    out = _load("whole_brain_scale").main(["--quick"])
+    assert out["events"]  # the recurrence is event-driven
+    assert out["neurons"] == 300 and out["synapses"] > 10_000
+    assert np.isfinite(out["losses"]).all() and out["last"] < out["first"]  # the loss falls

@@ -166,10 +166,12 @@ class IODimVjpAlgorithm(ETraceVjpAlgorithm):
     def window_contributions(
         self, before: Mapping, after: Mapping, aux: Any, seq: WindowTraceData, signal_seq: Mapping, count: jax.Array
     ) -> dict:
-        """``Σ_k`` of the per-step contributions from every step's traces, one matrix product per relation."""
+        """``Σ_k`` of the per-step contributions from every step's traces, one matrix product per relation
+        (event-driven relations contract the window's raw inputs: see :meth:`FactoredTraces.contributions_seq`)."""
         exact, factored = self._parts()
         return add_contributions(
-            exact.contributions_seq(aux, seq, signal_seq), factored.contributions_seq(aux, seq, signal_seq, count)
+            exact.contributions_seq(aux, seq, signal_seq),
+            factored.contributions_seq(aux, seq, signal_seq, count, before=before),
         )
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..executor.trace_data import StepTraceData, WindowTraceData
 from ..primitives.trace_rules import apply_block, sum_to_shape
@@ -189,8 +190,25 @@ class FactoredTraces:
             out[r.index] = r.entry.xy_to_dw(ops, params, dy, names=split_names(r)[1])
         return out
 
-    def contributions_seq(self, aux: Mapping[TraceKey, Any], seq: WindowTraceData, signal_seq: Mapping, count):
-        """``Σ_k`` of the per-step contributions from every step's traces ``aux``: one product per relation."""
+    def contributions_seq(
+        self, aux: Mapping[TraceKey, Any], seq: WindowTraceData, signal_seq: Mapping, count,
+        before: Mapping[TraceKey, Any] | None = None,
+    ):
+        r"""``Σ_k`` of the per-step contributions from every step's traces ``aux``: one product per relation.
+
+        With ``before`` (the traces before the window), the input trace of an
+        event-driven relation (:attr:`~braintrace.primitives.ETPPrimitive.event_driven`,
+        linear in ``x``) is unrolled into the window's raw inputs, which are as
+        sparse as the spikes while the trace is not:
+
+        .. math::
+
+            \sum_k \mathrm{xy\_to\_dw}(ε_x^k, \bar y^k)
+            = \mathrm{xy\_to\_dw}\Big(ε_x^{-1}, \sum_k a^{k+1} \bar y^k\Big)
+            + \sum_s \mathrm{xy\_to\_dw}\Big(x^s, \sum_{k \ge s} a^{k-s} \bar y^k\Big),
+
+        from :math:`ε_x^k = a^{k+1} ε_x^{-1} + \sum_{s \le k} a^{k-s} x^s`.
+        """
         out = {}
         for r in self.relations:
             delta0 = signal_seq[r.hidden_groups[0]]
@@ -200,9 +218,20 @@ class FactoredTraces:
                 {gi: aux[self.f_key(r, gi)]["f"] for gi in r.hidden_groups}, signal_seq, n
             )
             params = self.graph.module_info.jaxpr.eqns[r.eqn_index].params
-            out[r.index] = r.entry.xy_to_dw_seq(
-                tuple(seq.operands[r.index]), aux[self.x_key(r)]["x"], params, dy, names=split_names(r)[1]
-            )
+            names = split_names(r)[1]
+            ops = tuple(seq.operands[r.index])
+            if before is not None and r.entry.event_driven and r.index in seq.x:
+                decay = np.power(self.decay, np.arange(K, dtype=np.float64))
+                carry = jnp.asarray(self.decay * decay, dy.dtype)  # a^{k+1}
+                lag = np.subtract.outer(np.arange(K), np.arange(K))  # k - s
+                filt = jnp.asarray(np.where(lag >= 0, decay[np.abs(lag)], 0.0).T, dy.dtype)  # [s, k]
+                first = r.entry.xy_to_dw(
+                    _with_x(r, ops, before[self.x_key(r)]["x"]), params, jnp.tensordot(carry, dy, 1), names=names
+                )
+                rest = r.entry.xy_to_dw_seq(ops, seq.x[r.index], params, jnp.tensordot(filt, dy, 1), names=names)
+                out[r.index] = {k: first[k] + rest[k] for k in rest}
+            else:
+                out[r.index] = r.entry.xy_to_dw_seq(ops, aux[self.x_key(r)]["x"], params, dy, names=names)
         return out
 
 

@@ -52,7 +52,7 @@ from ..compiler import ETraceGraph
 from ..primitives.trace_rules import sum_to_shape
 from .graph_executor import ETraceVjpGraphExecutor
 from .layout import StepLayout
-from .loops import window_local, window_unroll
+from .loops import step_elements, window_local, window_unroll
 from .trace_data import StepTraceData, WindowTraceData
 from .window_residuals import WindowResiduals
 
@@ -116,6 +116,8 @@ class OnlineDriver:
         self.layout = StepLayout(graph, covered=frozenset() if self.influence else None)
         self.executor = ETraceVjpGraphExecutor(graph)
         self.residuals = WindowResiduals(self._lin_leaves)
+        #: the size of one step (decides whether a window's loop is unrolled)
+        self.step_size = step_elements(graph.module_info.jaxpr)
         self._built: dict[tuple[str, bool], Any] = {}
 
     # -- public entry points -------------------------------------------------------
@@ -191,7 +193,8 @@ class OnlineDriver:
 
         carry0 = (tuple(state_vals), dict(traces) if in_scan else None, count)
         (sv, new_traces, _), (outs, xs, D, df, lins, aux) = jax.lax.scan(
-            body, carry0, tuple(args), unroll=window_unroll(int(jnp.shape(args[0])[0]) if args else 1)
+            body, carry0, tuple(args),
+            unroll=window_unroll(int(jnp.shape(args[0])[0]) if args else 1, step_size=self.step_size),
         )
         if linearize:
             lins = self.residuals.finish(lins, shared, param_vals)

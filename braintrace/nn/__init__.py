@@ -31,6 +31,7 @@ from . import surrogate as surrogate
 from .conv import Conv1d as Conv1d, Conv2d as Conv2d, Conv3d as Conv3d
 from .embedding import Embedding as Embedding
 from .grouped import GroupedLinear as GroupedLinear
+from .event_linear import EventSparseLinear as EventSparseLinear
 from .linear import (
     LoRA as LoRA,
     Linear as Linear,
@@ -60,6 +61,7 @@ __all__ = [
     "SignedWLinear",
     "ScaledWSLinear",
     "SparseLinear",
+    "EventSparseLinear",
     "LoRA",
     "GroupedLinear",
     "Embedding",

@@ -5,7 +5,8 @@ identity. :data:`REGISTRY` is the one table describing them. The ``etp_*_p``
 names are those :class:`jax.extend.core.Primitive` objects: ``etp_mv_p`` /
 ``etp_mm_p`` (:func:`matmul`, unbatched / batched ``x``), ``etp_elemwise_p``
 (:func:`element_wise`), ``etp_conv_p`` / ``etp_conv_batched_p`` (:func:`conv`),
-``etp_sparse_mv_p`` / ``etp_sparse_mm_p`` (:func:`sparse_matmul`) and
+``etp_sparse_mv_p`` / ``etp_sparse_mm_p`` (:func:`sparse_matmul`),
+``etp_event_sparse_mv_p`` / ``etp_event_sparse_mm_p`` (:func:`event_sparse_matmul`),
 ``etp_lora_mv_p`` / ``etp_lora_mm_p`` (:func:`lora_matmul`), ``etp_embed_p`` /
 ``etp_embed_batched_p`` (:func:`embedding`), ``etp_grouped_mv_p`` /
 ``etp_grouped_mm_p`` (:func:`grouped_matmul`) and ``etp_einsum_p`` /
@@ -78,6 +79,12 @@ from .grouped import (
 from .grouped import (
     grouped_matmul as grouped_matmul,
 )
+from .event_sparse import (
+    EventCSR as EventCSR,
+    etp_event_sparse_mm_p as etp_event_sparse_mm_p,
+    etp_event_sparse_mv_p as etp_event_sparse_mv_p,
+    event_sparse_matmul as event_sparse_matmul,
+)
 from .lora import (
     LoraRule as LoraRule,
 )
@@ -139,6 +146,8 @@ __all__ = [
     "element_wise",
     "conv",
     "sparse_matmul",
+    "event_sparse_matmul",
+    "EventCSR",
     "lora_matmul",
     "embedding",
     "grouped_matmul",
@@ -156,6 +165,8 @@ __all__ = [
     "etp_conv_batched_p",
     "etp_sparse_mv_p",
     "etp_sparse_mm_p",
+    "etp_event_sparse_mv_p",
+    "etp_event_sparse_mm_p",
     "etp_lora_mv_p",
     "etp_lora_mm_p",
     "etp_embed_p",

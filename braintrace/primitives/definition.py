@@ -29,8 +29,16 @@ def _is_float(x: Any) -> bool:
     return jnp.issubdtype(jnp.result_type(x), jnp.inexact)
 
 
-def _install_rules(prim: Primitive, impl: Callable[..., jax.Array]) -> None:
-    """impl, abstract eval, lowering, JVP and transpose of ``prim``."""
+def _install_rules(
+    prim: Primitive, impl: Callable[..., jax.Array], transpose_impl: Callable[..., jax.Array] | None = None
+) -> None:
+    """impl, abstract eval, lowering, JVP and transpose of ``prim``.
+
+    The transpose rule transposes ``transpose_impl`` (``impl`` by default): an
+    impl whose work depends on the values of ``x`` (an event-driven product)
+    cannot be transposed with respect to ``x`` itself.
+    """
+    linear_impl = impl if transpose_impl is None else transpose_impl
 
     prim.def_impl(impl)
 
@@ -78,7 +86,7 @@ def _install_rules(prim: Primitive, impl: Callable[..., jax.Array]) -> None:
                 for j in undefined:
                     ops[j] = jnp.zeros(args[j].aval.shape, args[j].aval.dtype)
                 ops[i] = v
-                return impl(*ops, **params)
+                return linear_impl(*ops, **params)
 
             (out[i],) = jax.linear_transpose(f, jax.ShapeDtypeStruct(aval.shape, aval.dtype))(ct)
         return out
@@ -149,11 +157,16 @@ def define_primitive(
     trace_rule: TraceRule | None = None,
     x_linear: bool = True,
     batched_partner: ETPPrimitive | None = None,
+    transpose_impl: Callable[..., jax.Array] | None = None,
+    event_driven: bool = False,
 ) -> ETPPrimitive:
     """Create a JAX primitive with every rule, register it, return its entry.
 
     This is the one place where ETP primitives are made; the built-in
-    primitives and :func:`register_primitive` both call it.
+    primitives and :func:`register_primitive` both call it. ``transpose_impl``
+    (default ``impl``) computes the same values as ``impl`` with ordinary
+    operations linear in each operand; the transpose rule uses it.
+    ``event_driven``: see :attr:`ETPPrimitive.event_driven`.
     """
     if y_outvar_index != 0:
         raise ValueError(
@@ -161,7 +174,7 @@ def define_primitive(
             "single output; use y_outvar_index=0."
         )
     prim = Primitive(name)
-    _install_rules(prim, impl)
+    _install_rules(prim, impl, transpose_impl)
     partner = batched_partner.primitive if batched_partner is not None else None
     _install_batching(prim, impl, x_invar_index, partner, batched, gradient_enabled)
     entry = ETPPrimitive(
@@ -176,6 +189,7 @@ def define_primitive(
         trace_rule=trace_rule if trace_rule is not None else FullJacobianRule(),
         batched_partner=batched_partner,
         x_linear=x_linear,
+        event_driven=event_driven,
     )
     REGISTRY.add(entry)
     return entry

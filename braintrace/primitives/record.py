@@ -67,6 +67,11 @@ class ETPPrimitive:
         of past inputs may stand in for ``x`` in :meth:`xy_to_dw` (the
         presynaptic traces of ES_D_RTRL, OTTT and OTPE). ``False`` for an index
         input (:func:`braintrace.embedding`): a sum of indices is no index.
+    event_driven : bool
+        Whether the primitive is linear in ``x`` and costs in proportion to
+        the nonzeros of ``x`` (an event-driven product on spikes): learners
+        that keep a leaky trace of ``x`` then contract a window's raw inputs
+        instead of the trace (a sum of ``x`` itself is as sparse as the spikes).
 
     Examples
     --------
@@ -89,6 +94,7 @@ class ETPPrimitive:
     trace_rule: Any  # a braintrace.primitives.TraceRule
     batched_partner: "ETPPrimitive | None" = None
     x_linear: bool = True
+    event_driven: bool = False
 
     @property
     def name(self) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import saiunit as u
 
 from .definition import define_primitive
@@ -26,7 +27,8 @@ from .units import check_float, mantissa_in, split_unit, unit_product, with_unit
 __all__ = ["sparse_matmul", "etp_sparse_mv_p", "etp_sparse_mm_p", "SparseRule"]
 
 
-def _impl(x, weight, rows, cols, *bias, n_cols):
+def sparse_product(x, weight, rows, cols, *bias, n_cols):
+    """``y[..., c] = Σ_{k: cols[k] = c} x[..., rows[k]] weight[k] (+ bias[c])``: one gather over the nonzeros."""
     contrib = jnp.take(x, rows, axis=-1) * weight  # (..., nnz)
     y = jax.ops.segment_sum(jnp.moveaxis(contrib, -1, 0), cols, num_segments=n_cols)
     y = jnp.moveaxis(y, 0, -1)  # (..., n_cols)
@@ -144,18 +146,31 @@ class SparseRule:
 
 _rule = SparseRule()
 _mm = define_primitive(
-    "etp_sparse_mm", _impl, batched=True, trainable_invars_fn=_trainables, trace_rule=_rule
+    "etp_sparse_mm", sparse_product, batched=True, trainable_invars_fn=_trainables, trace_rule=_rule
 )
 _mv = define_primitive(
-    "etp_sparse_mv", _impl, batched=False, trainable_invars_fn=_trainables, trace_rule=_rule,
+    "etp_sparse_mv", sparse_product, batched=False, trainable_invars_fn=_trainables, trace_rule=_rule,
     batched_partner=_mm,
 )
 etp_sparse_mm_p = _mm.primitive
 etp_sparse_mv_p = _mv.primitive
 
 
-def _structure(sparse_mat: Any) -> tuple[jax.Array, jax.Array, int, int, int]:
-    """``(rows, cols, n_rows, n_cols, nnz)`` of a CSR, CSC or COO matrix, in its data order."""
+def _host(a: Any) -> np.ndarray | None:
+    """``a`` as a NumPy array, or ``None`` if it is traced (a structure passed into ``jit``)."""
+    try:
+        return np.asarray(a)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
+
+
+def _structure(sparse_mat: Any) -> tuple[Any, Any, int, int, int]:
+    """``(rows, cols, n_rows, n_cols, nnz)`` of a CSR, CSC or COO matrix, in its data order.
+
+    A concrete structure gives NumPy arrays (computed once, at trace time: they
+    enter the compiled step as constants, not as per-step work); a traced one
+    (a matrix passed through ``jit``) gives traced arrays.
+    """
     if not isinstance(sparse_mat, (u.sparse.CSR, u.sparse.CSC, u.sparse.COO)):
         raise TypeError(
             f"braintrace.sparse_matmul: `sparse_mat` must be a saiunit.sparse.CSR, CSC or COO matrix, "
@@ -164,16 +179,24 @@ def _structure(sparse_mat: Any) -> tuple[jax.Array, jax.Array, int, int, int]:
     n_rows, n_cols = (int(s) for s in sparse_mat.shape)
     nnz = int(jnp.shape(u.get_mantissa(sparse_mat.data))[0])
     if isinstance(sparse_mat, u.sparse.COO):
-        rows, cols = jnp.asarray(sparse_mat.row), jnp.asarray(sparse_mat.col)
+        rows, cols = sparse_mat.row, sparse_mat.col
     else:
         n_major = n_rows if isinstance(sparse_mat, u.sparse.CSR) else n_cols
-        major = jnp.repeat(
-            jnp.arange(n_major, dtype=jnp.int32), jnp.diff(jnp.asarray(sparse_mat.indptr)),
-            total_repeat_length=nnz,
-        )
-        minor = jnp.asarray(sparse_mat.indices)
+        indptr, host_minor = _host(sparse_mat.indptr), _host(sparse_mat.indices)
+        minor: Any = host_minor
+        if indptr is not None and host_minor is not None:
+            major: Any = np.repeat(np.arange(n_major, dtype=np.int32), np.diff(indptr))
+        else:
+            major = jnp.repeat(
+                jnp.arange(n_major, dtype=jnp.int32), jnp.diff(jnp.asarray(sparse_mat.indptr)),
+                total_repeat_length=nnz,
+            )
+            minor = jnp.asarray(sparse_mat.indices)
         rows, cols = (major, minor) if isinstance(sparse_mat, u.sparse.CSR) else (minor, major)
-    return rows.astype(jnp.int32), cols.astype(jnp.int32), n_rows, n_cols, nnz
+    hr, hc = _host(rows), _host(cols)
+    if hr is not None and hc is not None:
+        return hr.astype(np.int32), hc.astype(np.int32), n_rows, n_cols, nnz
+    return jnp.asarray(rows).astype(jnp.int32), jnp.asarray(cols).astype(jnp.int32), n_rows, n_cols, nnz
 
 
 def sparse_matmul(x: Any, weight_data: Any, *, sparse_mat: Any, bias: Any = None) -> Any:

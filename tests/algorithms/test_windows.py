@@ -123,7 +123,7 @@ def test_unrolled_window_scan_gives_the_same_gradient(x64, monkeypatch, learner)
     reset(model, h0)
     # 6 steps: one unrolled block of 4, remainder 2 (the forward scan; D_RTRL's propagators and adjoints)
     for module in (driver, exact_traces):
-        monkeypatch.setattr(module, "window_unroll", lambda K: min(int(K), 4))
+        monkeypatch.setattr(module, "window_unroll", lambda K, **_: min(int(K), 4))
     unrolled, _ = window_grads(LEARNERS[learner](model).compile_graph(xs[0]), xs, loss, 6)
     assert O.tree_max_rel_err(unrolled, rolled) < 1e-10
 
@@ -182,3 +182,20 @@ def test_layout_pinned_window_gives_the_same_gradient(x64, monkeypatch, learner)
     pinned, _ = window_grads(LEARNERS[learner](model).compile_graph(xs[0]), xs, loss, 3)
     assert pins and all(m == tuple(range(len(m))) for m in pins)  # row-major, one per stacked input
     assert O.tree_max_rel_err(pinned, free) < 1e-10
+
+
+def test_window_loops_of_large_steps_are_not_unrolled(monkeypatch):
+    """Unrolling multiplies the compile time of a window's loop: only small steps are unrolled."""
+    from braintrace.executor import loops
+
+    with monkeypatch.context() as patch:
+        patch.setattr(loops.jax, "default_backend", lambda: "gpu")
+        assert loops.window_unroll(32) == loops.ACCELERATOR_UNROLL
+        assert loops.window_unroll(4) == 4
+        assert loops.window_unroll(32, step_size=loops.UNROLL_MAX_STEP_ELEMENTS) == loops.ACCELERATOR_UNROLL
+        assert loops.window_unroll(32, step_size=loops.UNROLL_MAX_STEP_ELEMENTS + 1) == 1
+    model = ZOO["gru"](2)
+    xs, _ = make_data(batch=2)
+    learner = braintrace.ES_D_RTRL(model, 0.9).compile_graph(xs[0])
+    size = learner.driver.step_size
+    assert size == loops.step_elements(learner.graph.module_info.jaxpr) and 0 < size < 10_000
