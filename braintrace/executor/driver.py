@@ -192,12 +192,12 @@ class OnlineDriver:
             return (sv, tr, c + 1), (outs, x, data.D, data.df, lin, tr if in_scan else None)
 
         carry0 = (tuple(state_vals), dict(traces) if in_scan else None, count)
-        (sv, new_traces, _), (outs, xs, D, df, lins, aux) = jax.lax.scan(
+        (sv, new_traces, _), (outs, xs, D, df, linears, aux) = jax.lax.scan(
             body, carry0, tuple(args),
             unroll=window_unroll(int(jnp.shape(args[0])[0]) if args else 1, step_size=self.step_size),
         )
         if linearize:
-            lins = self.residuals.finish(lins, shared, param_vals)
+            linears = self.residuals.finish(linears, shared, param_vals)
         operands = self.layout.operands(first, param_vals, state_vals)
         seq = WindowTraceData(operands=operands, x=window_local(xs), D=D, df=df)
         if stop:
@@ -206,7 +206,7 @@ class OnlineDriver:
             new_traces = self.rule.window_update(traces, seq, count)
         if stop:
             new_traces, aux = jax.lax.stop_gradient((new_traces, aux))
-        return _Forward(outs, sv, new_traces, seq, lins, aux)
+        return _Forward(outs, sv, new_traces, seq, linears, aux)
 
     # -- online mode -------------------------------------------------------------------
     def _build_online(self, window: bool):
