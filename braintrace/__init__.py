@@ -3,7 +3,7 @@
 Write the model with ``brainstate``, route each weight that should learn online
 through an ETP primitive (:func:`matmul`, :func:`element_wise`, :func:`conv`,
 :func:`sparse_matmul`, :func:`lora_matmul`), wrap the model in a learner
-(:class:`D_RTRL`, :class:`ES_D_RTRL`) and differentiate its output.
+(:class:`D_RTRL`, :class:`ES_D_RTRL`, :class:`RFLO`, ...) and differentiate its output.
 ``__version__`` is the package version. The deprecated v0.1 class API
 (``MatMulOp``, ``ETraceParam``, ...) is served lazily from
 :mod:`braintrace.legacy`; importing braintrace does not warn.
@@ -79,6 +79,7 @@ from .algorithms import (
     OTPE as OTPE,
     OTTT as OTTT,
     PresynapticTrace as PresynapticTrace,
+    RFLO as RFLO,
 )
 from .primitives import (
     conv as conv,
@@ -135,6 +136,7 @@ __all__ = [
     "OTTT",
     "OTPE",
     "OSTTP",
+    "RFLO",
     "PresynapticTrace",
     "KappaFilter",
     "FixedRandomFeedback",

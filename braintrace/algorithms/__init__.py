@@ -2,8 +2,11 @@
 
 :class:`D_RTRL` keeps one eligibility trace per parameter (exact for
 element-wise recurrences), :class:`ES_D_RTRL` factors it into input and output
-traces (memory ``O(I + O)`` per weight). Both derive from
-:class:`ETraceVjpAlgorithm`.
+traces (memory ``O(I + O)`` per weight); the SNN rules (:class:`EProp`,
+:class:`OSTLRecurrent`, :class:`OSTLFeedforward`, :class:`OTTT`, :class:`OTPE`,
+:class:`OSTTP`) and :class:`RFLO` are variants of their traces and learning
+signals. All derive from :class:`ETraceVjpAlgorithm`, which gives every one of
+them the κ filter, random feedback and a modulator (three-factor learning).
 
 Examples
 --------
@@ -33,6 +36,7 @@ from .ostl import OSTLFeedforward as OSTLFeedforward, OSTLRecurrent as OSTLRecur
 from .ottt import OTTT as OTTT
 from .otpe import OTPE as OTPE
 from .osttp import OSTTP as OSTTP
+from .rflo import RFLO as RFLO
 
 __all__ = [
     "ETraceAlgorithm",
@@ -51,6 +55,7 @@ __all__ = [
     "OTTT",
     "OTPE",
     "OSTTP",
+    "RFLO",
     "PresynapticTrace",
     "KappaFilter",
     "FixedRandomFeedback",

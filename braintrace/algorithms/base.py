@@ -18,17 +18,20 @@ import jax.numpy as jnp
 
 from ..compiler import ETraceGraph, compile_etrace_graph
 from ..compiler.module_info import path_str
-from ..data import MultiStepData, SingleStepData
 from ..errors import CompilationError, NotCompiledError, NotSupportedError
 from ..executor import ETraceGraphExecutor, OnlineDriver, StepTraceData, WindowTraceData, add_contributions
-from .input_checks import check_call_args, check_example_args, check_states, spec_of, state_spec
-from .keys import TraceKey, keys_of_relations
+from .feedback import random_feedback_matrices, random_feedback_signal
+from .input_checks import (
+    check_call_args, check_example_args, check_states, one_step, spec_of, split_window_args, state_spec,
+)
+from .keys import EPS, OUTPUT, TraceKey, keys_of_relations
+from .modulation import modulator_signal
 from .resetting import reset_model, unresettable_states
 from .trace_state import EligibilityTrace
+from .wrapped_rule import WrappedRule, check_options
 
 __all__ = ["ETraceAlgorithm", "ETraceVjpAlgorithm"]
 
-_VJP_METHODS = ("single-step", "multi-step")
 
 
 class ETraceAlgorithm(brainstate.nn.Module):
@@ -114,7 +117,7 @@ class ETraceAlgorithm(brainstate.nn.Module):
             where one step is expected, a hidden state whose shape the step
             changes, ...), or the learner cannot handle the model.
         """
-        args = _one_step(example_args)
+        args = one_step(example_args)
         check_example_args(type(self).__name__, args)
         spec = spec_of(args)
         if not recompile and self.graph is not None and spec == self._arg_spec:
@@ -171,11 +174,17 @@ class ETraceAlgorithm(brainstate.nn.Module):
         self.check_compiled()
         assert self.graph is not None
         ex = ETraceGraphExecutor(self.graph)
+        init = self.traces_initializer()
 
         def shapes(*args):
-            return self.init_traces(ex.trace_data(ex.current_invals(*args)))
+            return init(ex.trace_data(ex.current_invals(*args)))
 
         return jax.eval_shape(shapes, *self.example_args())
+
+    def traces_initializer(self) -> Any:
+        """The function ``data -> {key: trace}`` that creates the traces :attr:`etraces` holds
+        (:meth:`init_traces`, with the traces the shared options add, see :class:`ETraceVjpAlgorithm`)."""
+        return self.init_traces
 
     def reset_state(self, batch_size: int | None = None, **kwargs: Any) -> None:
         """Zero the traces and the step counter (the model's states are reset by the model).
@@ -264,20 +273,84 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
         Whether :meth:`contributions` can contract a signal with the traces of
         the *previous* step alone (needed for ``vjp_method='multi-step'`` and
         for the bypass term of states read before they are written).
+    ``filtered_kinds``
+        The kinds of trace (:class:`~braintrace.algorithms.TraceKey`) the κ
+        filter acts on.
 
     Methods the driver calls: :meth:`init_traces`, :meth:`update_traces`,
     :meth:`window_update`, :meth:`contributions`,
     :meth:`window_contributions`, :meth:`learning_signal`.
 
+    *Options shared by every learner.* Notation: ``δ_g^t = ∂L^t/∂h_g^t`` the
+    learning signal of hidden group ``g``, ``ε^t`` any trace the learner keeps
+    and ``c(ε^t, δ^t)`` its contribution (``δ^t · ε^t`` for D_RTRL). A *hidden
+    layer* is a group learned online that is not an output group (its new value
+    reaches the output only through the data input of an ETP primitive; a
+    :class:`~braintrace.nn.LeakyRateReadout`, or a state read out by a plain JAX
+    product, is an output group).
+
+    .. math::
+
+        \bar ε^t &= κ\, \bar ε^{t-1} + ε^t
+            \qquad\text{(κ filter, traces of hidden layers; } c(\bar ε^t, \cdot) \text{ in place of } c(ε^t, \cdot)) \\
+        L_g^t &= \mathrm{reshape}\big(e^t B_g,\ (*V_g, S_g)\big)
+            \qquad\text{('random' feedback, hidden layers; } e^t = ∂L^t/∂o^t) \\
+        \nabla_w L &\mathrel{+}= c(ε^t, m_g^t)
+            \qquad\text{(modulator } m^t \text{ given to the call: three-factor learning)}
+
+    The κ filter (Bellec et al., 2020) credits a hidden neuron for the memory a
+    leaky readout keeps of its past activity: pick ``κ`` as the readout's decay.
+    Which trace is filtered depends on the learner (``filtered_kinds``): the
+    exact trace (D_RTRL, e-prop, OSTL, OTPE 'full'), the output factor
+    ``ε_f`` of a factored trace (ES_D_RTRL, OSTLFeedforward, OTPE 'approx':
+    exact for ``ε_x ⊗ ε_f`` when ``ε_x`` is constant over the filter's memory),
+    the presynaptic trace (OTTT). Random feedback (Lillicrap et al., 2016;
+    e-prop's random variant; RFLO) replaces the weight transport
+    ``∂o/∂h_g`` by a fixed random matrix ``B_g`` of shape
+    ``(n_out, prod(V_g[len(b):])·S_g)``, entries ``N(0, 0.1²)`` drawn at compile time
+    (:attr:`feedback_matrices`); output errors of every output leaf are read
+    as ``(*b, n_k)`` and concatenated, each batch element's error goes to the
+    same batch element; output groups keep their true signal. With
+    random feedback or a modulator, the replaced signal stands for the whole
+    credit of the step: the bypass term of those groups is not added.
+    A modulator replaces the signal the learner would use (see :meth:`update`).
+    Weights not learned online keep their instantaneous gradient of the loss.
+
     Parameters
     ----------
     model : brainstate.nn.Module
+        The model; weights learned online go through ETP primitives.
     name : str, optional
+        The module's name.
     vjp_method : {'single-step', 'multi-step'}
         ``'single-step'``: every step's loss contributes ``δ^t · ε^t`` (and
         ``δ_prev^t · ε^{t-1}`` for outputs read before the write).
         ``'multi-step'``: a ``MultiStepData`` window is differentiated exactly
-        (BPTT inside the window) plus trace credit for what came before.
+        (BPTT inside the window) plus trace credit for what came before; not
+        with random feedback, the κ filter or a modulator (the window's exact
+        gradient would bypass them).
+    feedback : {'symmetric', 'random'}, default 'symmetric'
+        The learning signal of hidden layers: the true ``δ``, or a fixed random
+        projection of the output error.
+    kappa_filter_decay : float, default 0.0
+        ``κ`` in ``[0, 1)``; ``0`` keeps the traces unfiltered.
+    random_feedback_key : int or jax PRNG key, optional
+        Seed of the random feedback matrices; ``None`` draws one from
+        ``brainstate.random`` at compile time.
+
+    Attributes
+    ----------
+    feedback_matrices : dict
+        ``{group index: FixedRandomFeedback}`` (``feedback='random'``, after compiling).
+
+    Raises
+    ------
+    ValueError
+        A bad ``vjp_method``, ``feedback`` or ``kappa_filter_decay``, or
+        ``'multi-step'`` where it does not apply.
+    CompilationError
+        (compile time, ``'random'``) output leaves that disagree on their
+        batch axes, or a hidden group whose leading axes are not those.
 
     Examples
     --------
@@ -292,35 +365,58 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
     >>> _ = learner.compile_graph(jnp.zeros(2))
     >>> learner(braintrace.MultiStepData(jnp.ones((4, 2)))).shape
     (4, 3)
+
+    References
+    ----------
+    .. [1] Bellec, G., Scherr, F., Subramoney, A., Hajek, E., Salaj, D.,
+       Legenstein, R., & Maass, W. (2020). A solution to the learning dilemma
+       for recurrent networks of spiking neurons. Nature Communications, 11, 3625.
+    .. [2] Lillicrap, T. P., Cownden, D., Tweed, D. B., & Akerman, C. J. (2016).
+       Random synaptic feedback weights support error backpropagation for deep
+       learning. Nature Communications, 7, 13276.
+    .. [3] Gerstner, W., Lehmann, M., Liakoni, V., Corneil, D., & Brea, J.
+       (2018). Eligibility traces and plasticity on behavioral time scales:
+       experimental support of neoHebbian three-factor learning rules.
+       Frontiers in Neural Circuits, 12, 53.
     """
 
     #: Advance the traces inside a window's forward scan (see the class docstring).
     traces_in_scan: bool = True
     #: :meth:`contributions` works on the previous step's traces alone.
     credits_previous_traces: bool = True
+    #: The kinds of trace the κ filter acts on (exact traces and output factors).
+    filtered_kinds: ClassVar[tuple[str, ...]] = (EPS, OUTPUT)
     #: Preferred ``MultiStepData`` window of :func:`braintrace.online_gradients`
     #: (``window='auto'``); ``None``: one step at a time.
     default_window: ClassVar[int | None] = None
 
     def __init__(
-        self, model: brainstate.nn.Module, name: str | None = None, vjp_method: str = "single-step"
+        self,
+        model: brainstate.nn.Module,
+        name: str | None = None,
+        vjp_method: str = "single-step",
+        *,
+        feedback: str = "symmetric",
+        kappa_filter_decay: float = 0.0,
+        random_feedback_key: Any = None,
     ) -> None:
         super().__init__(model, name=name)
-        if vjp_method not in _VJP_METHODS:
-            raise ValueError(
-                f"{type(self).__name__}: vjp_method must be one of {_VJP_METHODS}, got {vjp_method!r}."
-            )
-        if vjp_method == "multi-step" and not self.credits_previous_traces:
-            raise ValueError(
-                f"{type(self).__name__}: vjp_method='multi-step' credits the adjoint at a window's start to the "
-                "traces before the window, but this learner's contributions need the current step's data "
-                "besides its traces. Use vjp_method='single-step' (MultiStepData windows then run step by step)."
-            )
+        check_options(type(self).__name__, vjp_method, self.credits_previous_traces, feedback, kappa_filter_decay)
         self.vjp_method = vjp_method
+        self.feedback: str = feedback
+        self.kappa: float = float(kappa_filter_decay)
+        self.random_feedback_key: Any = random_feedback_key
+        self.feedback_matrices: dict[int, Any] = {}
+        self.batch_axes: tuple[int, ...] = ()
         self.driver: OnlineDriver | None = None
 
     def on_compile(self, graph: ETraceGraph) -> None:
-        self.driver = OnlineDriver(graph, self)
+        self.driver = OnlineDriver(graph, WrappedRule(self, graph))
+        self.feedback_matrices, self.batch_axes = {}, ()
+        if self.feedback == "random":
+            self.batch_axes, self.feedback_matrices = random_feedback_matrices(
+                graph, self.random_feedback_key, type(self).__name__
+            )
         if graph.bypass_paths and not self.credits_previous_traces:
             names = ", ".join(f"`{path_str(p)}`" for p in graph.bypass_paths)
             raise NotSupportedError(
@@ -392,27 +488,93 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
         groups read before they are written; ``out_cts``: the cotangents of the
         model's output leaves (the output error); ``signal``: what the caller
         passed to the learner besides the inputs (e.g. a target); ``count``: the
-        step. The default returns the true signals.
+        step. The default returns the true signals, or with ``feedback='random'``
+        the random projection of the output error for hidden layers (see the
+        class docstring). A modulator given to the call replaces what this
+        returns (see :meth:`update`).
         """
-        return dict(delta), dict(delta_prev)
+        if not self.feedback_matrices:
+            return dict(delta), dict(delta_prev)
+        assert self.graph is not None  # the learner calls its hooks after compile_graph
+        return random_feedback_signal(self.graph, self.feedback_matrices, self.batch_axes, delta, delta_prev, out_cts)
+
+    def traces_initializer(self) -> Any:
+        self.check_compiled()
+        assert self.driver is not None
+        return self.driver.rule.init_traces
 
     # -- running ----------------------------------------------------------------------
-    def update(self, *args: Any) -> Any:
-        """Run one step, or a ``MultiStepData`` window of steps, updating states and traces."""
-        return self.run(args, signal=())
+    def update(self, *args: Any, modulator: Any = None) -> Any:
+        r"""Run one step, or a ``MultiStepData`` window of steps, updating states and traces.
 
-    def run(self, args: tuple, *, signal: Any = ()) -> Any:
-        """Run ``args`` (one step or a window) through the driver; ``signal`` goes to :meth:`learning_signal`."""
+        Parameters
+        ----------
+        *args
+            The model's inputs of one step; with a ``MultiStepData`` argument,
+            a window of steps (plain arguments are broadcast to every step).
+        modulator : scalar, array or mapping, optional
+            Three-factor learning: ``m^t`` in place of the learning signal,
+            :math:`\nabla_w L \mathrel{+}= m^t \cdot ε_w^t` for every trace of the
+            learner (``m = δ`` gives the learner's own gradient). A scalar (a
+            global reward or neuromodulator), or an array whose shape is a
+            leading part of the hidden states' shape (one value per batch
+            element ``(B,)``, per neuron ``(B, N)``, ...), broadcast over the
+            rest, for every hidden group learned online; or a mapping
+            ``{hidden path: array}`` for chosen groups (members of a named group
+            left out get zero, groups not named keep the learner's signal).
+            Over a window, every array has a leading axis of ``K`` steps. The
+            gradient follows the usual convention (the optimizer subtracts
+            it): pass ``m = -reward`` to increase a reward. Weights not learned
+            online keep the gradient of the differentiated loss, which must
+            use the call's output (e.g. ``0.0 * out.sum()`` for a pure
+            reward rule). Not with ``vjp_method='multi-step'``.
+
+        Returns
+        -------
+        The model's output (stacked over the steps of a window).
+
+        Raises
+        ------
+        ValueError
+            A modulator whose shape does not fit, or given under ``'multi-step'``.
+
+        Examples
+        --------
+        >>> import brainstate, jax.numpy as jnp
+        >>> import braintrace
+        >>> cell = braintrace.nn.VanillaRNNCell(2, 3)
+        >>> _ = brainstate.nn.init_all_states(cell)
+        >>> learner = braintrace.D_RTRL(cell).compile_graph(jnp.zeros(2))
+        >>> params = cell.states(brainstate.ParamState)
+        >>> reward_rule = lambda x, r: 0.0 * learner(x, modulator=-r).sum()
+        >>> grads = brainstate.transform.grad(reward_rule, params)(jnp.ones(2), 1.0)
+        >>> grads[('W',)]['weight'].shape
+        (5, 3)
+        """
+        return self.run(args, signal=(), modulator=modulator)
+
+    def run(self, args: tuple, *, signal: Any = (), modulator: Any = None) -> Any:
+        """Run ``args`` (one step or a window) through the driver; ``signal`` goes to :meth:`learning_signal`,
+        ``modulator`` replaces its result (see :meth:`update`)."""
         self.check_compiled()
         assert self.graph is not None and self.driver is not None
-        data, multi = _split(args)
-        check_call_args(type(self).__name__, data, multi, self._arg_spec)
-        check_states(type(self).__name__, self.graph, self._state_spec)
+        owner = type(self).__name__
+        data, multi = split_window_args(args)
+        check_call_args(owner, data, multi, self._arg_spec)
+        check_states(owner, self.graph, self._state_spec)
         driver, layout = self.driver, self.driver.layout
         arg_vals = tuple(jax.tree.leaves(data))
+        steps = int(jnp.shape(arg_vals[0])[0]) if multi and arg_vals else None
+        hybrid = multi and self.vjp_method == "multi-step"
+        if modulator is not None and hybrid:
+            raise ValueError(
+                f"{owner}: a modulator replaces the learning signal, but vjp_method='multi-step' differentiates "
+                "a window exactly with the true error. Use vjp_method='single-step' for three-factor learning."
+            )
+        signal = (signal, modulator_signal(self.graph, modulator, steps, owner))
         traces = {k: st.value for k, st in self.etraces.items()}
         count = self.step_count.value
-        if multi and self.vjp_method == "multi-step":
+        if hybrid:
             result = driver.hybrid(layout.param_values(), layout.state_values(), traces, count, arg_vals, signal)
         else:
             result = driver.online(
@@ -422,43 +584,8 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
         layout.write_states(new_states)
         for k, st in self.etraces.items():
             st.value = new_traces[k]
-        self.step_count.value = count + (int(jnp.shape(arg_vals[0])[0]) if multi and arg_vals else 1)
+        self.step_count.value = count + (steps if steps is not None else 1)
         return jax.tree.unflatten(layout.minfo.out_treedef, list(out_leaves))
-
-
-def _one_step(example_args: tuple) -> tuple:
-    """The example inputs of one step (``SingleStepData`` unwrapped, a window's first step)."""
-    out = []
-    for a in example_args:
-        if isinstance(a, SingleStepData):
-            a = a.data
-        elif isinstance(a, MultiStepData):
-            a = jax.tree.map(lambda x: x[0], a.data)
-        out.append(a)
-    return tuple(out)
-
-
-def _split(args: tuple) -> tuple[tuple, bool]:
-    """``(inputs, is a window)``: wrappers unwrapped; a window when any argument is ``MultiStepData``
-    (plain and single-step arguments are then broadcast to every step)."""
-    multi = any(isinstance(a, MultiStepData) for a in args)
-    if not multi:
-        return tuple(a.data if isinstance(a, SingleStepData) else a for a in args), False
-    steps = {a.num_steps for a in args if isinstance(a, MultiStepData)}
-    if len(steps) > 1:
-        raise ValueError(
-            f"the MultiStepData inputs have different numbers of steps {sorted(steps)}; every window input "
-            "must have the same leading time axis."
-        )
-    K = steps.pop()
-    out = []
-    for a in args:
-        if isinstance(a, MultiStepData):
-            out.append(a.data)
-        else:
-            v = a.data if isinstance(a, SingleStepData) else a
-            out.append(jax.tree.map(lambda x: jnp.broadcast_to(x, (K,) + jnp.shape(x)), v))
-    return tuple(out), True
 
 
 def _weight_path(model: Any, weight: Any) -> str | None:

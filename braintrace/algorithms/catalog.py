@@ -25,6 +25,7 @@ from .ostl import OSTLFeedforward, OSTLRecurrent
 from .osttp import OSTTP
 from .otpe import OTPE
 from .ottt import OTTT
+from .rflo import RFLO
 
 __all__ = ["LearnerSpec", "LEARNERS", "learner_class", "learner_names"]
 
@@ -61,6 +62,7 @@ LEARNERS: tuple[LearnerSpec, ...] = (
     LearnerSpec("ottt", OTTT, (), "OTTT (Xiao et al., 2022): presynaptic traces"),
     LearnerSpec("otpe", OTPE, (), "OTPE (Summe et al., 2023): presynaptic and postsynaptic traces"),
     LearnerSpec("osttp", OSTTP, (), "OSTTP (Ortner et al., 2023): target projection as learning signal"),
+    LearnerSpec("rflo", RFLO, (), "RFLO (Murray, 2019): D_RTRL traces, random feedback of the output error"),
 )
 
 

@@ -15,9 +15,12 @@ import jax
 import jax.numpy as jnp
 
 from ..compiler.module_info import path_str
+from ..data import MultiStepData, SingleStepData
 from ..errors import CompilationError
 
-__all__ = ["spec_of", "state_spec", "check_example_args", "check_call_args", "check_states"]
+__all__ = [
+    "spec_of", "state_spec", "check_example_args", "check_call_args", "check_states", "one_step", "split_window_args",
+]
 
 
 def spec_of(args: Any) -> tuple:
@@ -105,3 +108,57 @@ def check_states(owner: str, graph: Any, spec: dict) -> None:
                 "`batch_size`, a different precision) needs a new compile: call `learner.compile_graph(...)` "
                 "again after initialising the states."
             )
+
+
+def one_step(example_args: tuple) -> tuple:
+    """The example inputs of one step (``SingleStepData`` unwrapped, a window's first step).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import braintrace
+    >>> from braintrace.algorithms.input_checks import one_step
+    >>> one_step((braintrace.MultiStepData(jnp.zeros((4, 2))),))[0].shape
+    (2,)
+    """
+    out = []
+    for a in example_args:
+        if isinstance(a, SingleStepData):
+            a = a.data
+        elif isinstance(a, MultiStepData):
+            a = jax.tree.map(lambda x: x[0], a.data)
+        out.append(a)
+    return tuple(out)
+
+
+def split_window_args(args: tuple) -> tuple[tuple, bool]:
+    """``(inputs, is a window)``: wrappers unwrapped; a window when any argument is ``MultiStepData``
+    (plain and single-step arguments are then broadcast to every step).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import braintrace
+    >>> from braintrace.algorithms.input_checks import split_window_args
+    >>> args, multi = split_window_args((braintrace.MultiStepData(jnp.zeros((4, 2))), jnp.ones(3)))
+    >>> [a.shape for a in args], multi
+    ([(4, 2), (4, 3)], True)
+    """
+    multi = any(isinstance(a, MultiStepData) for a in args)
+    if not multi:
+        return tuple(a.data if isinstance(a, SingleStepData) else a for a in args), False
+    steps = {a.num_steps for a in args if isinstance(a, MultiStepData)}
+    if len(steps) > 1:
+        raise ValueError(
+            f"the MultiStepData inputs have different numbers of steps {sorted(steps)}; every window input "
+            "must have the same leading time axis."
+        )
+    K = steps.pop()
+    out = []
+    for a in args:
+        if isinstance(a, MultiStepData):
+            out.append(a.data)
+        else:
+            v = a.data if isinstance(a, SingleStepData) else a
+            out.append(jax.tree.map(lambda x: jnp.broadcast_to(x, (K,) + jnp.shape(x)), v))
+    return tuple(out), True
