@@ -548,7 +548,7 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
         >>> params = cell.states(brainstate.ParamState)
         >>> reward_rule = lambda x, r: 0.0 * learner(x, modulator=-r).sum()
         >>> grads = brainstate.transform.grad(reward_rule, params)(jnp.ones(2), 1.0)
-        >>> grads[('W',)]['weight'].shape
+        >>> grads[('W', 'weight')]['weight'].shape
         (5, 3)
         """
         return self.run(args, signal=(), modulator=modulator)

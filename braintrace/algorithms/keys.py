@@ -53,7 +53,7 @@ class TraceKey(NamedTuple):
     >>> _ = brainstate.nn.init_all_states(cell)
     >>> learner = braintrace.ES_D_RTRL(cell, decay_or_rank=0.9).compile_graph(jnp.zeros(2))
     >>> sorted(k.label(learner.graph) for k in learner.etraces)
-    ['W.weight#0->g0:f', 'W.weight#0:x', 'W.weight#0->g0']
+    ['W.weight#0->g0', 'W.weight#0->g0:f', 'W.weight#0:x']
     """
 
     kind: str
