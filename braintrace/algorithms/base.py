@@ -554,8 +554,22 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
         return self.run(args, signal=(), modulator=modulator)
 
     def run(self, args: tuple, *, signal: Any = (), modulator: Any = None) -> Any:
-        """Run ``args`` (one step or a window) through the driver; ``signal`` goes to :meth:`learning_signal`,
-        ``modulator`` replaces its result (see :meth:`update`)."""
+        """Run ``args`` (one step or a window) through the driver.
+
+        Parameters
+        ----------
+        args : tuple
+            The inputs, as :meth:`update` takes them.
+        signal : pytree, default ()
+            What the learner's :meth:`learning_signal` receives besides the
+            true signals (e.g. OSTTP's target); leading axis ``K`` over a window.
+        modulator : scalar, array or mapping, optional
+            Replaces the learning signal (see :meth:`update`).
+
+        Returns
+        -------
+        The model's output.
+        """
         self.check_compiled()
         assert self.graph is not None and self.driver is not None
         owner = type(self).__name__
