@@ -13,8 +13,9 @@ Measurements:
 - *time per step*: one whole sequence (``--T`` steps, batch 16, random
   targets, mean-squared error) through :func:`braintrace.online_gradients`
   (the learner's default window, or one step at a time where every step's
-  traces would have to be kept for a whole window), jitted, the median of
-  ``--repeats`` calls after a warm-up, divided by ``T``; on the models of
+  traces would have to be kept for a whole window), jitted, the fastest of
+  ``--repeats`` calls after a warm-up (the median is in the JSON), divided by
+  ``T``; on the models of
   :mod:`benchmarks.models` (``GRU-128`` and ``LIF-1024`` by default). A learner
   whose traces would exceed ``--max-trace-gb`` is not run.
 - *cosine with BPTT*: the copying task (recall ``L = 5`` symbols of 4 after a
@@ -176,7 +177,9 @@ def time_per_step(name: str, spec: ModelSpec, repeats: int, max_trace_bytes: flo
         t0 = time.perf_counter()
         _block(body(xs, ys, ys))
         times.append(time.perf_counter() - t0)
-    return {**info, "time_per_step_s": statistics.median(times) / spec.T, "times_s": times}
+    # the fastest call: on a shared machine the others wait for the cores (the median is kept too)
+    return {**info, "time_per_step_s": min(times) / spec.T, "median_per_step_s": statistics.median(times) / spec.T,
+            "times_s": times}
 
 
 # -- the copying task -------------------------------------------------------------------------
@@ -341,7 +344,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--learners", help="comma-separated catalog names (default: every learner, then bptt)")
     p.add_argument("--time-models", default="gru-128,lif-1024", help="models timed (default: %(default)s)")
     p.add_argument("--T", type=int, default=100, help="steps of a timed sequence (default: %(default)s)")
-    p.add_argument("--repeats", type=int, default=3, help="timed calls after the warm-up (default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=5, help="timed calls after the warm-up (default: %(default)s)")
     p.add_argument("--copy-models", default="gru-64,lif-128", help="models of the copying cosine")
     p.add_argument("--copy-T", type=int, default=100, help="copying sequence length of the table")
     p.add_argument("--sweep-T", default="12,25,50,100,200", help="copying lengths of the figure (GRU)")

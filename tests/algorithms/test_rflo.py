@@ -188,3 +188,16 @@ def test_training_lowers_the_loss():
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.3 * losses[0]
     assert float(jnp.abs(grads[("w_rec",)]).max()) > 0  # the recurrent weights learn too
+
+
+def test_the_command_line_trains_with_rflo(tmp_path):
+    """`braintrace train --algorithm rflo` on the LIF network (a hidden LIF layer, a leaky read-out)."""
+    import json
+
+    from braintrace.cli import main
+
+    argv = ["train", "--quick", "--steps", "2", "--hidden", "8", "--batch-size", "16", "--no-progress",
+            "--task", "copying", "--model", "lif", "--algorithm", "rflo", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["config"]["algorithm"] == "rflo" and len(metrics["history"]["loss"]) == 2
