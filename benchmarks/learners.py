@@ -13,9 +13,10 @@ Measurements:
 - *time per step*: one whole sequence (``--T`` steps, batch 16, random
   targets, mean-squared error) through :func:`braintrace.online_gradients`
   (the learner's default window, or one step at a time where every step's
-  traces would have to be kept for a whole window), jitted, the fastest of
-  ``--repeats`` calls after a warm-up (the median is in the JSON), divided by
-  ``T``; on the models of
+  traces would have to be kept for a whole window), jitted; every learner's
+  body is compiled, then ``--repeats`` rounds call each once in turn; the
+  fastest call (the median and the CPU time are in the JSON), divided by ``T``;
+  on the models of
   :mod:`benchmarks.models` (``GRU-128`` and ``LIF-1024`` by default). A learner
   whose traces would exceed ``--max-trace-gb`` is not run.
 - *cosine with BPTT*: the copying task (recall ``L = 5`` symbols of 4 after a
@@ -36,6 +37,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import statistics
 import sys
 import time
@@ -161,25 +163,48 @@ def _block(tree: Any) -> None:
     jax.block_until_ready(tree)
 
 
-def time_per_step(name: str, spec: ModelSpec, repeats: int, max_trace_bytes: float) -> dict:
-    """Median seconds per step of one sequence of ``spec`` (compile time and trace bytes too)."""
-    model = build_model(spec)
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def time_per_step(names: list[str], spec: ModelSpec, repeats: int, max_trace_bytes: float) -> dict:
+    """``{name: entry}``: seconds per step of one sequence of ``spec`` for every name, or why there is none.
+
+    Every body is compiled first; then ``repeats`` rounds call each body once in turn, so that a
+    load that drifts on a shared machine reaches every learner alike. ``time_per_step_s`` is the
+    fastest call (the others waited for the cores), ``median_per_step_s`` the median, ``cpu_per_step_s``
+    the process's CPU time (all threads) of the fastest call.
+    """
+    bodies, out = {}, {}
     xs, ys = make_data(spec)
     example = jnp.zeros((spec.batch, spec.n_in), jnp.float32)
-    t0 = time.perf_counter()
-    fn, info = gradient_function(name, model, example, spec.kind, spec.n_out, spec.batch, mse_loss, spec.T,
-                                 max_trace_bytes)
-    body = brainstate.transform.jit(fn)
-    _block(body(xs, ys, ys))
-    info["compile_and_first_s"] = time.perf_counter() - t0
-    times = []
+    for name in names:
+        try:
+            model = build_model(spec)
+            t0 = time.perf_counter()
+            fn, info = gradient_function(name, model, example, spec.kind, spec.n_out, spec.batch, mse_loss, spec.T,
+                                         max_trace_bytes)
+            body = brainstate.transform.jit(fn)
+            _block(body(xs, ys, ys))
+            bodies[name] = body
+            out[name] = {**info, "compile_and_first_s": time.perf_counter() - t0, "times_s": [], "cpu_s": []}
+        except Exception as err:  # noqa: BLE001 -- a learner's refusal is a result
+            out[name] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            traceback.print_exc(limit=1)
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        _block(body(xs, ys, ys))
-        times.append(time.perf_counter() - t0)
-    # the fastest call: on a shared machine the others wait for the cores (the median is kept too)
-    return {**info, "time_per_step_s": min(times) / spec.T, "median_per_step_s": statistics.median(times) / spec.T,
-            "times_s": times}
+        for name, body in bodies.items():
+            t0, c0 = time.perf_counter(), _cpu_s()
+            _block(body(xs, ys, ys))
+            out[name]["times_s"].append(time.perf_counter() - t0)
+            out[name]["cpu_s"].append(_cpu_s() - c0)
+    for name in bodies:
+        entry = out[name]
+        best = int(np.argmin(entry["times_s"]))
+        entry["time_per_step_s"] = entry["times_s"][best] / spec.T
+        entry["median_per_step_s"] = statistics.median(entry["times_s"]) / spec.T
+        entry["cpu_per_step_s"] = entry["cpu_s"][best] / spec.T
+    return out
 
 
 # -- the copying task -------------------------------------------------------------------------
@@ -376,15 +401,10 @@ def main(argv: list[str] | None = None) -> dict:
     limit = args.max_trace_gb * 2**30
     for model in time_models:
         spec = _spec(model, args.T)
-        for name in names + [FORWARD]:
-            try:
-                entry: Any = time_per_step(name, spec, args.repeats, limit)
-            except Exception as err:  # noqa: BLE001 -- a learner's refusal is a result
-                entry = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-                traceback.print_exc(limit=1)
+        for name, entry in time_per_step(names + [FORWARD], spec, args.repeats, limit).items():
             result["rows"][name]["time"][spec.model_name] = entry
             print(f"{spec.model_name} {name}: {_fmt_time(entry)} ms/step", flush=True)
-            _save(result, args.out)
+        _save(result, args.out)
     for model in copy_models:
         kind, size = model.lower().split("-")
         cos = copying_cosine(names, kind, int(size), args.copy_T, args.seeds)
