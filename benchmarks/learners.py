@@ -12,8 +12,8 @@ Measurements:
 
 - *time per step*: one whole sequence (``--T`` steps, batch 16, random
   targets, mean-squared error) through :func:`braintrace.online_gradients`
-  (the learner's default window, or one step at a time where every step's
-  traces would have to be kept for a whole window), jitted; every learner's
+  (the learner's default window; for learners that keep every step's traces
+  of a window, the longest whose traces fit in ``--max-trace-gb``), jitted; every learner's
   body is compiled, then ``--repeats`` rounds call each once in turn; the
   fastest call (the median and the CPU time are in the JSON), divided by ``T``;
   on the models of
@@ -109,12 +109,14 @@ def trace_bytes(learner: Any) -> int:
 
 
 def _window(learner: Any, T: int, limit_bytes: float) -> Any:
-    """``'auto'``, or one step at a time where a window would keep every step's traces beyond ``limit_bytes``."""
-    rule = learner.driver.rule
+    """``'auto'``, or for a learner that keeps every step's traces of a window (``traces_in_scan``), the
+    longest window up to its default whose traces fit in ``limit_bytes`` (``None``: one step at a time)."""
     K = learner.default_window or 1
-    if rule.traces_in_scan and K > 1 and K * trace_bytes(learner) > limit_bytes:
-        return None
-    return "auto"
+    if not learner.driver.rule.traces_in_scan or K == 1 or math.isinf(limit_bytes):
+        return "auto"
+    fit = min(K, int(limit_bytes // max(trace_bytes(learner), 1)))
+    divisors = [k for k in range(fit, 1, -1) if T % k == 0]
+    return divisors[0] if divisors else None
 
 
 def _target_grads(learner: Any, loss_fn: Any, batch: int) -> Any:
@@ -376,6 +378,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seeds", type=int, default=3, help="copying batches averaged (default: %(default)s)")
     p.add_argument("--max-trace-gb", type=float, default=2.0, help="skip a learner whose traces exceed this")
     p.add_argument("--quick", action="store_true", help="small sizes: GRU-32, LIF-128, T=20, one seed")
+    p.add_argument("--skip-time", action="store_true", help="measure the cosines only")
+    p.add_argument("--skip-cosine", action="store_true", help="measure the times only")
     p.add_argument("--out", help="JSON file (rewritten after each measurement)")
     p.add_argument("--md", help="markdown table file")
     p.add_argument("--plot", help="PNG of the cosine sweep")
@@ -399,13 +403,13 @@ def main(argv: list[str] | None = None) -> dict:
         "sweep": {},
     }
     limit = args.max_trace_gb * 2**30
-    for model in time_models:
+    for model in [] if args.skip_time else time_models:
         spec = _spec(model, args.T)
         for name, entry in time_per_step(names + [FORWARD], spec, args.repeats, limit).items():
             result["rows"][name]["time"][spec.model_name] = entry
             print(f"{spec.model_name} {name}: {_fmt_time(entry)} ms/step", flush=True)
         _save(result, args.out)
-    for model in copy_models:
+    for model in [] if args.skip_cosine else copy_models:
         kind, size = model.lower().split("-")
         cos = copying_cosine(names, kind, int(size), args.copy_T, args.seeds)
         for name in names:
@@ -413,7 +417,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"copying {model}: " + ", ".join(f"{n} {_fmt_cos(cos.get(n))}" for n in names), flush=True)
         _save(result, args.out)
     kind, size = copy_models[0].lower().split("-")
-    for T in sweep_T:
+    for T in [] if args.skip_cosine else sweep_T:
         cos = copying_cosine(names, kind, int(size), T, args.seeds)
         for name in names:
             result["sweep"].setdefault(name, {})[str(T)] = cos.get(name)
