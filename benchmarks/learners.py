@@ -19,8 +19,8 @@ Measurements:
   on the models of
   :mod:`benchmarks.models` (``GRU-128`` and ``LIF-1024`` by default). A learner
   whose traces would exceed ``--max-trace-gb`` is not run.
-- *cosine with BPTT*: the copying task (recall ``L = 5`` symbols of 4 after a
-  delay, sequence length ``T``; cross-entropy on the recall steps), the summed
+- *cosine with BPTT*: the copying task (recall ``L = min(5, T // 2)`` symbols
+  of 4 after a delay, sequence length ``T``; cross-entropy on the recall steps), the summed
   online gradient against BPTT's at the initial weights, over the weights of
   the recurrent layer (a read-out that reaches no hidden state has the same
   gradient under every learner) and over all weights; the mean over
@@ -262,7 +262,7 @@ def copying_cosine(names: list[str], kind: str, hidden: int, T: int, seeds: int,
     per: dict[str, list] = {n: [] for n in names}
     layer = ("cell",) if kind == "gru" else ("w_in", "w_rec", "lif")
     for seed in range(seeds):
-        xs, target = copying_batch(T, batch, seed)
+        xs, target = copying_batch(T, batch, seed, length=min(5, T // 2))
         projected = jax.nn.one_hot(target[0], n_out) * target[1][..., None]
         model = GRUNet(n_in, hidden, n_out, seed=seed) if kind == "gru" else RecurrentLIFNet(n_in, hidden, n_out, seed)
         brainstate.nn.init_all_states(model, batch_size=batch)
@@ -339,11 +339,12 @@ def plot(result: dict, path: str) -> bool:
         return False
     sweep = result.get("sweep", {})
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    styles = ["-", "--", ":", "-."]
+    styles, markers = ["-", "--", ":", "-."], "os^vDx+*<>"
     for i, (name, by_T) in enumerate(sweep.items()):
         pts = sorted((int(T), v["hidden"]) for T, v in by_T.items() if isinstance(v, dict))
-        if pts:
-            ax.plot(*zip(*pts), marker="o", ms=3, ls=styles[(i // 10) % len(styles)], label=name)
+        if pts:  # learners with equal gradients overlap: markers and dashes tell them apart
+            ax.plot(*zip(*pts), marker=markers[i % len(markers)], ms=5, mfc="none", ls=styles[i % len(styles)],
+                    label=name)
     ax.set_xscale("log")
     ax.set(xlabel="sequence length T (copying task)", ylabel="cosine with BPTT (recurrent layer)",
            title=f"gradient cosine with BPTT, {result['meta']['sweep_model']}, mean of {result['meta']['seeds']} batches")
@@ -374,7 +375,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, default=5, help="timed calls after the warm-up (default: %(default)s)")
     p.add_argument("--copy-models", default="gru-64,lif-128", help="models of the copying cosine")
     p.add_argument("--copy-T", type=int, default=100, help="copying sequence length of the table")
-    p.add_argument("--sweep-T", default="12,25,50,100,200", help="copying lengths of the figure (GRU)")
+    p.add_argument("--sweep-T", default="2,4,10,25,50,100,200", help="copying lengths of the figure (GRU)")
     p.add_argument("--seeds", type=int, default=3, help="copying batches averaged (default: %(default)s)")
     p.add_argument("--max-trace-gb", type=float, default=2.0, help="skip a learner whose traces exceed this")
     p.add_argument("--quick", action="store_true", help="small sizes: GRU-32, LIF-128, T=20, one seed")
