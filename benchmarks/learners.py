@@ -315,7 +315,7 @@ def format_table(result: dict) -> str:
     head += [f"cos BPTT, copying T={T}, {m}" for m in copy_models]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, row in result["rows"].items():
-        cells = [f"`{name}`", row["memory"]]
+        cells = [f"`{name}`", row["memory"].replace("|", "\\|")]  # a pipe would end the cell
         cells += [_fmt_time(row["time"].get(m)) for m in time_models]
         cells += [_fmt_cos(row["cosine"].get(m)) for m in copy_models]
         lines.append("| " + " | ".join(cells) + " |")
