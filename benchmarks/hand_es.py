@@ -57,9 +57,9 @@ def lif_params(model) -> dict[str, jax.Array]:
         "w_in": model.w_in.weight.value["weight"],
         "b_in": model.w_in.weight.value["bias"],
         "w_rec": model.w_rec.weight.value["weight"],
-        "w_out": model.readout.weight.value["weight"],
+        "w_out": model.readout.W.value,
         "alpha": jnp.asarray(lif._decay("tau")),
-        "kappa": jnp.asarray(model.readout._kappa()),
+        "kappa": jnp.asarray(model.readout.decay),
     }
 
 
@@ -207,7 +207,7 @@ def _library_grads(grads: dict) -> dict[str, jax.Array]:
         "w_in": grads[("w_in", "weight")]["weight"],
         "b_in": grads[("w_in", "weight")]["bias"],
         "w_rec": grads[("w_rec", "weight")]["weight"],
-        "w_out": grads[("readout", "weight")]["weight"],
+        "w_out": grads[("readout", "W")],
     }
 
 

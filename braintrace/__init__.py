@@ -2,9 +2,12 @@
 
 Write the model with ``brainstate``, route each weight that should learn online
 through an ETP primitive (:func:`matmul`, :func:`element_wise`, :func:`conv`,
-:func:`sparse_matmul`, :func:`lora_matmul`), wrap the model in a learner
+:func:`sparse_matmul`, :func:`lora_matmul`, :func:`embedding`,
+:func:`grouped_matmul`, :func:`einsum`), wrap the model in a learner
 (:class:`D_RTRL`, :class:`ES_D_RTRL`, :class:`RFLO`, ...) and differentiate its output.
-``__version__`` is the package version. The deprecated v0.1 class API
+``__version__`` is the package version and ``__version_info__`` the same as a
+tuple (integers for the numeric parts, e.g. ``(0, 2, 0, 'dev0')``). The
+deprecated v0.1 class API
 (``MatMulOp``, ``ETraceParam``, ...) is served lazily from
 :mod:`braintrace.legacy`; importing braintrace does not warn.
 
@@ -13,6 +16,8 @@ Examples
 >>> import brainstate, jax.numpy as jnp
 >>> import braintrace
 >>> braintrace.__version__.startswith("0.")
+True
+>>> braintrace.__version_info__[:2] >= (0, 2)
 True
 >>> cell = braintrace.nn.VanillaRNNCell(2, 3)
 >>> brainstate.nn.init_all_states(cell)  # doctest: +ELLIPSIS
@@ -25,17 +30,24 @@ VanillaRNNCell(...)
 """
 
 __version__ = "0.2.0.dev0"
+__version_info__ = tuple(int(part) if part.isdigit() else part for part in __version__.split("."))
 
 from . import primitives as primitives
 from . import nn as nn
 from . import compiler as compiler
 from . import executor as executor
 from . import algorithms as algorithms
+from . import checkpoint as checkpoint
 from .errors import (
+    ArgumentTypeError as ArgumentTypeError,
     BraintraceError as BraintraceError,
     CompilationError as CompilationError,
+    IncompatibleUnitsError as IncompatibleUnitsError,
+    InvalidArgumentError as InvalidArgumentError,
     NotCompiledError as NotCompiledError,
+    CheckpointError as CheckpointError,
     NotSupportedError as NotSupportedError,
+    ShapeMismatchError as ShapeMismatchError,
 )
 from .data import MultiStepData as MultiStepData, SingleStepData as SingleStepData
 from .compiler import (
@@ -56,7 +68,15 @@ from .compiler import (
     find_hidden_param_op_relations_from_minfo as find_hidden_param_op_relations_from_minfo,
     find_hidden_param_op_relations_from_module as find_hidden_param_op_relations_from_module,
 )
-from .training import bptt_gradients as bptt_gradients, online_gradients as online_gradients
+from .training import (
+    OnlineFitResult as OnlineFitResult,
+    bptt_gradients as bptt_gradients,
+    evaluate as evaluate,
+    online_evolve as online_evolve,
+    online_fit as online_fit,
+    online_gradients as online_gradients,
+    shard_batch as shard_batch,
+)
 from .executor import ETraceGraphExecutor as ETraceGraphExecutor, ETraceVjpGraphExecutor as ETraceVjpGraphExecutor
 from .algorithms import (
     D_RTRL as D_RTRL,
@@ -81,9 +101,14 @@ from .algorithms import (
     PresynapticTrace as PresynapticTrace,
     RFLO as RFLO,
 )
+from .algorithms.compiling import compile as compile
+from .algorithms import RTRL as RTRL, SnAp as SnAp, UORO as UORO
 from .primitives import (
     conv as conv,
+    einsum as einsum,
     element_wise as element_wise,
+    embedding as embedding,
+    grouped_matmul as grouped_matmul,
     lora_matmul as lora_matmul,
     matmul as matmul,
     register_primitive as register_primitive,
@@ -92,15 +117,22 @@ from .primitives import (
 
 __all__ = [
     "__version__",
+    "__version_info__",
     "primitives",
     "nn",
     "compiler",
     "executor",
     "algorithms",
+    "checkpoint",
     "BraintraceError",
     "CompilationError",
     "NotCompiledError",
     "NotSupportedError",
+    "InvalidArgumentError",
+    "ArgumentTypeError",
+    "ShapeMismatchError",
+    "IncompatibleUnitsError",
+    "CheckpointError",
     "SingleStepData",
     "MultiStepData",
     "CompilationRecord",
@@ -137,13 +169,25 @@ __all__ = [
     "OTPE",
     "OSTTP",
     "RFLO",
+    "RTRL",
+    "SnAp",
+    "UORO",
     "PresynapticTrace",
     "KappaFilter",
     "FixedRandomFeedback",
+    "compile",
     "online_gradients",
     "bptt_gradients",
+    "online_evolve",
+    "evaluate",
+    "online_fit",
+    "OnlineFitResult",
+    "shard_batch",
     "conv",
+    "einsum",
     "element_wise",
+    "embedding",
+    "grouped_matmul",
     "lora_matmul",
     "matmul",
     "register_primitive",

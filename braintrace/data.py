@@ -1,8 +1,17 @@
-"""Input wrappers: one time step or a window of time steps.
+r"""Input wrappers: one time step or a window of time steps.
 
-Each wrapper holds one payload (any pytree) in ``.data`` and is itself a
-pytree node whose only child is the payload, so it crosses ``jax.jit`` and
-``jax.grad`` like the payload would.
+A learner's positional arguments are the model's inputs. Each may be a plain
+array (or pytree), a :class:`SingleStepData` or a :class:`MultiStepData`; the
+wrappers hold exactly one payload, ``.data``, which is passed to the model as
+that argument. Plain values and ``SingleStepData`` are one time step. If any
+argument is a ``MultiStepData``, the call is a window of ``K`` steps: every
+``MultiStepData`` payload carries the time axis first (all of length ``K``),
+the other arguments are used unchanged at every step, and the outputs come
+back stacked along a leading axis of length ``K``.
+
+Both wrappers are pytree nodes whose only child is the payload, so they pass
+through ``jax.jit``, ``jax.grad`` and ``jax.tree.map`` and come back as the same
+wrapper class.
 """
 
 from __future__ import annotations
@@ -11,46 +20,55 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
-__all__ = ["SingleStepData", "MultiStepData"]
+__all__ = ["ETraceInputData", "SingleStepData", "MultiStepData", "unwrap_step_args"]
 
 
-class _StepData:
-    """A pytree wrapper of one payload."""
+class ETraceInputData:
+    """Base class of :class:`SingleStepData` and :class:`MultiStepData`: one payload, a pytree node.
+
+    Parameters
+    ----------
+    data : pytree
+        The payload (an array, a scalar or any pytree); stored unchanged as
+        ``.data`` and never validated here.
+
+    Examples
+    --------
+    >>> import braintrace
+    >>> issubclass(braintrace.MultiStepData, braintrace.data.ETraceInputData)
+    True
+    """
 
     __slots__ = ("data",)
 
     def __init__(self, data: Any) -> None:
         self.data = data
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.data!r})"
+
     def tree_flatten(self) -> tuple[tuple[Any], None]:
         return (self.data,), None
 
     @classmethod
-    def tree_unflatten(cls, aux: None, children: Sequence[Any]) -> Any:
-        obj = object.__new__(cls)
-        obj.data = children[0]
-        return obj
-
-    def __repr__(self) -> str:
-        shapes = jax.tree.map(lambda x: tuple(jnp.shape(x)), self.data)
-        return f"{type(self).__name__}({shapes})"
+    def tree_unflatten(cls, aux: None, children: Sequence[Any]) -> ETraceInputData:
+        return cls(children[0])
 
 
 @jax.tree_util.register_pytree_node_class
-class SingleStepData(_StepData):
+class SingleStepData(ETraceInputData):
     """A container marking input data as belonging to a single time step.
 
-    A learner called with plain arrays treats them as one step; wrapping them in
-    ``SingleStepData`` says so explicitly. In a call that also has a
-    :class:`MultiStepData` argument, a single-step argument is given to every
-    step of the window.
+    A learner called with plain arrays treats them as one step; wrapping an
+    argument in ``SingleStepData`` says so explicitly. In a call with a
+    :class:`MultiStepData` argument, a ``SingleStepData`` argument is used
+    unchanged at every step of the window.
 
     Parameters
     ----------
     data : pytree
-        The step's input (an array or any pytree of arrays).
+        The step's input for one positional argument of the model.
 
     Examples
     --------
@@ -59,47 +77,103 @@ class SingleStepData(_StepData):
     >>> d = braintrace.SingleStepData(jnp.zeros(3))
     >>> d.data.shape
     (3,)
-    >>> jax.grad(lambda s: (s.data ** 2).sum())(braintrace.SingleStepData(3.0)).data
-    Array(6., dtype=float32, weak_type=True)
+    >>> g = jax.grad(lambda d: d.data ** 2)(braintrace.SingleStepData(3.0))
+    >>> type(g).__name__, float(g.data)
+    ('SingleStepData', 6.0)
     """
+
+    __slots__ = ()
 
 
 @jax.tree_util.register_pytree_node_class
-class MultiStepData(_StepData):
+class MultiStepData(ETraceInputData):
     """A container marking input data as spanning multiple time steps.
 
-    The first axis of every leaf is time. A learner runs the whole window in
-    one ``jax.lax.scan``; with ``vjp_method='multi-step'`` the gradient of the
+    The first axis of every leaf of ``data`` is time. A learner called with a
+    ``MultiStepData`` argument runs the whole window in one ``jax.lax.scan``
+    (the other arguments are used at every step) and returns the outputs
+    stacked along time; with ``vjp_method='multi-step'`` the gradient of the
     window's summed loss is exact inside the window.
+
+    Nothing is checked at construction (a scalar payload is accepted); the
+    learner checks, when called, that every ``MultiStepData`` leaf has the same
+    leading length.
 
     Parameters
     ----------
     data : pytree
-        The window's input, every leaf with the same leading time axis ``K``.
+        The window's input for one positional argument of the model, each leaf
+        with a leading time axis ``K``.
 
     Examples
     --------
     >>> import jax.numpy as jnp
     >>> import braintrace
     >>> w = braintrace.MultiStepData(jnp.zeros((5, 3)))
-    >>> w.num_steps
-    5
+    >>> w.data.shape, w.num_steps
+    ((5, 3), 5)
     """
+
+    __slots__ = ()
 
     @property
     def num_steps(self) -> int:
-        """``K``, the length of the leading time axis.
-
-        Raises
-        ------
-        ValueError
-            A leaf without a time axis, or leaves with different lengths.
-        """
+        """Length of the leading (time) axis of the first leaf (0 for an empty payload)."""
         leaves = jax.tree.leaves(self.data)
-        lengths = {int(jnp.shape(x)[0]) for x in leaves if jnp.ndim(x) > 0}
-        if not leaves or any(jnp.ndim(x) == 0 for x in leaves) or len(lengths) != 1:
-            raise ValueError(
-                "MultiStepData: every input must have the same leading time axis; got shapes "
-                f"{[tuple(jnp.shape(x)) for x in leaves]}."
-            )
-        return lengths.pop()
+        return int(jax.numpy.shape(leaves[0])[0]) if leaves and jax.numpy.ndim(leaves[0]) else 0
+
+
+def unwrap_step_args(args: tuple, caller: str = "learner") -> tuple[tuple, bool]:
+    """Unwrap a learner's positional arguments: ``(payloads, is_window)``.
+
+    Every :class:`SingleStepData` or :class:`MultiStepData` argument is replaced
+    by its ``.data``. If any argument is a ``MultiStepData`` the call is a window
+    (``is_window`` is True) and the other arguments are broadcast along a new
+    leading time axis, so that every returned payload is time-major.
+
+    Parameters
+    ----------
+    args : tuple
+        The positional arguments of one learner call.
+    caller : str, default ``'learner'``
+        Named in the error message.
+
+    Returns
+    -------
+    tuple
+        The payloads, in order.
+    bool
+        Whether the call is a window of time steps.
+
+    Raises
+    ------
+    ValueError
+        The ``MultiStepData`` leaves disagree on the length of their leading
+        (time) axis, or one of them is a scalar.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from braintrace.data import MultiStepData, SingleStepData, unwrap_step_args
+    >>> (x, y), window = unwrap_step_args((MultiStepData(jnp.zeros((4, 3))), SingleStepData(jnp.ones(2))))
+    >>> x.shape, y.shape, window
+    ((4, 3), (4, 2), True)
+    """
+    multi = [a for a in args if isinstance(a, MultiStepData)]
+    payloads = tuple(a.data if isinstance(a, ETraceInputData) else a for a in args)
+    if not multi:
+        return payloads, False
+    shapes = [tuple(jax.numpy.shape(x)) for a in multi for x in jax.tree.leaves(a.data)]
+    lengths = {s[0] if s else None for s in shapes}
+    if len(lengths) != 1 or None in lengths:
+        raise ValueError(
+            f"{caller}: the sequence size should be the same for every MultiStepData input (the leading "
+            f"axis is time), got leaf shapes {shapes}."
+        )
+    (K,) = lengths
+    out = tuple(
+        a.data if isinstance(a, MultiStepData)
+        else jax.tree.map(lambda x: jax.numpy.broadcast_to(x, (K,) + tuple(jax.numpy.shape(x))), p)
+        for a, p in zip(args, payloads)
+    )
+    return out, True

@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 import braintrace
+from braintrace import datasets
 
 
 class CopyNet(brainstate.nn.Module):
@@ -40,18 +41,8 @@ class CopyNet(brainstate.nn.Module):
 
 def copying_batch(rng: np.random.RandomState, batch: int, n_symbols: int, length: int, delay: int):
     """Time-major inputs ``(T, B, n_symbols + 1)``, labels ``(T, B)`` and recall mask ``(T, B)``."""
-    T = 2 * length + delay
-    symbols = rng.randint(0, n_symbols, size=(batch, length))
-    x = np.zeros((T, batch, n_symbols + 1), np.float32)
-    labels = np.zeros((T, batch), np.int32)
-    mask = np.zeros((T, batch), np.float32)
-    for k in range(length):
-        x[k, np.arange(batch), symbols[:, k]] = 1.0
-        t = length + delay + k
-        labels[t] = symbols[:, k]
-        mask[t] = 1.0
-    x[length + delay :, :, n_symbols] = 1.0  # the go cue stays on during recall
-    return jnp.asarray(x), (jnp.asarray(labels), jnp.asarray(mask))
+    data = datasets.copying(batch, rng, n_symbols=n_symbols, length=length, delay=delay)
+    return jnp.asarray(data.inputs), (jnp.asarray(data.targets), jnp.asarray(data.mask))
 
 
 def step_loss(logits, target):

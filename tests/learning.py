@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import brainstate
 import jax
@@ -70,3 +71,13 @@ def window_grads(learner, xs, loss, K):
         acc = g if acc is None else jax.tree.map(jnp.add, acc, g)
         total = total + value
     return {k: acc[k] for k in acc}, total
+
+
+def compile_recording_warnings(model, x):
+    """``(D_RTRL(model) compiled on x, [warning messages])``: every compiler warning, none filtered."""
+    import braintrace
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        learner = braintrace.D_RTRL(model).compile_graph(x)
+    return learner, [str(w.message) for w in caught]

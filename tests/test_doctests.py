@@ -13,6 +13,7 @@ import pkgutil
 import pytest
 
 import braintrace
+from braintrace.errors import OptionalDependencyError
 
 
 def _modules():
@@ -44,10 +45,23 @@ def test_doctests_were_collected():
     assert "braintrace.legacy.MatMulOp" in names and "braintrace" in names
 
 
+class _Runner(doctest.DocTestRunner):
+    """Notes an example that needs an optional package which is not installed (the test is then skipped)."""
+
+    missing: str | None = None
+
+    def report_unexpected_exception(self, out, test, example, exc_info):
+        if isinstance(exc_info[1], OptionalDependencyError) and self.missing is None:
+            self.missing = str(exc_info[1])
+        super().report_unexpected_exception(out, test, example, exc_info)
+
+
 @pytest.mark.parametrize("test", DOCTESTS, ids=[t.name for t in DOCTESTS])
 def test_docstring_example(test):
     out = io.StringIO()
-    runner = doctest.DocTestRunner(verbose=False)
+    runner = _Runner(verbose=False)
     test.globs = dict(test.globs)  # a fresh namespace per run
     result = runner.run(test, out=out.write)
+    if runner.missing is not None:  # e.g. braintrace.datasets without the `datasets` extra
+        pytest.skip(runner.missing)
     assert result.failed == 0, f"\n{out.getvalue()}"

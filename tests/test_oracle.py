@@ -526,11 +526,13 @@ class ReadBeforeWrite(O.VanillaRNN):
         return out
 
 
-def test_output_bypassing_the_write_is_outside_the_single_step_rule():
+def test_output_bypassing_the_write_is_inside_the_single_step_rule():
+    """The single-step reference has the bypass term δ_prev^t P^{t-1} (DESIGN.md §3): an output
+    read before the write is credited to the previous step's trace, so full RTRL is BPTT."""
     model = ReadBeforeWrite(N_IN, N_H, N_OUT, seed=0)
     xs, loss = make_data()
     g, _ = O.bptt_grads(model, xs, loss)
     gf, _ = O.rtrl_reference(model, xs, loss, "full")
     g1, _ = O.rtrl_reference(model, xs, loss, "full", windows=1)
-    assert rel(gf, g) > 1e-3  # single-step: δ^t is zero, credit only via direct terms
+    assert rel(gf, g) < 1e-10  # single-step with the bypass term
     assert rel(g1, g) < 1e-10  # windows=1 differentiates the step exactly

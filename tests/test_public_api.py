@@ -20,6 +20,9 @@ PUBLIC_MODULES = [
     "braintrace.nn",
     "braintrace.nn.surrogate",
     "braintrace.legacy",
+    "braintrace.datasets",
+    "braintrace.training",
+    "braintrace.checkpoint",
 ]
 
 
@@ -89,3 +92,33 @@ def test_public_signatures_are_annotated(label, module, name, obj):
         if sig.return_annotation is inspect.Signature.empty:
             missing.append(f"{qualname} -> ?")
     assert not missing, f"missing type hints: {', '.join(missing)}"
+
+
+OPERATORS = ["matmul", "element_wise", "conv", "sparse_matmul", "lora_matmul", "embedding", "grouped_matmul",
+             "einsum", "register_primitive"]
+
+
+@pytest.mark.parametrize("name", OPERATORS)
+def test_every_etp_operator_is_exported_at_the_top_level(name):
+    import braintrace
+
+    assert name in braintrace.__all__ and name in braintrace.primitives.__all__
+    assert getattr(braintrace, name) is getattr(braintrace.primitives, name)
+
+
+@pytest.mark.parametrize("unbatched, batched", [("etp_embed_p", "etp_embed_batched_p"),
+                                                ("etp_grouped_mv_p", "etp_grouped_mm_p"),
+                                                ("etp_einsum_p", "etp_einsum_batched_p")])
+def test_new_primitives_are_registered_with_their_vmap_partner(unbatched, batched):
+    from braintrace import primitives as P
+
+    entry = P.get_etp_primitive(getattr(P, unbatched))
+    assert entry.batched_partner is P.get_etp_primitive(getattr(P, batched))
+    assert {unbatched, batched} <= set(P.__all__)
+
+
+@pytest.mark.parametrize("name", ["Embedding", "GroupedLinear"])
+def test_new_layers_are_exported(name):
+    import braintrace
+
+    assert name in braintrace.nn.__all__ and isinstance(getattr(braintrace.nn, name), type)

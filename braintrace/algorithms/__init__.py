@@ -5,8 +5,10 @@ element-wise recurrences), :class:`ES_D_RTRL` factors it into input and output
 traces (memory ``O(I + O)`` per weight); the SNN rules (:class:`EProp`,
 :class:`OSTLRecurrent`, :class:`OSTLFeedforward`, :class:`OTTT`, :class:`OTPE`,
 :class:`OSTTP`) and :class:`RFLO` are variants of their traces and learning
-signals. All derive from :class:`ETraceVjpAlgorithm`, which gives every one of
-them the κ filter, random feedback and a modulator (three-factor learning).
+signals; :class:`RTRL`, :class:`SnAp` and :class:`UORO` keep (an approximation
+of) the full influence matrix. All derive from :class:`ETraceVjpAlgorithm`,
+which gives every one of them the κ filter, random feedback and a modulator
+(three-factor learning).
 
 Examples
 --------
@@ -37,6 +39,10 @@ from .ottt import OTTT as OTTT
 from .otpe import OTPE as OTPE
 from .osttp import OSTTP as OSTTP
 from .rflo import RFLO as RFLO
+from .influence_traces import InfluenceVjpAlgorithm as InfluenceVjpAlgorithm
+from .rtrl import RTRL as RTRL
+from .snap import SnAp as SnAp
+from .uoro import UORO as UORO
 
 __all__ = [
     "ETraceAlgorithm",
@@ -56,6 +62,10 @@ __all__ = [
     "OTPE",
     "OSTTP",
     "RFLO",
+    "InfluenceVjpAlgorithm",
+    "RTRL",
+    "SnAp",
+    "UORO",
     "PresynapticTrace",
     "KappaFilter",
     "FixedRandomFeedback",

@@ -18,11 +18,12 @@ import jax.numpy as jnp
 
 from ..compiler import ETraceGraph, compile_etrace_graph
 from ..compiler.module_info import path_str
+from ..data import unwrap_step_args
 from ..errors import CompilationError, NotCompiledError, NotSupportedError
 from ..executor import ETraceGraphExecutor, OnlineDriver, StepTraceData, WindowTraceData, add_contributions
 from .feedback import random_feedback_matrices, random_feedback_signal
 from .input_checks import (
-    check_call_args, check_example_args, check_states, one_step, spec_of, split_window_args, state_spec,
+    check_call_args, check_example_args, check_states, one_step, spec_of, state_spec, weight_path,
 )
 from .keys import EPS, OUTPUT, TraceKey, keys_of_relations
 from .modulation import modulator_signal
@@ -92,6 +93,42 @@ class ETraceAlgorithm(brainstate.nn.Module):
     def is_compiled(self) -> bool:
         """Whether :meth:`compile_graph` has run."""
         return self.graph is not None
+
+    # -- 0.2.0 names -------------------------------------------------------------
+    @property
+    def running_index(self) -> brainstate.ShortTermState:
+        """The time-step counter (0.2.0's name for :attr:`step_count`)."""
+        return self.step_count
+
+    @property
+    def model4compile(self) -> brainstate.nn.Module:
+        """The model (0.2.0's name for :attr:`model`)."""
+        return self.model
+
+    @property
+    def param_states(self) -> Any:
+        """The model's ``ParamState``\\ s, keyed by path."""
+        return self.model.states(brainstate.ParamState)
+
+    @property
+    def hidden_states(self) -> Any:
+        """The model's ``HiddenState``\\ s, keyed by path."""
+        return self.model.states(brainstate.HiddenState)
+
+    @property
+    def other_states(self) -> Any:
+        """The model's other states (neither parameters nor hidden states), keyed by path."""
+        return self.model.states().filter(lambda path, st: not isinstance(st, (brainstate.ParamState, brainstate.HiddenState)))
+
+    @property
+    def path_to_states(self) -> dict:
+        """``{path: state}`` of every state of the model."""
+        return dict(self.model.states())
+
+    @property
+    def state_id_to_path(self) -> dict:
+        """``{id(state): path}`` of every state of the model."""
+        return {id(st): path for path, st in self.model.states().items()}
 
     # -- compilation -------------------------------------------------------
     def compile_graph(self, *example_args: Any, recompile: bool = False) -> "ETraceAlgorithm":
@@ -226,7 +263,7 @@ class ETraceAlgorithm(brainstate.nn.Module):
         """
         self.check_compiled()
         assert self.graph is not None
-        target = _weight_path(self.model, weight)
+        target = weight_path(self.model, weight)
         rels = [r.index for r in self.graph.hidden_param_op_relations if path_str(r.weight_path) == target]
         keys = keys_of_relations(self.etraces, rels)
         if not keys:
@@ -274,20 +311,28 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
         the *previous* step alone (needed for ``vjp_method='multi-step'`` and
         for the bypass term of states read before they are written).
     ``filtered_kinds``
-        The kinds of trace (:class:`~braintrace.algorithms.TraceKey`) the κ
-        filter acts on.
+        The kinds of trace (:class:`~braintrace.algorithms.TraceKey`) the κ filter acts on.
+    ``influence_traces``
+        ``False`` (default): the traces belong to the relations' trainable
+        operands and hold each step's instantaneous part. ``True`` (RTRL,
+        SnAp, UORO): the traces are the influence ``P = dh/dθ`` of every
+        parameter leaf that reaches a hidden state (see
+        :mod:`braintrace.executor.influence`). The driver then gives
+        :meth:`update_traces` the step's full linearisation
+        (``data.tangent``), every leaf its instantaneous gradient, and
+        :meth:`contributions` the *previous* step's traces with the adjoint
+        ``λ^t = ∂L^t/∂h^{t-1}`` as signal (:meth:`window_contributions`: the
+        ``λ`` of every step of the window); both return the flat gradient
+        of ``θ`` (``(|θ|,)``); :meth:`learning_signal` is not called.
 
     Methods the driver calls: :meth:`init_traces`, :meth:`update_traces`,
     :meth:`window_update`, :meth:`contributions`,
     :meth:`window_contributions`, :meth:`learning_signal`.
 
-    *Options shared by every learner.* Notation: ``δ_g^t = ∂L^t/∂h_g^t`` the
-    learning signal of hidden group ``g``, ``ε^t`` any trace the learner keeps
-    and ``c(ε^t, δ^t)`` its contribution (``δ^t · ε^t`` for D_RTRL). A *hidden
-    layer* is a group learned online that is not an output group (its new value
-    reaches the output only through the data input of an ETP primitive; a
-    :class:`~braintrace.nn.LeakyRateReadout`, or a state read out by a plain JAX
-    product, is an output group).
+    *Options shared by every learner*, with ``ε^t`` any trace, ``c(ε^t, δ^t)``
+    its contribution (``δ^t · ε^t`` for D_RTRL), a *hidden layer* a group learned
+    online that is not an output group (a leaky readout, or a state read out by
+    a plain JAX product, is one):
 
     .. math::
 
@@ -298,23 +343,17 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
         \nabla_w L &\mathrel{+}= c(ε^t, m_g^t)
             \qquad\text{(modulator } m^t \text{ given to the call: three-factor learning)}
 
-    The κ filter (Bellec et al., 2020) credits a hidden neuron for the memory a
-    leaky readout keeps of its past activity: pick ``κ`` as the readout's decay.
-    Which trace is filtered depends on the learner (``filtered_kinds``): the
-    exact trace (D_RTRL, e-prop, OSTL, OTPE 'full'), the output factor
-    ``ε_f`` of a factored trace (ES_D_RTRL, OSTLFeedforward, OTPE 'approx':
-    exact for ``ε_x ⊗ ε_f`` when ``ε_x`` is constant over the filter's memory),
-    the presynaptic trace (OTTT). Random feedback (Lillicrap et al., 2016;
-    e-prop's random variant; RFLO) replaces the weight transport
-    ``∂o/∂h_g`` by a fixed random matrix ``B_g`` of shape
-    ``(n_out, prod(V_g[len(b):])·S_g)``, entries ``N(0, 0.1²)`` drawn at compile time
-    (:attr:`feedback_matrices`); output errors of every output leaf are read
-    as ``(*b, n_k)`` and concatenated, each batch element's error goes to the
-    same batch element; output groups keep their true signal. With
-    random feedback or a modulator, the replaced signal stands for the whole
-    credit of the step: the bypass term of those groups is not added.
-    A modulator replaces the signal the learner would use (see :meth:`update`).
-    Weights not learned online keep their instantaneous gradient of the loss.
+    The κ filter (Bellec et al., 2020) credits a hidden neuron for a leaky
+    readout's memory of its activity (``κ``: the readout's decay); it filters
+    the traces of the kinds in ``filtered_kinds``: exact traces, the output
+    factor ``ε_f`` of factored ones (ES_D_RTRL, OTPE 'approx'), OTTT's
+    presynaptic traces. Random feedback (Lillicrap et al., 2016; RFLO, random
+    e-prop) replaces ``∂o/∂h_g`` by a fixed ``B_g`` (:attr:`feedback_matrices`,
+    entries ``N(0, 0.1²)``; the outputs read as ``(*b, n_k)`` and concatenated,
+    each batch element's error to the same element); output groups keep their
+    true signal. A replaced signal stands for the step's whole credit: those
+    groups' bypass term is not added. Weights not learned online keep their
+    instantaneous gradient.
 
     Parameters
     ----------
@@ -346,11 +385,9 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
     Raises
     ------
     ValueError
-        A bad ``vjp_method``, ``feedback`` or ``kappa_filter_decay``, or
-        ``'multi-step'`` where it does not apply.
+        A bad ``vjp_method``, ``feedback`` or ``kappa_filter_decay``, or ``'multi-step'`` with them.
     CompilationError
-        (compile time, ``'random'``) output leaves that disagree on their
-        batch axes, or a hidden group whose leading axes are not those.
+        (compile, ``'random'``) outputs that disagree on their batch axes, or a hidden group not led by them.
 
     Examples
     --------
@@ -368,15 +405,12 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
 
     References
     ----------
-    .. [1] Bellec, G., Scherr, F., Subramoney, A., Hajek, E., Salaj, D.,
-       Legenstein, R., & Maass, W. (2020). A solution to the learning dilemma
-       for recurrent networks of spiking neurons. Nature Communications, 11, 3625.
-    .. [2] Lillicrap, T. P., Cownden, D., Tweed, D. B., & Akerman, C. J. (2016).
-       Random synaptic feedback weights support error backpropagation for deep
-       learning. Nature Communications, 7, 13276.
-    .. [3] Gerstner, W., Lehmann, M., Liakoni, V., Corneil, D., & Brea, J.
-       (2018). Eligibility traces and plasticity on behavioral time scales:
-       experimental support of neoHebbian three-factor learning rules.
+    .. [1] Bellec, G., et al. (2020). A solution to the learning dilemma for recurrent
+       networks of spiking neurons. Nature Communications, 11, 3625.
+    .. [2] Lillicrap, T. P., et al. (2016). Random synaptic feedback weights support
+       error backpropagation for deep learning. Nature Communications, 7, 13276.
+    .. [3] Gerstner, W., et al. (2018). Eligibility traces and plasticity on behavioral
+       time scales: experimental support of neoHebbian three-factor learning rules.
        Frontiers in Neural Circuits, 12, 53.
     """
 
@@ -386,6 +420,8 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
     credits_previous_traces: bool = True
     #: The kinds of trace the κ filter acts on (exact traces and output factors).
     filtered_kinds: ClassVar[tuple[str, ...]] = (EPS, OUTPUT)
+    #: The traces are the influence of the parameter leaves (see the class docstring).
+    influence_traces: ClassVar[bool] = False
     #: Preferred ``MultiStepData`` window of :func:`braintrace.online_gradients`
     #: (``window='auto'``); ``None``: one step at a time.
     default_window: ClassVar[int | None] = None
@@ -488,10 +524,8 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
         groups read before they are written; ``out_cts``: the cotangents of the
         model's output leaves (the output error); ``signal``: what the caller
         passed to the learner besides the inputs (e.g. a target); ``count``: the
-        step. The default returns the true signals, or with ``feedback='random'``
-        the random projection of the output error for hidden layers (see the
-        class docstring). A modulator given to the call replaces what this
-        returns (see :meth:`update`).
+        step. Default: the true signals, or the random projection of the output
+        error for hidden layers (``feedback='random'``). A call's modulator replaces it.
         """
         if not self.feedback_matrices:
             return dict(delta), dict(delta_prev)
@@ -514,24 +548,19 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
             a window of steps (plain arguments are broadcast to every step).
         modulator : scalar, array or mapping, optional
             Three-factor learning: ``m^t`` in place of the learning signal,
-            :math:`\nabla_w L \mathrel{+}= m^t \cdot ε_w^t` for every trace of the
-            learner (``m = δ`` gives the learner's own gradient). A scalar (a
-            global reward or neuromodulator), or an array whose shape is a
-            leading part of the hidden states' shape (one value per batch
-            element ``(B,)``, per neuron ``(B, N)``, ...), broadcast over the
-            rest, for every hidden group learned online; or a mapping
-            ``{hidden path: array}`` for chosen groups (members of a named group
-            left out get zero, groups not named keep the learner's signal).
-            Over a window, every array has a leading axis of ``K`` steps. The
-            gradient follows the usual convention (the optimizer subtracts
-            it): pass ``m = -reward`` to increase a reward. Weights not learned
-            online keep the gradient of the differentiated loss, which must
-            use the call's output (e.g. ``0.0 * out.sum()`` for a pure
-            reward rule). Not with ``vjp_method='multi-step'``.
+            :math:`\nabla_w L \mathrel{+}= m^t \cdot ε_w^t` for every trace
+            (``m = δ``: the learner's own gradient). A scalar (a reward), an
+            array shaped as a leading part of the hidden states' shape
+            (``(B,)``, ``(B, N)``, ...), or ``{hidden path: array}`` for chosen
+            groups (see :func:`~braintrace.algorithms.modulation.modulator_signal`);
+            over a window, with a leading axis of ``K`` steps. Pass ``m = -reward``
+            to increase a reward. The differentiated loss must use the call's
+            output (``0.0 * out.sum()`` for a pure reward rule); weights not
+            learned online keep its gradient. Not with ``'multi-step'``.
 
         Returns
         -------
-        The model's output (stacked over the steps of a window).
+        The model's output (stacked over a window's steps).
 
         Raises
         ------
@@ -545,9 +574,8 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
         >>> cell = braintrace.nn.VanillaRNNCell(2, 3)
         >>> _ = brainstate.nn.init_all_states(cell)
         >>> learner = braintrace.D_RTRL(cell).compile_graph(jnp.zeros(2))
-        >>> params = cell.states(brainstate.ParamState)
-        >>> reward_rule = lambda x, r: 0.0 * learner(x, modulator=-r).sum()
-        >>> grads = brainstate.transform.grad(reward_rule, params)(jnp.ones(2), 1.0)
+        >>> reward_rule = lambda x, r: 0.0 * learner(x, modulator=-r).sum()  # increase r
+        >>> grads = brainstate.transform.grad(reward_rule, cell.states(brainstate.ParamState))(jnp.ones(2), 1.0)
         >>> grads[('W', 'weight')]['weight'].shape
         (5, 3)
         """
@@ -561,31 +589,21 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
         args : tuple
             The inputs, as :meth:`update` takes them.
         signal : pytree, default ()
-            What the learner's :meth:`learning_signal` receives besides the
-            true signals (e.g. OSTTP's target); leading axis ``K`` over a window.
+            Given to :meth:`learning_signal` (e.g. OSTTP's target); leading axis ``K`` over a window.
         modulator : scalar, array or mapping, optional
             Replaces the learning signal (see :meth:`update`).
-
-        Returns
-        -------
-        The model's output.
         """
         self.check_compiled()
         assert self.graph is not None and self.driver is not None
         owner = type(self).__name__
-        data, multi = split_window_args(args)
+        data, multi = unwrap_step_args(args, owner)
         check_call_args(owner, data, multi, self._arg_spec)
         check_states(owner, self.graph, self._state_spec)
         driver, layout = self.driver, self.driver.layout
         arg_vals = tuple(jax.tree.leaves(data))
         steps = int(jnp.shape(arg_vals[0])[0]) if multi and arg_vals else None
         hybrid = multi and self.vjp_method == "multi-step"
-        if modulator is not None and hybrid:
-            raise ValueError(
-                f"{owner}: a modulator replaces the learning signal, but vjp_method='multi-step' differentiates "
-                "a window exactly with the true error. Use vjp_method='single-step' for three-factor learning."
-            )
-        signal = (signal, modulator_signal(self.graph, modulator, steps, owner))
+        signal = (signal, modulator_signal(self.graph, modulator, steps, owner, exact_window=hybrid))
         traces = {k: st.value for k, st in self.etraces.items()}
         count = self.step_count.value
         if hybrid:
@@ -600,12 +618,3 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
             st.value = new_traces[k]
         self.step_count.value = count + (steps if steps is not None else 1)
         return jax.tree.unflatten(layout.minfo.out_treedef, list(out_leaves))
-
-
-def _weight_path(model: Any, weight: Any) -> str | None:
-    if isinstance(weight, brainstate.State):
-        paths = [p for p, s in model.states().items() if s is weight]
-        return path_str(tuple(paths[0])) if paths else None
-    if isinstance(weight, str):
-        return weight
-    return path_str(tuple(weight))

@@ -26,6 +26,9 @@ from .osttp import OSTTP
 from .otpe import OTPE
 from .ottt import OTTT
 from .rflo import RFLO
+from .rtrl import RTRL
+from .snap import SnAp
+from .uoro import UORO
 
 __all__ = ["LearnerSpec", "LEARNERS", "learner_class", "learner_names"]
 
@@ -72,6 +75,12 @@ LEARNERS: tuple[LearnerSpec, ...] = (
     LearnerSpec("osttp", OSTTP, (), "OSTTP (Ortner et al., 2023): target projection as learning signal", "O(B|θ|S)"),
     LearnerSpec("rflo", RFLO, (), "RFLO (Murray, 2019): D_RTRL traces, random feedback of the output error",
                 "O(B|θ|S)"),
+    LearnerSpec("rtrl", RTRL, (), "exact RTRL: full influence matrix, O(B n |theta|) memory (small networks)",
+                "O(B·N·|θ|)"),
+    LearnerSpec("snap", SnAp, ("snap_n",), "SnAp-n (Menick et al., 2021): influence kept on an n-step sparsity pattern",
+                "Σ_w |w|·k_w, k_w ≤ N (n-step pattern)"),
+    LearnerSpec("uoro", UORO, (), "UORO (Tallec & Ollivier, 2018): unbiased rank-one influence, O(B n + |theta|)",
+                "O(B·N + |θ|)"),
 )
 
 

@@ -166,7 +166,9 @@ class ParamDimVjpAlgorithm(ETraceVjpAlgorithm):
     def contributions(self, traces: Mapping[TraceKey, Any], data: StepTraceData, signal: Mapping, count: jax.Array) -> dict:
         return self._exact().contributions(traces, data.operands, signal)
 
-    def window_contributions(self, before, after, aux, seq: WindowTraceData, signal_seq: Mapping, count) -> dict:
+    def window_contributions(
+        self, before: Mapping, after: Mapping, aux: Any, seq: WindowTraceData, signal_seq: Mapping, count: jax.Array
+    ) -> dict:
         r"""``Σ_t δ_t · ε_t`` over a window: from every step's traces ``aux`` when they were kept (the κ
         filter), else from the traces before the window, one matrix product per relation."""
         if aux is not None:

@@ -30,11 +30,12 @@ from typing import Any
 
 import jax
 
+from ..errors import InvalidArgumentError
 from ..executor import StepTraceData, WindowTraceData, add_contributions
 from .base import ETraceVjpAlgorithm
 from .exact_traces import ExactTraces, full_rule, split_names
 from .factored_traces import FactoredTraces, bias_correction
-from .keys import TraceKey
+from .keys import INPUT, OUTPUT, TraceKey
 
 __all__ = ["IODimVjpAlgorithm", "ES_D_RTRL", "pp_prop", "decay_from", "trace_decays"]
 
@@ -56,7 +57,7 @@ def decay_from(decay_or_rank: Any) -> float:
     elif isinstance(decay_or_rank, numbers.Real):
         if 0.0 < float(decay_or_rank) < 1.0:
             return float(decay_or_rank)
-    raise ValueError(
+    raise InvalidArgumentError(
         f"decay_or_rank={decay_or_rank!r} is not valid: give a float decay α in the open interval (0, 1), "
         "or an integer rank n >= 1 (then α = (n - 1) / (n + 1))."
     )
@@ -77,14 +78,14 @@ def trace_decays(owner: str, decay_or_rank: Any, decay_x: Any, decay_f: Any) -> 
     for arg, value in (("decay_x", decay_x), ("decay_f", decay_f)):
         if value is None:
             if alpha is None:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"{owner}: decay_or_rank=None needs both `decay_x` and `decay_f`; otherwise give a float decay "
                     "α in the open interval (0, 1), or an integer rank n >= 1 (then α = (n - 1) / (n + 1))."
                 )
             value = alpha
         ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and 0.0 <= float(value) < 1.0
         if not ok:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{owner}: `{arg}` must be a real number in [0, 1), got {value!r} (0 keeps only the current "
                 "step's value)."
             )
@@ -210,6 +211,16 @@ class IODimVjpAlgorithm(ETraceVjpAlgorithm):
         rule = (lambda r: r.entry.trace_rule) if self.fast_solve else full_rule
         self.exact = ExactTraces(graph, names, rule)
 
+    @property
+    def etrace_xs(self) -> dict:
+        """``{TraceKey: state}`` of the input traces (0.2.0's name)."""
+        return {k: v for k, v in self.etraces.items() if k.kind == INPUT}
+
+    @property
+    def etrace_dfs(self) -> dict:
+        """``{TraceKey: state}`` of the output traces (0.2.0's name)."""
+        return {k: v for k, v in self.etraces.items() if k.kind == OUTPUT}
+
     def _parts(self) -> tuple[ExactTraces, FactoredTraces]:
         if self.exact is None or self.factored is None:
             self.check_compiled()
@@ -232,7 +243,9 @@ class IODimVjpAlgorithm(ETraceVjpAlgorithm):
             factored.contributions(traces, data.operands, signal, count),
         )
 
-    def window_contributions(self, before, after, aux, seq: WindowTraceData, signal_seq: Mapping, count) -> dict:
+    def window_contributions(
+        self, before: Mapping, after: Mapping, aux: Any, seq: WindowTraceData, signal_seq: Mapping, count: jax.Array
+    ) -> dict:
         """``Σ_k`` of the per-step contributions from every step's traces, one matrix product per relation."""
         exact, factored = self._parts()
         return add_contributions(

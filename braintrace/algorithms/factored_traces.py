@@ -14,7 +14,10 @@ scale ``s`` and a normaliser ``n_k`` of the step count ``k`` since reset:
 ``s = 1 - a_f``, ``n_k = 1 - a_f^{k+1}`` (ES_D_RTRL's bias correction ``c_k``) or
 ``s = 1``, ``n_k = Σ_{j≤k} a^j`` (OTPE, ``a_x = a_f = a``). Relations whose outputs are summed
 before any other use have equal ``df`` (``graph.output_classes``): they share
-one output trace. Memory is ``O(B·(I+O)·S)`` per relation.
+one output trace. Memory is ``O(B·(I+O)·S)`` per relation. A primitive whose
+data input is an index (``x_linear=False``, :func:`braintrace.embedding`: a
+decayed sum of indices is no index) is not factored: its learner keeps the
+exact trace.
 """
 
 from __future__ import annotations
@@ -117,7 +120,8 @@ class FactoredTraces:
         self.source_scale = float(source_scale)
         self.normaliser = normaliser
         self.relations = tuple(
-            r for r in graph.hidden_param_op_relations if r.entry.x_invar_index is not None and split_names(r)[1]
+            r for r in graph.hidden_param_op_relations
+            if r.entry.x_invar_index is not None and r.entry.x_linear and split_names(r)[1]
         )
         members = {r.index for r in self.relations}
         classes = graph.output_classes or tuple(range(len(graph.hidden_param_op_relations)))

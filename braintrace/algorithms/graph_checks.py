@@ -36,6 +36,12 @@ def check_single_state(graph: Any, owner: str, why: str) -> None:
                     "Use D_RTRL (exact per-position blocks) or ES_D_RTRL for this model."
                 )
         fact = split_names(r)[1]
+        if fact and not r.entry.x_linear:
+            raise CompilationError(
+                f"{owner}: ETP primitive {r.entry.name} (weight `{path_str(r.weight_path)}`) takes a data input "
+                "that is not a vector it is linear in (e.g. the indices of braintrace.embedding): a trace of past "
+                "inputs cannot stand in for it. Use D_RTRL or ES_D_RTRL, which keep this weight's exact trace."
+            )
         if fact and r.entry.x_invar_index is None:
             raise CompilationError(
                 f"{owner}: ETP primitive {r.entry.name} (weight `{path_str(r.weight_path)}`) has trainable "

@@ -14,12 +14,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+import brainstate
+
 from ..compiler.module_info import path_str
-from ..data import MultiStepData, SingleStepData
+from ..data import MultiStepData, unwrap_step_args
 from ..errors import CompilationError
 
 __all__ = [
-    "spec_of", "state_spec", "check_example_args", "check_call_args", "check_states", "one_step", "split_window_args",
+    "spec_of", "state_spec", "check_example_args", "check_call_args", "check_states", "one_step", "weight_path",
 ]
 
 
@@ -111,54 +113,32 @@ def check_states(owner: str, graph: Any, spec: dict) -> None:
 
 
 def one_step(example_args: tuple) -> tuple:
-    """The example inputs of one step (``SingleStepData`` unwrapped, a window's first step).
+    """The example inputs of one step (wrappers unwrapped; a window contributes its first step).
 
     Examples
     --------
     >>> import jax.numpy as jnp
     >>> import braintrace
     >>> from braintrace.algorithms.input_checks import one_step
-    >>> one_step((braintrace.MultiStepData(jnp.zeros((4, 2))),))[0].shape
+    >>> one_step((braintrace.MultiStepData(jnp.zeros((4, 2))), jnp.ones(3)))[0].shape
     (2,)
     """
-    out = []
-    for a in example_args:
-        if isinstance(a, SingleStepData):
-            a = a.data
-        elif isinstance(a, MultiStepData):
-            a = jax.tree.map(lambda x: x[0], a.data)
-        out.append(a)
-    return tuple(out)
+    firsts = tuple(jax.tree.map(lambda x: x[0], a.data) if isinstance(a, MultiStepData) else a for a in example_args)
+    return unwrap_step_args(firsts)[0]
 
 
-def split_window_args(args: tuple) -> tuple[tuple, bool]:
-    """``(inputs, is a window)``: wrappers unwrapped; a window when any argument is ``MultiStepData``
-    (plain and single-step arguments are then broadcast to every step).
+def weight_path(model: Any, weight: Any) -> str | None:
+    """The path (``'a.b'``) of ``weight``: a ``ParamState`` of ``model``, a path tuple or a string.
 
     Examples
     --------
-    >>> import jax.numpy as jnp
-    >>> import braintrace
-    >>> from braintrace.algorithms.input_checks import split_window_args
-    >>> args, multi = split_window_args((braintrace.MultiStepData(jnp.zeros((4, 2))), jnp.ones(3)))
-    >>> [a.shape for a in args], multi
-    ([(4, 2), (4, 3)], True)
+    >>> from braintrace.algorithms.input_checks import weight_path
+    >>> weight_path(None, ("Wz", "weight")), weight_path(None, "Wz.weight")
+    ('Wz.weight', 'Wz.weight')
     """
-    multi = any(isinstance(a, MultiStepData) for a in args)
-    if not multi:
-        return tuple(a.data if isinstance(a, SingleStepData) else a for a in args), False
-    steps = {a.num_steps for a in args if isinstance(a, MultiStepData)}
-    if len(steps) > 1:
-        raise ValueError(
-            f"the MultiStepData inputs have different numbers of steps {sorted(steps)}; every window input "
-            "must have the same leading time axis."
-        )
-    K = steps.pop()
-    out = []
-    for a in args:
-        if isinstance(a, MultiStepData):
-            out.append(a.data)
-        else:
-            v = a.data if isinstance(a, SingleStepData) else a
-            out.append(jax.tree.map(lambda x: jnp.broadcast_to(x, (K,) + jnp.shape(x)), v))
-    return tuple(out), True
+    if isinstance(weight, brainstate.State):
+        paths = [p for p, s in model.states().items() if s is weight]
+        return path_str(tuple(paths[0])) if paths else None
+    if isinstance(weight, str):
+        return weight
+    return path_str(tuple(weight))

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import saiunit as u
 
 from ..compiler.module_info import path_str
+from ..errors import ArgumentTypeError, InvalidArgumentError
 from .feedback import group_label
 
 __all__ = ["modulator_signal", "apply_modulator"]
@@ -36,7 +37,7 @@ __all__ = ["modulator_signal", "apply_modulator"]
 def _array(owner: str, what: str, value: Any) -> jax.Array:
     if isinstance(value, u.Quantity):
         if not value.is_unitless:
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"{owner}: {what} has unit {value.unit}; a modulator replaces the learning signal and must be "
                 "dimensionless (divide it by its unit)."
             )
@@ -44,7 +45,7 @@ def _array(owner: str, what: str, value: Any) -> jax.Array:
     try:
         arr = jnp.asarray(value)
     except TypeError as err:
-        raise TypeError(f"{owner}: {what} must be a number or an array, got {type(value).__name__}.") from err
+        raise ArgumentTypeError(f"{owner}: {what} must be a number or an array, got {type(value).__name__}.") from err
     if not jnp.issubdtype(arr.dtype, jnp.floating):
         arr = arr.astype(jnp.result_type(float))
     return arr
@@ -57,7 +58,7 @@ def _fit(owner: str, what: str, m: jax.Array, shape: tuple[int, ...], lead: tupl
     if not ok:
         window = f"a leading axis of {lead[0]} steps (one value per step of the window), then " if lead else ""
         examples = ", ".join(str(full[: len(lead) + k]) for k in range(min(len(shape), 2) + 1))
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{owner}: {what} has shape {tuple(m.shape)}, which does not fit {label} of shape {full}. Give "
             f"{window}a leading part of the state's shape {shape} (broadcast over the rest), e.g. {examples}."
         )
@@ -70,7 +71,9 @@ def _member_shape(group: Any, k: int) -> tuple[int, ...]:
     return tuple(group.varshape)
 
 
-def modulator_signal(graph: Any, modulator: Any, steps: int | None, owner: str) -> dict[int, jax.Array]:
+def modulator_signal(
+    graph: Any, modulator: Any, steps: int | None, owner: str, *, exact_window: bool = False
+) -> dict[int, jax.Array]:
     """``{group index: m}``, each of the group's signal shape ``(*V, S)`` (``(K, *V, S)`` for a window).
 
     Parameters
@@ -93,6 +96,9 @@ def modulator_signal(graph: Any, modulator: Any, steps: int | None, owner: str) 
         axis of ``K`` steps), ``None`` for one step.
     owner : str
         The learner's name, for messages.
+    exact_window : bool, default False
+        The window is differentiated exactly (``vjp_method='multi-step'``):
+        a modulator is refused there.
 
     Returns
     -------
@@ -102,7 +108,8 @@ def modulator_signal(graph: Any, modulator: Any, steps: int | None, owner: str) 
     Raises
     ------
     ValueError
-        A shape that does not fit, or a path that is not a hidden state learned online.
+        A shape that does not fit, a path that is not a hidden state learned
+        online, or a modulator for an exactly differentiated window.
     TypeError
         A modulator with a physical unit, or not numeric.
 
@@ -121,6 +128,11 @@ def modulator_signal(graph: Any, modulator: Any, steps: int | None, owner: str) 
     """
     if modulator is None:
         return {}
+    if exact_window:
+        raise InvalidArgumentError(
+            f"{owner}: a modulator replaces the learning signal, but vjp_method='multi-step' differentiates "
+            "a window exactly with the true error. Use vjp_method='single-step' for three-factor learning."
+        )
     lead = () if steps is None else (int(steps),)
     groups = graph.hidden_groups
     online = sorted({gi for r in graph.hidden_param_op_relations for gi in r.hidden_groups})
@@ -138,7 +150,7 @@ def modulator_signal(graph: Any, modulator: Any, steps: int | None, owner: str) 
         name = key if isinstance(key, str) else path_str(tuple(key))
         if name not in member:
             known = ", ".join(f"`{n}`" for n in member) or "none"
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{owner}: the modulator names `{name}`, which is not a hidden state learned online. "
                 f"Hidden states learned online: {known}."
             )

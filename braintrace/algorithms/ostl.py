@@ -55,7 +55,7 @@ class OSTLRecurrent(ParamDimVjpAlgorithm):
     >>> _ = brainstate.nn.init_all_states(readout)
     >>> learner = braintrace.OSTLRecurrent(readout).compile_graph(jnp.zeros(3))
     >>> grads = brainstate.transform.grad(lambda x: learner(x).sum(), readout.states(brainstate.ParamState))(jnp.ones(3))
-    >>> grads[('weight',)]['weight'].shape
+    >>> grads[('W',)].shape
     (3, 2)
 
     References
@@ -64,6 +64,9 @@ class OSTLRecurrent(ParamDimVjpAlgorithm):
        Online spatio-temporal learning in deep neural networks. IEEE
        Transactions on Neural Networks and Learning Systems, 34(11), 8894–8908.
     """
+
+    #: the OSTL variant (0.2.0's attribute)
+    regime: str = "with-H"
 
     def __init__(
         self,
@@ -97,8 +100,9 @@ class OSTLFeedforward(IODimVjpAlgorithm):
     Parameters
     ----------
     model : brainstate.nn.Module
-    decay_or_rank : float or int
+    decay_or_rank : float or int, default 1e-6
         ``α`` in ``(0, 1)``, or an integer rank ``n >= 1`` (``α = (n-1)/(n+1)``).
+        The default (0.2.0's) makes the traces those of the current step only.
     name : str, optional
     vjp_method : {'single-step', 'multi-step'}, default 'single-step'
     fast_solve : bool, default True
@@ -111,7 +115,7 @@ class OSTLFeedforward(IODimVjpAlgorithm):
     >>> _ = brainstate.nn.init_all_states(readout)
     >>> learner = braintrace.OSTLFeedforward(readout, decay_or_rank=0.8).compile_graph(jnp.zeros(3))
     >>> grads = brainstate.transform.grad(lambda x: learner(x).sum(), readout.states(brainstate.ParamState))(jnp.ones(3))
-    >>> grads[('weight',)]['weight'].shape
+    >>> grads[('W',)].shape
     (3, 2)
 
     References
@@ -121,10 +125,13 @@ class OSTLFeedforward(IODimVjpAlgorithm):
        Transactions on Neural Networks and Learning Systems, 34(11), 8894–8908.
     """
 
+    #: the OSTL variant (0.2.0's attribute)
+    regime: str = "without-H"
+
     def __init__(
         self,
         model: Any,
-        decay_or_rank: float | int,
+        decay_or_rank: float | int = 1e-6,
         name: str | None = None,
         vjp_method: str = "single-step",
         fast_solve: bool = True,

@@ -80,6 +80,7 @@ class OSTTP(ParamDimVjpAlgorithm):
         Each is a :class:`~braintrace.FixedRandomFeedback` or an array of shape
         ``(n_target, n_layer)``; checked at compile time.
     target_timing : {'per-step', 'end'}, default 'per-step'
+        (``'sequence-end'``, 0.2.0's name, is ``'end'``.)
     name : str, optional
     vjp_method : {'single-step'}, default 'single-step'
         ``'multi-step'`` is refused: it differentiates a window with the true
@@ -133,6 +134,8 @@ class OSTTP(ParamDimVjpAlgorithm):
         fast_solve: bool = True,
     ) -> None:
         super().__init__(model, name=name, vjp_method=vjp_method, fast_solve=fast_solve)
+        if target_timing == "sequence-end":  # 0.2.0's name
+            target_timing = "end"
         if target_timing not in _TIMINGS:
             raise ValueError(f"OSTTP: target_timing must be one of {_TIMINGS}, got {target_timing!r}.")
         if vjp_method == "multi-step":

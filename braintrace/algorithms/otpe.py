@@ -114,7 +114,7 @@ class OTPE(ETraceVjpAlgorithm):
     >>> loss = lambda x: learner(x).sum()
     >>> grad = brainstate.transform.grad(loss, readout.states(brainstate.ParamState))
     >>> _ = grad(jnp.ones(3))
-    >>> grad(jnp.ones(3))[('weight',)]['weight'].tolist()
+    >>> grad(jnp.ones(3))[('W',)].tolist()
     [[1.5, 1.5], [1.5, 1.5], [1.5, 1.5]]
 
     References
@@ -191,7 +191,9 @@ class OTPE(ETraceVjpAlgorithm):
             out = add_contributions(out, self.factored.contributions(traces, data.operands, signal, count))
         return out
 
-    def window_contributions(self, before, after, aux, seq: WindowTraceData, signal_seq: Mapping, count) -> dict:
+    def window_contributions(
+        self, before: Mapping, after: Mapping, aux: Any, seq: WindowTraceData, signal_seq: Mapping, count: jax.Array
+    ) -> dict:
         out = self._exact().contributions_seq(aux, seq, signal_seq)
         if self.factored is not None:
             out = add_contributions(out, self.factored.contributions_seq(aux, seq, signal_seq, count))

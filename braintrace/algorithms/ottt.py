@@ -104,7 +104,7 @@ class OTTT(ETraceVjpAlgorithm):
     >>> _ = brainstate.nn.init_all_states(readout)
     >>> learner = braintrace.OTTT(readout, leak=0.8).compile_graph(jnp.zeros(3))
     >>> grads = brainstate.transform.grad(lambda x: learner(x).sum(), readout.states(brainstate.ParamState))(jnp.ones(3))
-    >>> grads[('weight',)]['weight'].tolist()
+    >>> grads[('W',)].tolist()
     [[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]]
 
     References

@@ -25,6 +25,7 @@ from typing import Any
 
 import jax
 
+from ..errors import InvalidArgumentError
 from ..executor import StepTraceData, WindowTraceData
 from .feedback import KappaFilter, hidden_layer_groups
 from .keys import TraceKey, filtered_key
@@ -51,22 +52,22 @@ def check_options(owner: str, vjp_method: str, credits_previous: bool, feedback:
     D_RTRL: vjp_method='multi-step' differentiates a window exac
     """
     if vjp_method not in _VJP_METHODS:
-        raise ValueError(f"{owner}: vjp_method must be one of {_VJP_METHODS}, got {vjp_method!r}.")
+        raise InvalidArgumentError(f"{owner}: vjp_method must be one of {_VJP_METHODS}, got {vjp_method!r}.")
     if vjp_method == "multi-step" and not credits_previous:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{owner}: vjp_method='multi-step' credits the adjoint at a window's start to the "
             "traces before the window, but this learner's contributions need the current step's data "
             "besides its traces. Use vjp_method='single-step' (MultiStepData windows then run step by step)."
         )
     if feedback not in _FEEDBACK:
-        raise ValueError(f"{owner}: feedback must be one of {_FEEDBACK}, got {feedback!r}.")
+        raise InvalidArgumentError(f"{owner}: feedback must be one of {_FEEDBACK}, got {feedback!r}.")
     if not (isinstance(kappa, numbers.Real) and not isinstance(kappa, bool) and 0.0 <= float(kappa) < 1.0):
-        raise ValueError(f"{owner}: kappa_filter_decay must be a real number in [0, 1), got {kappa!r}.")
+        raise InvalidArgumentError(f"{owner}: kappa_filter_decay must be a real number in [0, 1), got {kappa!r}.")
     if vjp_method == "multi-step" and (feedback != "symmetric" or float(kappa) > 0):
         what = f"feedback={feedback!r} replaces the learning signal" if feedback != "symmetric" else (
             "the κ filter stands in for the readout's memory of earlier steps"
         )
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{owner}: vjp_method='multi-step' differentiates a window exactly (BPTT) with the true "
             f"learning signal, but {what}; the two do not combine into one rule. Use "
             "vjp_method='single-step' (MultiStepData windows then run step by step)."

@@ -6,6 +6,9 @@ braintrace is installed from (pip install -e .), or the current folder if it
 is a checkout, and runs python -m benchmarks.run there; --quick is the small
 grid (a few minutes on 2 CPU cores). Other options go to benchmarks/run.py
 unchanged (braintrace bench --quick --out r.json); they are listed below.
+--tasks runs the task table instead (python -m benchmarks.tasks: accuracy,
+memory and time of every learner on real tasks; --tasks row_mnist,vowels for a
+subset).
 """
 
 from __future__ import annotations
@@ -58,7 +61,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("-h", "--help", action=_HelpWithBenchmarkOptions,
                    help="show this help message and the options of benchmarks/run.py, and exit")
-    p.add_argument("--quick", action="store_true", help="the small grid (a few minutes on 2 CPU cores)")
+    p.add_argument("--quick", action="store_true",
+                   help="the small grid (a few minutes on 2 CPU cores; with --tasks: the CI-size table)")
+    p.add_argument("--tasks", nargs="?", const="all", default=None, metavar="NAMES",
+                   help="run the task table (benchmarks/tasks.py) instead; optionally a comma-separated subset")
     p.add_argument("rest", nargs=argparse.REMAINDER, metavar="...",
                    help="options passed on to benchmarks/run.py (listed below)")
     p.set_defaults(run=run)
@@ -77,16 +83,18 @@ def find_checkout(candidates: list[Path] | None = None) -> Path | None:
     return None
 
 
-def benchmark_command(argv: list[str]) -> list[str]:
-    """``python -m benchmarks.run ARGV`` with this interpreter (run it from the checkout).
+def benchmark_command(argv: list[str], script: str = "run") -> list[str]:
+    """``python -m benchmarks.SCRIPT ARGV`` with this interpreter (run it from the checkout).
 
     Examples
     --------
     >>> from braintrace.cli.bench import benchmark_command
     >>> benchmark_command(["--quick"])[1:]
     ['-m', 'benchmarks.run', '--quick']
+    >>> benchmark_command(["--tasks", "vowels"], "tasks")[1:]
+    ['-m', 'benchmarks.tasks', '--tasks', 'vowels']
     """
-    return [sys.executable, "-m", "benchmarks.run", *argv]
+    return [sys.executable, "-m", f"benchmarks.{script}", *argv]
 
 
 def run(args: argparse.Namespace, candidates: list[Path] | None = None) -> int:
@@ -95,8 +103,11 @@ def run(args: argparse.Namespace, candidates: list[Path] | None = None) -> int:
     root = find_checkout(candidates)
     if root is None:
         raise CLIError(_NO_CHECKOUT)
-    argv = (["--quick"] if args.quick else []) + list(args.rest)
-    print(f"braintrace bench: running python -m benchmarks.run {' '.join(argv)} in {root}", flush=True)
+    tasks = getattr(args, "tasks", None)
+    script = "run" if tasks is None else "tasks"
+    argv = (["--quick"] if args.quick else []) + ([] if tasks in (None, "all") else ["--tasks", tasks])
+    argv += list(args.rest)
+    print(f"braintrace bench: running python -m benchmarks.{script} {' '.join(argv)} in {root}", flush=True)
     # the checkout's folder comes first on the subprocess's sys.path (python -m from cwd): its
     # `benchmarks` package is the one that runs, whatever this process has imported
-    return subprocess.run(benchmark_command(argv), cwd=root, check=False).returncode
+    return subprocess.run(benchmark_command(argv, script), cwd=root, check=False).returncode

@@ -315,7 +315,7 @@ def run(args: argparse.Namespace) -> int:
     import jax.numpy as jnp
 
     from .. import compile_etrace_graph
-    from ..errors import BraintraceError
+    from ..errors import CompilationError, NotSupportedError
     from . import CLIError
 
     factory = load_factory(args.factory)
@@ -339,7 +339,7 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore", UserWarning)
         try:
             graph = compile_etrace_graph(model, example)
-        except BraintraceError:
+        except (CompilationError, NotSupportedError):
             raise
         except (TypeError, ValueError) as err:  # the model's own check of its input, or jax's
             where = "--input-shape" if args.input_shape is not None else "the example input its factory returned"

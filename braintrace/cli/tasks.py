@@ -19,8 +19,10 @@ tasks:
 - ``dms`` — delayed match-to-sample: a sample stimulus, a delay, a test
   stimulus; the answer is match or non-match.
 
-All randomness comes from the ``numpy.random.RandomState`` passed in, so the
-same seed gives the same data.
+The generators and the spike encodings live in :mod:`braintrace.datasets`
+(time-major); this module sizes them for the command line and lays them out
+batch-major. All randomness comes from the ``numpy.random.RandomState`` passed
+in, so the same seed gives the same data.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ import dataclasses
 from collections.abc import Callable
 
 import numpy as np
+
+from .. import datasets
+from ..datasets import Sequences, latency_encode, rate_encode
 
 __all__ = ["Dataset", "Task", "TASKS", "build_task", "TaskUnavailable"]
 
@@ -93,17 +98,23 @@ class Task:
 # ---------------------------------------------------------------- digits
 
 
+def _batch_major(data: Sequences) -> Dataset:
+    """A time-major :class:`braintrace.datasets.Sequences` as this module's batch-major :class:`Dataset`."""
+    T = data.n_steps
+    labels = np.repeat(data.targets[:, None], T, axis=1) if data.per_sequence else data.targets.T
+    return Dataset(
+        np.ascontiguousarray(data.inputs.transpose(1, 0, 2)), np.ascontiguousarray(labels, np.int32),
+        np.ascontiguousarray(data.mask.T),
+    )
+
+
 def _encode(images: np.ndarray, n_steps: int, encoding: str, rng: np.random.RandomState) -> np.ndarray:
     """Pixel intensities in [0, 1], shape (N, P), as spikes of shape (N, T, P)."""
     if encoding == "bernoulli":
-        rate = 0.5 * images[:, None, :]
-        return (rng.random_sample((images.shape[0], n_steps, images.shape[1])) < rate).astype(np.float32)
-    # latency: one spike, earlier for brighter pixels; dark pixels (< 0.1) stay silent
-    t = np.round((1.0 - images) * (n_steps // 2 - 1)).astype(np.int64)
-    spikes = np.zeros((images.shape[0], n_steps, images.shape[1]), np.float32)
-    n, p = np.nonzero(images >= 0.1)
-    spikes[n, t[n, p], p] = 1.0
-    return spikes
+        spikes = rate_encode(images[None], n_steps, rng, max_prob=0.5)
+    else:  # one spike, earlier for brighter pixels, in the first half; dark pixels (< 0.1) stay silent
+        spikes = latency_encode(images[None], n_steps, window=n_steps // 2, threshold=0.1)
+    return np.ascontiguousarray(spikes.transpose(1, 0, 2))
 
 
 def digits(seed: int, quick: bool, n_steps: int | None = None, encoding: str = "bernoulli") -> Task:
@@ -152,16 +163,7 @@ def copying(seed: int, quick: bool, n_symbols: int = 4, length: int = 3, delay: 
     n_train, n_test = (256, 128) if quick else (2048, 512)
 
     def make(n: int, rng: np.random.RandomState) -> Dataset:
-        symbols = rng.randint(0, n_symbols, size=(n, length))
-        x = np.zeros((n, T, n_symbols + 1), np.float32)
-        labels = np.zeros((n, T), np.int32)
-        mask = np.zeros((n, T), np.float32)
-        for k in range(length):
-            x[np.arange(n), k, symbols[:, k]] = 1.0
-            labels[:, length + delay + k] = symbols[:, k]
-            mask[:, length + delay + k] = 1.0
-        x[:, length + delay :, n_symbols] = 1.0  # the go cue stays on during recall
-        return Dataset(x, labels, mask)
+        return _batch_major(datasets.copying(n, rng, n_symbols=n_symbols, length=length, delay=delay))
 
     return Task(
         name="copying",
@@ -186,26 +188,12 @@ def evidence(seed: int, quick: bool) -> Task:
     cue, gap, delay, recall = 4, 3, (5 if quick else 15), 5
     T = n_cues * (cue + gap) + delay + recall
     n_train, n_test = (256, 128) if quick else (2048, 512)
-    rate_cue, rate_noise = 0.4, 0.05
 
     def make(n: int, rng: np.random.RandomState) -> Dataset:
-        left = rng.rand(n) < 0.5
-        # each cue on the majority side with probability 0.7 (e-prop's choice of cue counts)
-        on_major = rng.rand(n, n_cues) < 0.7
-        side_left = np.where(on_major, left[:, None], ~left[:, None])
-        labels_seq = (side_left.sum(1) * 2 < n_cues).astype(np.int32)  # 0: left wins, 1: right wins
-        rates = np.full((n, T, 4), 0.0, np.float32)
-        rates[:, :, 3] = rate_noise
-        for k in range(n_cues):
-            t0 = k * (cue + gap)
-            rates[np.nonzero(side_left[:, k])[0], t0 : t0 + cue, 0] = rate_cue
-            rates[np.nonzero(~side_left[:, k])[0], t0 : t0 + cue, 1] = rate_cue
-        rates[:, T - recall :, 2] = rate_cue
-        rates = np.repeat(rates, n_per, axis=2)
-        x = (rng.random_sample(rates.shape) < rates).astype(np.float32)
-        mask = np.zeros((n, T), np.float32)
-        mask[:, T - recall :] = 1.0
-        return Dataset(x, np.repeat(labels_seq[:, None], T, axis=1), mask)
+        return _batch_major(datasets.evidence_accumulation(
+            n, rng, n_cues=n_cues, n_per_population=n_per, cue_steps=cue, gap_steps=gap, delay=delay,
+            recall_steps=recall, cue_rate=0.4, noise_rate=0.05, majority=0.7,
+        ))
 
     return Task(
         name="evidence",
@@ -231,20 +219,10 @@ def dms(seed: int, quick: bool, n_stimuli: int = 4) -> Task:
     n_train, n_test = (256, 128) if quick else (2048, 512)
 
     def make(n: int, rng: np.random.RandomState) -> Dataset:
-        sample = rng.randint(0, n_stimuli, n)
-        match = rng.rand(n) < 0.5
-        other = (sample + rng.randint(1, n_stimuli, n)) % n_stimuli
-        test = np.where(match, sample, other)
-        rates = np.full((n, T, n_stimuli + 1), 0.02, np.float32)
-        rates[np.arange(n), :stim, sample] = 0.5
-        t1 = stim + delay
-        rates[np.arange(n), t1 : t1 + stim, test] = 0.5
-        rates[:, T - response :, n_stimuli] = 0.5
-        rates = np.repeat(rates, n_per, axis=2)
-        x = (rng.random_sample(rates.shape) < rates).astype(np.float32)
-        mask = np.zeros((n, T), np.float32)
-        mask[:, T - response :] = 1.0
-        return Dataset(x, np.repeat(match.astype(np.int32)[:, None], T, axis=1), mask)
+        return _batch_major(datasets.delayed_match_to_sample(
+            n, rng, n_stimuli=n_stimuli, n_per_population=n_per, stimulus_steps=stim, delay=delay,
+            response_steps=response, rate=0.5, background=0.02,
+        ))
 
     return Task(
         name="dms",

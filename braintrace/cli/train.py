@@ -27,6 +27,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..algorithms.catalog import LEARNERS, learner_class
+from . import resume
 
 __all__ = ["ALGORITHMS", "BPTT", "RESULT_FORMAT", "RESULT_PATTERN", "algorithm_names", "learners_help",
            "target_projections", "positive_int", "add_parser", "run", "train", "plot"]
@@ -177,6 +178,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "(default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="reduced size (a few seconds of training)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar, one line per epoch")
+    resume.add_arguments(p)
     p.set_defaults(run=run)
     return p
 
@@ -337,125 +339,145 @@ def _learner_and_grad_fn(cfg: dict, model: Any, task: Any, loss_fn: Any) -> Any:
     return lambda x, y: braintrace.online_gradients(learner, x, y, loss_fn, batch_size=B)
 
 
-def train(cfg: dict, progress_plain: bool = False, log: Any = print) -> dict:
-    """Train as configured by ``cfg`` (see :func:`_config`) and return the metrics."""
-    import warnings
+class _Steps:
+    """The compiled pieces of a run: the Adam training step, the prediction of a batch, and scoring."""
 
+    def __init__(self, cfg: dict, model: Any, task: Any, B: int) -> None:
+        import warnings
+
+        import brainstate
+        import jax.numpy as jnp
+        import optax
+
+        self.task, self.B = task, B
+        params = model.states(brainstate.ParamState)
+
+        def loss_fn(logits: Any, target: Any) -> Any:
+            labels, weight = target  # weight: mask / number of masked steps in the batch
+            return jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, labels) * weight)
+
+        with warnings.catch_warnings():  # the compiler's notes are what `braintrace graph` is for
+            warnings.simplefilter("ignore", UserWarning)
+            grad_fn = _learner_and_grad_fn(cfg, model, task, loss_fn)
+        optimizer = optax.adam(cfg["lr"])
+        self.opt_state = optimizer.init({k: v.value for k, v in params.items()})
+
+        @brainstate.transform.jit
+        def train_step(x, labels, mask, opt_state):
+            weight = mask / jnp.maximum(jnp.sum(mask), 1.0)
+            grads, loss = grad_fn(x, (labels, weight))
+            values = {k: v.value for k, v in params.items()}
+            updates, opt_state = optimizer.update(grads, opt_state, values)
+            for k, v in optax.apply_updates(values, updates).items():
+                params[k].value = v
+            return loss, opt_state
+
+        @brainstate.transform.jit
+        def predict(x):
+            brainstate.nn.reset_all_states(model, batch_size=B)
+            return brainstate.transform.for_loop(model, x)  # (T, B, n_out)
+
+        self.train_step, self.predict = train_step, predict
+
+    def correct(self, logits: Any, labels: Any, mask: Any) -> tuple[float, float]:
+        """(number correct, number of answers); arrays batch-major (N, T, ...)."""
+        if self.task.per_step:
+            hit = (logits.argmax(-1) == labels) * mask
+            return float(hit.sum()), float(mask.sum())
+        summed = (logits * mask[..., None]).sum(1)
+        return float((summed.argmax(-1) == labels[:, -1]).sum()), float(len(labels))
+
+    def evaluate(self, data: Any) -> float:
+        """Accuracy on ``data``, in batches of the compiled size (the last one padded)."""
+        import jax.numpy as jnp
+        import numpy as np
+
+        B, hits, total = self.B, 0.0, 0.0
+        for i in range(0, len(data), B):
+            sl = slice(i, i + B)
+            x, n = data.x[sl], data.x[sl].shape[0]
+            if n < B:  # pad: every call has the compiled batch size
+                x = np.concatenate([x, np.zeros((B - n,) + x.shape[1:], x.dtype)])
+            logits = np.asarray(self.predict(jnp.asarray(x.transpose(1, 0, 2)))).transpose(1, 0, 2)[:n]
+            h, t = self.correct(logits, data.labels[sl], data.mask[sl])
+            hits, total = hits + h, total + t
+        return hits / total
+
+
+def _check_finite(loss: float, step: int, total: int, epoch: int, lr: float) -> None:
+    from . import CLIError
+
+    if not math.isfinite(loss):
+        raise CLIError(
+            f"the training loss is {loss} at Adam step {step + 1} of {total} (epoch {epoch + 1}); "
+            f"training stopped, no metrics written. Lower --lr (now {lr:g}) or change the seed."
+        )
+
+
+def train(cfg: dict, progress_plain: bool = False, log: Any = print, checkpoints: Any = None) -> dict:
+    """Train as configured by ``cfg`` (see :func:`_config`) and return the metrics."""
     import brainstate
     import jax
     import jax.numpy as jnp
     import numpy as np
-    import optax
 
-    from . import CLIError
     from .models import build_model
     from .tasks import build_task
 
     t_start = time.perf_counter()
     extra = {"encoding": cfg["encoding"]} if cfg["task"] == "digits" else {}
     task = build_task(cfg["task"], cfg["seed"], cfg["quick"], **extra)
-    B, n_in, T = cfg["batch_size"], task.n_in, task.n_steps
-    model = build_model(cfg["model"], n_in, cfg["hidden"], task.n_out, cfg["seed"])
+    B = cfg["batch_size"]
+    model = build_model(cfg["model"], task.n_in, cfg["hidden"], task.n_out, cfg["seed"])
     brainstate.nn.init_all_states(model, batch_size=B)
-    params = model.states(brainstate.ParamState)
-
-    def loss_fn(logits: Any, target: Any) -> Any:
-        labels, weight = target  # weight: mask / number of masked steps in the batch
-        return jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, labels) * weight)
-
-    with warnings.catch_warnings():  # the compiler's notes are what `braintrace graph` is for
-        warnings.simplefilter("ignore", UserWarning)
-        grad_fn = _learner_and_grad_fn(cfg, model, task, loss_fn)
-
-    optimizer = optax.adam(cfg["lr"])
-    opt_state = optimizer.init({k: v.value for k, v in params.items()})
-
-    @brainstate.transform.jit
-    def train_step(x, labels, mask, opt_state):
-        weight = mask / jnp.maximum(jnp.sum(mask), 1.0)
-        grads, loss = grad_fn(x, (labels, weight))
-        values = {k: v.value for k, v in params.items()}
-        updates, opt_state = optimizer.update(grads, opt_state, values)
-        for k, v in optax.apply_updates(values, updates).items():
-            params[k].value = v
-        return loss, opt_state
-
-    @brainstate.transform.jit
-    def predict(x):
-        brainstate.nn.reset_all_states(model, batch_size=B)
-        return brainstate.transform.for_loop(model, x)  # (T, B, n_out)
-
-    def correct(logits: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
-        """(number correct, number of answers); arrays batch-major (N, T, ...)."""
-        if task.per_step:
-            hit = (logits.argmax(-1) == labels) * mask
-            return float(hit.sum()), float(mask.sum())
-        summed = (logits * mask[..., None]).sum(1)
-        return float((summed.argmax(-1) == labels[:, -1]).sum()), float(len(labels))
-
-    def evaluate(data: Any) -> float:
-        hits = total = 0.0
-        for i in range(0, len(data), B):
-            sl = slice(i, i + B)
-            x, n = data.x[sl], data.x[sl].shape[0]
-            if n < B:  # pad: every call has the compiled batch size
-                x = np.concatenate([x, np.zeros((B - n,) + x.shape[1:], x.dtype)])
-            logits = np.asarray(predict(jnp.asarray(x.transpose(1, 0, 2)))).transpose(1, 0, 2)[:n]
-            h, t = correct(logits, data.labels[sl], data.mask[sl])
-            hits, total = hits + h, total + t
-        return hits / total
+    run = _Steps(cfg, model, task, B)
 
     rng = np.random.RandomState(cfg["seed"])
-    n_train = len(task.train(np.random.RandomState(0)))
-    per_epoch = max(n_train // B, 1)
+    per_epoch = max(len(task.train(np.random.RandomState(0))) // B, 1)
     total = cfg["steps"] or cfg["epochs"] * per_epoch
     n_epochs = -(-total // per_epoch)
     log(f"task: {task.description} (chance accuracy {task.chance:.2f})")
     log(f"model: {cfg['model']} ({cfg['hidden']} hidden), algorithm: {cfg['algorithm']}, batch {B}, "
         f"{total} Adam steps (lr {cfg['lr']:g}), seed {cfg['seed']}")
     hist: dict[str, list] = {"step": [], "loss": [], "train_acc": [], "epoch_step": [], "test_acc": []}
-    step, t_train, compile_s = 0, 0.0, None
+    t_train, compile_s = 0.0, None
+    # a resumed run: the step, the epoch, its batches already taken (the data drawn again from rng)
+    step, first_epoch, done, hist, opt_state = resume.start(checkpoints, model, run.opt_state, rng, hist, log)
     with _Progress(total, progress_plain) as bar:
-        log_line = bar.log
-        for epoch in range(n_epochs):
+        for epoch in range(first_epoch, n_epochs):
+            epoch_rng = rng.get_state()
             data = task.train(rng)
             order = rng.permutation(len(data))
-            for b in range(per_epoch):
+            for b in range(done if epoch == first_epoch else 0, per_epoch):
                 if step >= total:
                     break
                 idx = order[b * B : (b + 1) * B]
                 x = jnp.asarray(data.x[idx].transpose(1, 0, 2))
                 labels, mask = data.labels[idx], data.mask[idx]
                 t0 = time.perf_counter()
-                loss, opt_state = train_step(x, jnp.asarray(labels.T), jnp.asarray(mask.T), opt_state)
+                loss, opt_state = run.train_step(x, jnp.asarray(labels.T), jnp.asarray(mask.T), opt_state)
                 loss = float(loss)
                 dt = time.perf_counter() - t0
-                if not math.isfinite(loss):
-                    raise CLIError(
-                        f"the training loss is {loss} at Adam step {step + 1} of {total} (epoch {epoch + 1}); "
-                        f"training stopped, no metrics written. Lower --lr (now {cfg['lr']:g}) or change the seed."
-                    )
-                if compile_s is None:
-                    compile_s = dt
-                else:
-                    t_train += dt
+                _check_finite(loss, step, total, epoch, cfg["lr"])
+                compile_s, t_train = (dt, t_train) if compile_s is None else (compile_s, t_train + dt)
                 step += 1
-                hits, count = correct(np.asarray(predict(x)).transpose(1, 0, 2), labels, mask)
+                hits, count = run.correct(np.asarray(run.predict(x)).transpose(1, 0, 2), labels, mask)
                 hist["step"].append(step)
                 hist["loss"].append(loss)
                 hist["train_acc"].append(hits / count)
+                if checkpoints is not None and checkpoints.due(step, total):
+                    checkpoints.save(model, opt_state, cfg, resume.Position(step, epoch, b + 1, epoch_rng, hist))
                 rate = (step - 1) / t_train if t_train > 0 else 0.0
                 bar.step(f"loss {loss:.3f}  acc {np.mean(hist['train_acc'][-per_epoch:]):.2f}  "
                          f"{rate:.1f} Adam steps/s  RSS {_rss_mb():.0f} MiB")
-            test_acc = evaluate(task.test)
+            test_acc = run.evaluate(task.test)
             hist["epoch_step"].append(step)
             hist["test_acc"].append(test_acc)
-            log_line(f"epoch {epoch + 1}/{n_epochs}: loss {np.mean(hist['loss'][-per_epoch:]):.3f}, "
-                     f"train acc {np.mean(hist['train_acc'][-per_epoch:]):.3f}, test acc {test_acc:.3f}")
-    seconds = time.perf_counter() - t_start
+            bar.log(f"epoch {epoch + 1}/{n_epochs}: loss {np.mean(hist['loss'][-per_epoch:]):.3f}, "
+                    f"train acc {np.mean(hist['train_acc'][-per_epoch:]):.3f}, test acc {test_acc:.3f}")
     return dict(
         config=cfg, task=task.description, chance=task.chance, history=hist,
-        test_accuracy=hist["test_acc"][-1], seconds=seconds, compile_seconds=compile_s,
+        test_accuracy=hist["test_acc"][-1], seconds=time.perf_counter() - t_start, compile_seconds=compile_s,
         steps_per_second=(step - 1) / t_train if t_train > 0 else None, peak_rss_mib=_peak_rss_mb(),
         jax_version=jax.__version__,
     )
@@ -500,24 +522,24 @@ def plot(metrics: dict, path: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = _config(args)
+    cfg, checkpoints, out = resume.resolve(args, _config(args), default_out="braintrace-train")
     from .tasks import TaskUnavailable
 
     from . import CLIError
 
     try:  # before training: a run must not be lost to an --out it cannot write
-        os.makedirs(args.out, exist_ok=True)
+        os.makedirs(out, exist_ok=True)
     except OSError as err:
-        what = "is a file, not a folder" if os.path.isfile(args.out) else f"cannot be created ({err.strerror})"
-        raise CLIError(f"--out {args.out} {what}; give a folder for metrics.json and learning_curves.png.") from err
+        what = "is a file, not a folder" if os.path.isfile(out) else f"cannot be created ({err.strerror})"
+        raise CLIError(f"--out {out} {what}; give a folder for metrics.json and learning_curves.png.") from err
     try:
-        metrics = train(cfg, progress_plain=args.no_progress)
+        metrics = train(cfg, progress_plain=args.no_progress, checkpoints=checkpoints)
     except TaskUnavailable as err:
         raise CLIError(str(err)) from err
-    json_path = os.path.join(args.out, "metrics.json")
+    json_path = os.path.join(out, "metrics.json")
     with open(json_path, "w") as f:
         json.dump(metrics, f, indent=1)
-    png_path = os.path.join(args.out, "learning_curves.png")
+    png_path = os.path.join(out, "learning_curves.png")
     if plot(metrics, png_path):
         print(f"wrote {json_path} and {png_path}")
     else:

@@ -22,6 +22,9 @@ __all__ = ["DiagnosticKind", "DiagnosticLevel", "CompilationRecord", "emit_warni
 class DiagnosticLevel(enum.Enum):
     """Severity of a :class:`CompilationRecord`: ``INFO < WARNING < ERROR``.
 
+    ``ERROR`` records describe what stopped a compile: the
+    :class:`~braintrace.NotSupportedError` raised carries one as its ``record``.
+
     Examples
     --------
     >>> from braintrace import DiagnosticLevel
@@ -72,7 +75,8 @@ class DiagnosticKind(enum.Enum):
         An ETP primitive sits inside a ``cond``/``scan``/``while``/custom
         derivative rule the compiler cannot enter.
     WEIGHT_IN_CONTROL_FLOW
-        A weight is used inside such a construct.
+        A weight or hidden state is used inside ``cond``/``scan``/``while``:
+        compiling stops (level ``ERROR``; the record is the exception's ``record``).
     HIDDEN_GROUP_MERGED
         Hidden states coupled by element-wise dynamics were merged into one group.
     HIDDEN_GROUP_NON_ELEMENTWISE

@@ -48,6 +48,7 @@ def evaluate_step(
     stop_hidden: Collection[Any] = (),
     hidden_direct: Mapping[Any, Any] | None = None,
     record: Sequence[int] = (),
+    outputs: Collection[int] | None = None,
 ) -> tuple[list[Any], dict[int, list[Any]]]:
     """Evaluate the step.
 
@@ -79,6 +80,10 @@ def evaluate_step(
         ``h^{t-1}`` with ``h^t`` held fixed.
     record : sequence of int
         ETP equation indices whose operands are returned.
+    outputs : collection of int, optional
+        Indices of the jaxpr outputs wanted: only the equations they depend on
+        are evaluated and the other outputs are ``None`` (with neither
+        ``hidden_perturb`` nor ``hidden_direct``). Default: every output.
 
     Returns
     -------
@@ -101,6 +106,13 @@ def evaluate_step(
     jaxpr = minfo.jaxpr
     stop_vars = {jaxpr.outvars[slot.outvars[0]] for slot in minfo.hidden_slots if slot.path in stop_hidden}
     pass_one = _PassOne(minfo, cut=cut, y_perturb=dict(y_perturb or {}), stop_vars=stop_vars, record=record)
+    if outputs is not None:
+        if hidden_perturb or hidden_direct:
+            raise ValueError("evaluate_step: `outputs` does not combine with hidden_perturb or hidden_direct")
+        wanted = [v for k, v in enumerate(jaxpr.outvars) if k in outputs and not is_literal(v)]
+        env, recorded = pass_one.run_env(invals, only=_needed_for(minfo, wanted))
+        return [(v.val if is_literal(v) else env[v]) if k in outputs else None
+                for k, v in enumerate(jaxpr.outvars)], recorded
     if hidden_direct:
         new_values = pass_one.run(invals, only=_dynamics(minfo))
         direct = _with_direct(minfo, invals, hidden_direct)
@@ -217,11 +229,15 @@ def _hidden_out_vars(minfo: ModuleInfo) -> list[Any]:
     return [minfo.hidden_out_var(s) for s in minfo.hidden_slots if not is_literal(minfo.hidden_out_var(s))]
 
 
+def _needed_for(minfo: ModuleInfo, targets: Sequence[Any]) -> set[int]:
+    """Indices of the equations ``targets`` depend on."""
+    needed = UseDef(minfo.jaxpr).backward(targets)
+    return {i for i, eqn in enumerate(minfo.jaxpr.eqns) if any(o in needed for o in eqn.outvars)}
+
+
 def _dynamics(minfo: ModuleInfo) -> set[int]:
     """Indices of the equations the hidden states' new values depend on."""
-    usedef = UseDef(minfo.jaxpr)
-    needed = usedef.backward(_hidden_out_vars(minfo))
-    return {i for i, eqn in enumerate(minfo.jaxpr.eqns) if any(o in needed for o in eqn.outvars)}
+    return _needed_for(minfo, _hidden_out_vars(minfo))
 
 
 def _with_direct(minfo: ModuleInfo, invals: Sequence[Any], hidden_direct: Mapping[Any, Any]) -> list[Any]:

@@ -178,6 +178,38 @@ def _state_paths(model) -> dict[int, Path]:
     return {id(st): tuple(path) for path, st in model.states().items()}
 
 
+def _role(st: Any, path: Path, written: bool, leaves: list, records: list[CompilationRecord]) -> str:
+    """``'param'``, ``'hidden'`` or ``'other'`` for a state of the step (a warning record for a
+    ``ShortTermState`` used as a recurrent variable)."""
+    if isinstance(st, brainstate.ParamState):
+        if written:
+            raise NotSupportedError(
+                f"The step writes the ParamState `{path_str(path)}`. Parameters are read-only "
+                "inside `update`; their values change only through the optimizer. Keep values "
+                "that the step updates in a brainstate.HiddenState (learned through) or a "
+                "brainstate.LongTermState (running statistics)."
+            )
+        return PARAM
+    if isinstance(st, brainstate.HiddenState):
+        return HIDDEN
+    if type(st) is brainstate.ShortTermState and written and len(leaves) == 1 and jnp.issubdtype(
+        jnp.result_type(leaves[0]), jnp.inexact
+    ):
+        records.append(
+            CompilationRecord(
+                DiagnosticKind.STATE_MISMATCH,
+                DiagnosticLevel.WARNING,
+                f"`{path_str(path)}` is a brainstate.ShortTermState that the step reads and "
+                "rewrites like a recurrent variable; it is treated as a hidden state so the "
+                "weights that reach it learn online. Declare it as brainstate.HiddenState to "
+                "make this explicit and silence this warning.",
+                hidden_paths=(path,),
+            )
+        )
+        return HIDDEN
+    return OTHER
+
+
 def extract_module_info(model: brainstate.nn.Module, *args: Any) -> ModuleInfo:
     """Extract the model information for the ETrace compiler.
 
@@ -234,34 +266,7 @@ def extract_module_info(model: brainstate.nn.Module, *args: Any) -> ModuleInfo:
         n = len(keys)
         path = paths.get(id(st), ("<external>", st.name or idx))
         written = id(st) in written_ids
-        if isinstance(st, brainstate.ParamState):
-            role = PARAM
-            if written:
-                raise NotSupportedError(
-                    f"The step writes the ParamState `{path_str(path)}`. Parameters are read-only "
-                    "inside `update`; their values change only through the optimizer. Keep values "
-                    "that the step updates in a brainstate.HiddenState (learned through) or a "
-                    "brainstate.LongTermState (running statistics)."
-                )
-        elif isinstance(st, brainstate.HiddenState):
-            role = HIDDEN
-        elif type(st) is brainstate.ShortTermState and written and n == 1 and jnp.issubdtype(
-            jnp.result_type(leaves_with_path[0][1]), jnp.inexact
-        ):
-            role = HIDDEN
-            records.append(
-                CompilationRecord(
-                    DiagnosticKind.STATE_MISMATCH,
-                    DiagnosticLevel.WARNING,
-                    f"`{path_str(path)}` is a brainstate.ShortTermState that the step reads and "
-                    "rewrites like a recurrent variable; it is treated as a hidden state so the "
-                    "weights that reach it learn online. Declare it as brainstate.HiddenState to "
-                    "make this explicit and silence this warning.",
-                    hidden_paths=(path,),
-                )
-            )
-        else:
-            role = OTHER
+        role = _role(st, path, written, [leaf for _, leaf in leaves_with_path], records)
         if role == HIDDEN and n != 1:
             raise NotSupportedError(
                 f"The hidden state `{path_str(path)}` holds {n} arrays; a hidden state must hold one "

@@ -25,7 +25,8 @@ from typing import Any
 
 from ..primitives import REGISTRY, ETPPrimitive
 from .diagnostics import CompilationRecord, DiagnosticKind, DiagnosticLevel
-from .hidden_groups import HiddenGroup, _analyze as _analyze_groups
+from .hidden_groups import HiddenGroup
+from .hidden_groups import _analyze as _analyze_groups
 from .jaxpr_tools import UseDef, is_literal
 from .module_info import ModuleInfo, extract_module_info, path_str
 from .positions import layout_of, propagate_alignment
@@ -106,205 +107,64 @@ def _weight_label(prim_name: str, path: Path | None) -> str:
 def _analyze(
     minfo: ModuleInfo, groups: tuple[HiddenGroup, ...]
 ) -> tuple[tuple[HiddenParamOpRelation, ...], tuple[CompilationRecord, ...]]:
-    jaxpr = minfo.jaxpr
-    usedef = UseDef(jaxpr)
-    param_of = minfo.param_leaf_of_invar()
-    nonparam_invars = {v for v in jaxpr.invars if v not in param_of}
-    hidden_out = {minfo.hidden_out_var(s): s.path for s in minfo.hidden_slots}
-    group_of_path = {p: g for g in groups for p in g.hidden_paths}
-    out_vars = [v for v in jaxpr.outvars if not is_literal(v)]
-    non_hidden_out = {v for v in out_vars if v not in hidden_out}
+    finder = _RelationFinder(minfo, groups)
+    for ei, eqn in enumerate(minfo.jaxpr.eqns):
+        entry = REGISTRY.get(eqn.primitive)
+        if entry is not None:
+            finder.examine(ei, eqn, entry)
+    return tuple(finder.relations), tuple(finder.records)
 
-    def is_blocking(i: int) -> bool:
-        entry = REGISTRY.get(jaxpr.eqns[i].primitive)
+
+def _paths_text(paths) -> str:
+    return ", ".join("`" + path_str(p) + "`" for p in paths)
+
+
+class _RelationFinder:
+    """One compile pass over a step's ETP equations: the relations found and the records of every decision."""
+
+    def __init__(self, minfo: ModuleInfo, groups: tuple[HiddenGroup, ...]) -> None:
+        jaxpr = minfo.jaxpr
+        self.minfo, self.groups, self.jaxpr = minfo, groups, jaxpr
+        self.usedef = UseDef(jaxpr)
+        self.param_of = minfo.param_leaf_of_invar()
+        self.nonparam_invars = {v for v in jaxpr.invars if v not in self.param_of}
+        self.hidden_out = {minfo.hidden_out_var(s): s.path for s in minfo.hidden_slots}
+        self.non_hidden_out = {v for v in jaxpr.outvars if not is_literal(v) and v not in self.hidden_out}
+        self.records: list[CompilationRecord] = []
+        self.relations: list[HiddenParamOpRelation] = []
+
+    def is_blocking(self, i: int) -> bool:
+        entry = REGISTRY.get(self.jaxpr.eqns[i].primitive)
         return entry is not None and not entry.gradient_enabled
 
-    def flows(i: int, k: int) -> bool:
-        return not is_blocking(i)
+    def flows(self, i: int, k: int) -> bool:
+        return not self.is_blocking(i)
 
-    records: list[CompilationRecord] = []
-    relations: list[HiddenParamOpRelation] = []
-    for ei, eqn in enumerate(jaxpr.eqns):
-        entry = REGISTRY.get(eqn.primitive)
-        if entry is None:
-            continue
+    def examine(self, ei: int, eqn: Any, entry: ETPPrimitive) -> None:
+        """Decide whether equation ``ei`` is a relation; record why or why not."""
         name = entry.name
-        index = entry.trainable_invars(eqn.params, len(eqn.invars))
-        names: list[str] = []
-        sources: list[tuple[str, tuple[tuple[Path, tuple[Any, ...]], ...]]] = []
-        for tname, k in index.items():
-            var = eqn.invars[k]
-            if is_literal(var):
-                deps: set[Any] = set()
-            else:
-                deps = usedef.backward([var])
-            leaves = sorted(
-                {(param_of[v][0].path, param_of[v][1]) for v in deps if v in param_of}, key=str
-            )
-            data_dep = any(v in nonparam_invars for v in deps)
-            if not leaves or data_dep:
-                why = "depends on the step's inputs or states" if data_dep else "is not computed from any ParamState"
-                records.append(
-                    CompilationRecord(
-                        DiagnosticKind.TRAINABLE_INVAR_NOT_PARAMSTATE,
-                        DiagnosticLevel.WARNING if not data_dep else DiagnosticLevel.INFO,
-                        f"The `{tname}` input of ETP primitive {name} {why}; it is treated as a constant "
-                        "and receives no gradient. To learn it, store it in a brainstate.ParamState and "
-                        "read `.value` inside update.",
-                        primitive=name,
-                        weight_path=leaves[0][0] if leaves else None,
-                        context={"input": tname, "shape": tuple(getattr(var.aval, "shape", ()))},
-                    )
-                )
-                continue
-            names.append(tname)
-            sources.append((tname, tuple(leaves)))
+        names, sources = self._trainable_sources(eqn, entry)
         if not names:
-            records.append(
-                CompilationRecord(
-                    DiagnosticKind.RELATION_EXCLUDED_NO_PARAMSTATE,
-                    DiagnosticLevel.INFO,
-                    f"ETP primitive {name} has no trainable input coming from a ParamState; "
-                    "there is nothing to learn online.",
-                    primitive=name,
-                )
-            )
-            continue
+            self.records.append(CompilationRecord(
+                DiagnosticKind.RELATION_EXCLUDED_NO_PARAMSTATE, DiagnosticLevel.INFO,
+                f"ETP primitive {name} has no trainable input coming from a ParamState; "
+                "there is nothing to learn online.",
+                primitive=name,
+            ))
+            return
         main = dict(sources).get("weight", sources[0][1])
         weight_path = main[0][0]
         label = _weight_label(name, weight_path)
-
         y = eqn.outvars[entry.y_outvar_index]
-        y_shape = tuple(y.aval.shape)
-        x_shape = tuple(eqn.invars[entry.x_invar_index].aval.shape) if entry.x_invar_index is not None else ()
-        reach_all = usedef.forward([y])
-        reach_direct = usedef.forward([y], through=flows)
-        hidden_all = {hidden_out[v] for v in reach_all if v in hidden_out}
-        hidden_direct = {hidden_out[v] for v in reach_direct if v in hidden_out}
-        if not hidden_all:
-            records.append(
-                CompilationRecord(
-                    DiagnosticKind.RELATION_EXCLUDED_NON_TEMPORAL,
-                    DiagnosticLevel.INFO,
-                    f"{label} has no connected hidden state; it is not learned online and receives "
-                    "its instantaneous gradient.",
-                    primitive=name,
-                    weight_path=weight_path,
-                )
-            )
-            continue
-        if not hidden_direct:
-            via = sorted(
-                {
-                    jaxpr.eqns[i].primitive.name
-                    for v in reach_all
-                    for i, _ in usedef.consumers.get(v, ())
-                    if is_blocking(i) and i != ei
-                }
-            ) or [name]
-            records.append(
-                CompilationRecord(
-                    DiagnosticKind.RELATION_EXCLUDED_WEIGHT_TO_WEIGHT,
-                    DiagnosticLevel.WARNING,
-                    f"{label} reaches a hidden state only through another trainable ETP primitive "
-                    f"({', '.join(via)}). Per the non-parametric-tail invariant this weight is not learned "
-                    "online: it receives its instantaneous gradient only. Learn it by BPTT or rewire the "
-                    "architecture so its output flows directly into a hidden state.",
-                    primitive=name,
-                    weight_path=weight_path,
-                    hidden_paths=tuple(sorted(hidden_all, key=str)),
-                )
-            )
-            continue
-
-        target_groups: list[HiddenGroup] = []
-        for g in groups:
-            gpaths = tuple(g.hidden_paths)
-            # the group's own tail: other groups' new values are not walked through
-            # (their responses reach the loss through this group's learning signal)
-            others = {v for v, p in hidden_out.items() if p not in gpaths}
-            reach_g = usedef.forward([y], through=flows, stop=others)
-            if not any(v in reach_g for v, p in hidden_out.items() if p in gpaths):
-                continue
-            y_align = layout_of(y_shape, g.varshape, False)
-            if y_align is None:
-                records.append(
-                    CompilationRecord(
-                        DiagnosticKind.RELATION_EXCLUDED_SHAPE_MISMATCH,
-                        DiagnosticLevel.WARNING,
-                        f"{label} produces shape {y_shape}, which does not align with the hidden state(s) "
-                        f"{', '.join('`' + path_str(p) + '`' for p in gpaths)} of per-position shape "
-                        f"{g.varshape}; this path is not learned online (instantaneous gradient only). "
-                        "Make the primitive's output shape match the hidden state (no slicing in between).",
-                        primitive=name,
-                        weight_path=weight_path,
-                        hidden_paths=gpaths,
-                        context={"y_shape": y_shape, "varshape": g.varshape},
-                    )
-                )
-                continue
-            align = propagate_alignment(usedef, {y: y_align}, g.varshape, through=flows, stop=others)
-            members = {minfo.hidden_out_var(s): s for s in minfo.hidden_slots if s.path in gpaths}
-            ok = all(
-                v not in align or align[v] == (0, 1 if s.has_state_axis else 0) for v, s in members.items()
-            )
-            if not ok:
-                records.append(
-                    CompilationRecord(
-                        DiagnosticKind.RELATION_EXCLUDED_NON_ELEMENTWISE_TAIL,
-                        DiagnosticLevel.WARNING,
-                        f"{label} reaches {', '.join('`' + path_str(p) + '`' for p in gpaths)} through "
-                        "operations that mix positions (a reduction, a plain matrix product, a slice or "
-                        "reshape); this path is not learned online (instantaneous gradient only).",
-                        primitive=name,
-                        weight_path=weight_path,
-                        hidden_paths=gpaths,
-                    )
-                )
-                continue
-            target_groups.append(g)
-
+        reach_direct = self._reach(ei, y, name, label, weight_path)
+        if reach_direct is None:
+            return
+        target_groups = self._target_groups(y, name, label, weight_path)
         if not target_groups:
-            continue
-        traced_paths = {p for g in target_groups for p in g.hidden_paths}
-        traced_vars = {v for v, p in hidden_out.items() if p in traced_paths}
-        # covered: every path from y to the step's outputs first reaches a traced
-        # hidden state (whose learning signal carries everything downstream of
-        # it), without passing another trainable primitive on the way (df, taken
-        # with those data inputs cut, would miss it)
-        first = usedef.forward([y], stop=traced_vars)
-        outputs = non_hidden_out | set(hidden_out)
-        blocked_first = any(
-            i != ei and is_blocking(i) for v in first - traced_vars for i, _ in usedef.consumers.get(v, ())
-        )
-        covered = not ((first & outputs) - traced_vars) and not blocked_first
-        blockers = {
-            i
-            for v in reach_direct
-            for i, _ in usedef.consumers.get(v, ())
-            if i != ei and is_blocking(i)
-            and any(o in hidden_out for o in usedef.forward(jaxpr.eqns[i].outvars))
-        }
-        if blockers:
-            via = sorted({jaxpr.eqns[i].primitive.name for i in blockers})
-            reached = sorted(
-                {hidden_out[o] for i in blockers for o in usedef.forward(jaxpr.eqns[i].outvars) if o in hidden_out},
-                key=str,
-            )
-            records.append(
-                CompilationRecord(
-                    DiagnosticKind.RELATION_PARTIAL_PATH,
-                    DiagnosticLevel.INFO,
-                    f"{label} also reaches {', '.join('`' + path_str(p) + '`' for p in reached)} through "
-                    f"another trainable ETP primitive ({', '.join(via)}); those paths contribute their "
-                    "instantaneous gradient only.",
-                    primitive=name,
-                    weight_path=weight_path,
-                    hidden_paths=tuple(reached),
-                )
-            )
+            return
+        self._record_partial_paths(ei, reach_direct, name, label, weight_path)
         rel = HiddenParamOpRelation(
-            index=len(relations),
+            index=len(self.relations),
             eqn_index=ei,
             primitive=eqn.primitive,
             weight_path=weight_path,
@@ -312,24 +172,144 @@ def _analyze(
             param_sources=tuple(sources),
             hidden_groups=tuple(g.index for g in target_groups),
             hidden_paths=tuple(p for g in target_groups for p in g.hidden_paths),
-            x_shape=x_shape,
-            y_shape=y_shape,
-            covered=covered,
+            x_shape=tuple(eqn.invars[entry.x_invar_index].aval.shape) if entry.x_invar_index is not None else (),
+            y_shape=tuple(y.aval.shape),
+            covered=self._covered(ei, y, target_groups),
         )
-        relations.append(rel)
-        records.append(
-            CompilationRecord(
-                DiagnosticKind.RELATION_INCLUDED,
-                DiagnosticLevel.INFO,
-                f"{label} learns online through "
-                f"{', '.join('`' + path_str(p) + '`' for p in rel.hidden_paths)}.",
-                primitive=name,
-                weight_path=weight_path,
-                hidden_paths=rel.hidden_paths,
-                context={"trainable": rel.trainable_names},
-            )
+        self.relations.append(rel)
+        self.records.append(CompilationRecord(
+            DiagnosticKind.RELATION_INCLUDED, DiagnosticLevel.INFO,
+            f"{label} learns online through {_paths_text(rel.hidden_paths)}.",
+            primitive=name, weight_path=weight_path, hidden_paths=rel.hidden_paths,
+            context={"trainable": rel.trainable_names},
+        ))
+
+    def _trainable_sources(self, eqn: Any, entry: ETPPrimitive) -> tuple[list[str], list]:
+        """The trainable inputs computed from ``ParamState`` leaves only, and those leaves."""
+        names: list[str] = []
+        sources: list[tuple[str, tuple[tuple[Path, tuple[Any, ...]], ...]]] = []
+        for tname, k in entry.trainable_invars(eqn.params, len(eqn.invars)).items():
+            var = eqn.invars[k]
+            deps: set[Any] = set() if is_literal(var) else self.usedef.backward([var])
+            leaves = sorted({(self.param_of[v][0].path, self.param_of[v][1]) for v in deps if v in self.param_of}, key=str)
+            data_dep = any(v in self.nonparam_invars for v in deps)
+            if not leaves or data_dep:
+                why = "depends on the step's inputs or states" if data_dep else "is not computed from any ParamState"
+                self.records.append(CompilationRecord(
+                    DiagnosticKind.TRAINABLE_INVAR_NOT_PARAMSTATE,
+                    DiagnosticLevel.WARNING if not data_dep else DiagnosticLevel.INFO,
+                    f"The `{tname}` input of ETP primitive {entry.name} {why}; it is treated as a constant "
+                    "and receives no gradient. To learn it, store it in a brainstate.ParamState and "
+                    "read `.value` inside update.",
+                    primitive=entry.name,
+                    weight_path=leaves[0][0] if leaves else None,
+                    context={"input": tname, "shape": tuple(getattr(var.aval, "shape", ()))},
+                ))
+                continue
+            names.append(tname)
+            sources.append((tname, tuple(leaves)))
+        return names, sources
+
+    def _reach(self, ei: int, y: Any, name: str, label: str, weight_path: Path) -> set | None:
+        """What ``y`` reaches without passing another trainable primitive; ``None`` (recorded) if no hidden state."""
+        usedef, hidden_out = self.usedef, self.hidden_out
+        reach_all = usedef.forward([y])
+        reach_direct = usedef.forward([y], through=self.flows)
+        hidden_all = {hidden_out[v] for v in reach_all if v in hidden_out}
+        if not hidden_all:
+            self.records.append(CompilationRecord(
+                DiagnosticKind.RELATION_EXCLUDED_NON_TEMPORAL, DiagnosticLevel.INFO,
+                f"{label} has no connected hidden state; it is not learned online and receives "
+                "its instantaneous gradient.",
+                primitive=name, weight_path=weight_path,
+            ))
+            return None
+        if not any(v in hidden_out for v in reach_direct):
+            via = sorted({
+                self.jaxpr.eqns[i].primitive.name
+                for v in reach_all for i, _ in usedef.consumers.get(v, ()) if self.is_blocking(i) and i != ei
+            }) or [name]
+            self.records.append(CompilationRecord(
+                DiagnosticKind.RELATION_EXCLUDED_WEIGHT_TO_WEIGHT, DiagnosticLevel.WARNING,
+                f"{label} reaches a hidden state only through another trainable ETP primitive "
+                f"({', '.join(via)}). Per the non-parametric-tail invariant this weight is not learned "
+                "online: it receives its instantaneous gradient only. Learn it by BPTT or rewire the "
+                "architecture so its output flows directly into a hidden state.",
+                primitive=name, weight_path=weight_path, hidden_paths=tuple(sorted(hidden_all, key=str)),
+            ))
+            return None
+        return reach_direct
+
+    def _target_groups(self, y: Any, name: str, label: str, weight_path: Path) -> list[HiddenGroup]:
+        """The groups ``y`` reaches through its own position-wise tail (the others recorded)."""
+        y_shape = tuple(y.aval.shape)
+        out: list[HiddenGroup] = []
+        for g in self.groups:
+            gpaths = tuple(g.hidden_paths)
+            # the group's own tail: other groups' new values are not walked through
+            # (their responses reach the loss through this group's learning signal)
+            others = {v for v, p in self.hidden_out.items() if p not in gpaths}
+            reach_g = self.usedef.forward([y], through=self.flows, stop=others)
+            if not any(v in reach_g for v, p in self.hidden_out.items() if p in gpaths):
+                continue
+            y_align = layout_of(y_shape, g.varshape, False)
+            if y_align is None:
+                self.records.append(CompilationRecord(
+                    DiagnosticKind.RELATION_EXCLUDED_SHAPE_MISMATCH, DiagnosticLevel.WARNING,
+                    f"{label} produces shape {y_shape}, which does not align with the hidden state(s) "
+                    f"{_paths_text(gpaths)} of per-position shape {g.varshape}; this path is not learned online "
+                    "(instantaneous gradient only). Make the primitive's output shape match the hidden state "
+                    "(no slicing in between).",
+                    primitive=name, weight_path=weight_path, hidden_paths=gpaths,
+                    context={"y_shape": y_shape, "varshape": g.varshape},
+                ))
+                continue
+            align = propagate_alignment(self.usedef, {y: y_align}, g.varshape, through=self.flows, stop=others)
+            members = {self.minfo.hidden_out_var(s): s for s in self.minfo.hidden_slots if s.path in gpaths}
+            if not all(v not in align or align[v] == (0, 1 if s.has_state_axis else 0) for v, s in members.items()):
+                self.records.append(CompilationRecord(
+                    DiagnosticKind.RELATION_EXCLUDED_NON_ELEMENTWISE_TAIL, DiagnosticLevel.WARNING,
+                    f"{label} reaches {_paths_text(gpaths)} through operations that mix positions (a reduction, "
+                    "a plain matrix product, a slice or reshape); this path is not learned online "
+                    "(instantaneous gradient only).",
+                    primitive=name, weight_path=weight_path, hidden_paths=gpaths,
+                ))
+                continue
+            out.append(g)
+        return out
+
+    def _covered(self, ei: int, y: Any, target_groups: list[HiddenGroup]) -> bool:
+        """Whether every path from ``y`` to the step's outputs first reaches a traced hidden state
+        (whose learning signal carries everything downstream of it) without passing another
+        trainable primitive on the way (``df``, taken with those data inputs cut, would miss it)."""
+        traced_paths = {p for g in target_groups for p in g.hidden_paths}
+        traced_vars = {v for v, p in self.hidden_out.items() if p in traced_paths}
+        first = self.usedef.forward([y], stop=traced_vars)
+        outputs = self.non_hidden_out | set(self.hidden_out)
+        blocked_first = any(
+            i != ei and self.is_blocking(i) for v in first - traced_vars for i, _ in self.usedef.consumers.get(v, ())
         )
-    return tuple(relations), tuple(records)
+        return not ((first & outputs) - traced_vars) and not blocked_first
+
+    def _record_partial_paths(self, ei: int, reach_direct: set, name: str, label: str, weight_path: Path) -> None:
+        usedef, hidden_out = self.usedef, self.hidden_out
+        blockers = {
+            i for v in reach_direct for i, _ in usedef.consumers.get(v, ())
+            if i != ei and self.is_blocking(i) and any(o in hidden_out for o in usedef.forward(self.jaxpr.eqns[i].outvars))
+        }
+        if not blockers:
+            return
+        via = sorted({self.jaxpr.eqns[i].primitive.name for i in blockers})
+        reached = sorted(
+            {hidden_out[o] for i in blockers for o in usedef.forward(self.jaxpr.eqns[i].outvars) if o in hidden_out},
+            key=str,
+        )
+        self.records.append(CompilationRecord(
+            DiagnosticKind.RELATION_PARTIAL_PATH, DiagnosticLevel.INFO,
+            f"{label} also reaches {_paths_text(reached)} through another trainable ETP primitive "
+            f"({', '.join(via)}); those paths contribute their instantaneous gradient only.",
+            primitive=name, weight_path=weight_path, hidden_paths=tuple(reached),
+        ))
 
 
 def find_hidden_param_op_relations_from_minfo(

@@ -24,13 +24,18 @@ def check_state_shapes(minfo: ModuleInfo) -> None:
     >>> import brainstate, jax.numpy as jnp
     >>> import braintrace
     >>> from braintrace.compiler.state_shapes import check_state_shapes
-    >>> cell = braintrace.nn.GRUCell(2, 3)
-    >>> _ = brainstate.nn.init_all_states(cell)                       # h of shape (3,): no batch axis
+    >>> class Leaky(brainstate.nn.Module):                   # its state has no batch axis
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.h = brainstate.HiddenState(jnp.zeros(3))
+    ...     def update(self, x):
+    ...         self.h.value = 0.9 * self.h.value + x
+    ...         return self.h.value
     >>> try:
-    ...     check_state_shapes(braintrace.extract_module_info(cell, jnp.zeros((8, 2))))
+    ...     check_state_shapes(braintrace.extract_module_info(Leaky(), jnp.zeros((8, 3))))
     ... except braintrace.CompilationError as err:
-    ...     print(str(err)[:62])
-    The step writes the state `h` with shape (8, 3) and dtype float
+    ...     print(str(err).split(' and dtype')[0])
+    The step writes the state `h` with shape (8, 3)
     """
     jaxpr = minfo.jaxpr
     for slot in minfo.slots:

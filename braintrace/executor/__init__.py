@@ -6,7 +6,10 @@ per-position Jacobian blocks ``D`` of each hidden group and the output
 derivatives ``df`` of each relation. :class:`ETraceVjpGraphExecutor` also
 linearises a step and transposes one or ``K`` stacked linearisations;
 :class:`OnlineDriver` is the one ``custom_vjp`` through which every learner
-step is differentiated (modes ``online`` and ``hybrid``).
+step is differentiated (modes ``online`` and ``hybrid``). For the influence
+learners (RTRL, SnAp, UORO), :class:`InfluenceLayout` and :class:`StepTangent`
+give the step's full Jacobians with respect to the hidden state and the
+parameters (:mod:`braintrace.executor.influence`, :mod:`braintrace.executor.sparsity`).
 
 Examples
 --------
@@ -25,6 +28,7 @@ from .graph_executor import (
     ETraceGraphExecutor as ETraceGraphExecutor,
     ETraceVjpGraphExecutor as ETraceVjpGraphExecutor,
 )
+from .influence import InfluenceLayout as InfluenceLayout, StepTangent as StepTangent
 from .layout import StepLayout as StepLayout
 from .trace_data import (
     StepTraceData as StepTraceData,
@@ -35,8 +39,10 @@ from .trace_data import (
 __all__ = [
     "ETraceGraphExecutor",
     "ETraceVjpGraphExecutor",
+    "InfluenceLayout",
     "OnlineDriver",
     "StepLayout",
+    "StepTangent",
     "StepTraceData",
     "WindowTraceData",
     "add_contributions",

@@ -111,17 +111,24 @@ class OnlineDriver:
     def __init__(self, graph: ETraceGraph, rule: Any) -> None:
         self.graph = graph
         self.rule = rule
-        self.layout = StepLayout(graph)
+        #: the rule keeps influence traces of the parameter leaves (RTRL, SnAp, UORO; see ``_influence_grads``)
+        self.influence = bool(rule.influence_traces)
+        self.layout = StepLayout(graph, covered=frozenset() if self.influence else None)
         self.executor = ETraceVjpGraphExecutor(graph)
         self.residuals = WindowResiduals(self._lin_leaves)
         self._built: dict[tuple[str, bool], Any] = {}
 
     # -- public entry points -------------------------------------------------------
-    def online(self, param_vals, state_vals, traces, count, args, signal, *, window: bool):
+    def online(
+        self, param_vals: tuple, state_vals: tuple, traces: Mapping, count: jax.Array, args: tuple, signal: Any,
+        *, window: bool,
+    ) -> tuple[tuple[Any, Any], dict]:
         """Run one step (``window=False``) or a window (inputs ``(K, ...)``) under the single-step rule."""
         return self._function("online", window)(param_vals, state_vals, traces, count, args, signal)
 
-    def hybrid(self, param_vals, state_vals, traces, count, args, signal):
+    def hybrid(
+        self, param_vals: tuple, state_vals: tuple, traces: Mapping, count: jax.Array, args: tuple, signal: Any
+    ) -> tuple[tuple[Any, Any], dict]:
         """Run a window with exact BPTT inside it and trace credit before it."""
         return self._function("hybrid", True)(param_vals, state_vals, traces, count, args, signal)
 
@@ -135,24 +142,25 @@ class OnlineDriver:
     # -- the forward pass ----------------------------------------------------------
     def _lin_leaves(self, param_vals, state_vals, args_t):
         iv = self.layout.assemble(args_t, param_vals, state_vals)
-        return jax.tree.leaves(self.executor.linearize(iv, self.layout.uncovered)[2])
+        return jax.tree.leaves(self.executor.linearize(iv, self.layout.uncovered, old_hidden=self.influence)[2])
 
     def _one(self, param_vals, sv, tr, c, args_t, *, linearize: bool, stop: bool, update: bool):
         """One step: ``(new states, traces, outputs, trace data, linearisation)``."""
         layout, ex = self.layout, self.executor
         iv = layout.assemble(args_t, param_vals, sv)
         lin = None
+        tangent = self.influence
         if linearize:
-            outvals, operands, lin = ex.linearize(iv, layout.uncovered)
-            data = ex.trace_data(iv, outvals, operands)
+            outvals, operands, lin = ex.linearize(iv, layout.uncovered, old_hidden=tangent)
+            data = ex.trace_data(iv, outvals, operands, tangent=tangent)
         elif stop:  # differentiable outputs, trace data of stopped values
-            data = ex.trace_data(jax.lax.stop_gradient(iv))._replace(outvals=ex.forward(iv))
+            data = ex.trace_data(jax.lax.stop_gradient(iv), tangent=tangent)._replace(outvals=ex.forward(iv))
         else:
-            data = ex.trace_data(iv)
+            data = ex.trace_data(iv, tangent=tangent)
         if update:
             tr = self.rule.update_traces(tr, data, c)
         outs, new_sv = layout.outputs(data.outvals)
-        return new_sv, tr, outs, data._replace(outvals=[]), lin
+        return new_sv, tr, outs, data._replace(outvals=[], tangent=None), lin
 
     def _forward(self, param_vals, state_vals, traces, count, args, *, window: bool, mode: str) -> _Forward:
         """Run the step(s); ``mode``: ``'plain'``, ``'linearize'`` or ``'differentiable'``."""
@@ -225,7 +233,7 @@ class OnlineDriver:
         layout, ex = self.layout, self.executor
         avals = [param_vals[pos] for pos in layout.uncovered_pos]
         if not window:
-            return ex.transpose(lin, layout.cotangents(out_cts, state_cts), avals)
+            return ex.transpose(lin, layout.cotangents(out_cts, state_cts), avals, old_hidden=self.influence)
         K = int(jnp.shape(args[0])[0])
         last = jnp.arange(K) == K - 1
         # single-step rule: a step's new states get no cotangent from the next step
@@ -236,7 +244,8 @@ class OnlineDriver:
         )
         stacked, in_axes = self.residuals.restore(lin, param_vals, args)
         return ex.transpose(
-            stacked, layout.cotangents(out_cts, state_ct_seq), avals, steps=K, in_axes=in_axes
+            stacked, layout.cotangents(out_cts, state_ct_seq), avals, steps=K, in_axes=in_axes,
+            old_hidden=self.influence,
         )
 
     def _online_grads(
@@ -244,6 +253,9 @@ class OnlineDriver:
         *, window: bool,
     ):
         layout, rule = self.layout, self.rule
+        if self.influence:
+            return self._influence_grads(lin, data, before, after, aux, count, param_vals, args, out_cts, state_cts,
+                                         window=window)
         g_imm, d_paths, dp_paths = self._transpose(lin, param_vals, args, out_cts, state_cts, window=window)
         delta, delta_prev = self._pack(d_paths), self._pack(dp_paths)
         if window:
@@ -259,7 +271,11 @@ class OnlineDriver:
             first = tuple(a[0] for a in args)
         else:
             sig, sig_prev = rule.learning_signal(delta, delta_prev, out_cts=tuple(out_cts), signal=signal, count=count)
-            contrib = rule.contributions(after, data, sig, count)
+            if rule.traces_in_scan:
+                contrib = rule.contributions(after, data, sig, count)
+            else:  # a window of one step: contracted from the traces before it (no second pass over them)
+                one = {g: v[None] for g, v in sig.items()}
+                contrib = rule.window_contributions(before, after, None, self._as_window(data), one, count)
             step0, prev0, like, first = data, sig_prev, sig, args
         if prev0:
             contrib = add_contributions(contrib, rule.contributions(before, step0, _full(prev0, like), count - 1))
@@ -267,6 +283,37 @@ class OnlineDriver:
         # computed with the true δ, whatever signal the rule uses for its traces
         imm = self._instantaneous(data, delta, window=window) if layout.uncovered else {}
         return layout.pull_back(first, param_vals, state_vals, contrib, imm, g_imm)
+
+    def _as_window(self, data: StepTraceData) -> WindowTraceData:
+        """One step's trace data as a window of one step."""
+        return WindowTraceData(
+            operands=data.operands,
+            x={r.index: data.operands[r.index][r.entry.x_invar_index][None]
+               for r in self.layout.relations if r.entry.x_invar_index is not None},
+            D={g: v[None] for g, v in data.D.items()},
+            df={k: v[None] for k, v in data.df.items()},
+        )
+
+    def _influence_grads(
+        self, lin, data, before, after, aux, count, param_vals, args, out_cts, state_cts, *, window: bool
+    ):
+        r"""The influence learners' gradient, :math:`g = \bar\theta_{\rm imm} + \sum_t c(P^{t-1}, λ^t)`.
+
+        Every parameter leaf is differentiated by the step's linearisation
+        (:math:`\bar\theta_{\rm imm}`: the instantaneous gradients, ``h^{t-1}``
+        held fixed), and so are the old hidden values: their cotangent is the
+        whole adjoint :math:`λ^t = ∂L^t/∂h^{t-1}` within the step (bypass reads
+        included). The rule contracts it with the influence of the previous step,
+        ``λ^t · P^{t-1}`` (over a window, with the stacked traces ``aux``), and
+        returns the flat gradient of ``θ``.
+        """
+        g_imm, _, dp_paths, old_paths = self._transpose(lin, param_vals, args, out_cts, state_cts, window=window)
+        lam = self._pack({p: v + dp_paths[p] if p in dp_paths else v for p, v in old_paths.items()})
+        if window:
+            flat = self.rule.window_contributions(before, after, aux, data, lam, count)
+        else:
+            flat = self.rule.contributions(before, data, lam, count - 1)
+        return self.executor.influence_layout.add_to(g_imm, flat)
 
     def _pack(self, paths: Mapping) -> dict:
         """``{group: (…, *V, S)}`` from ``{hidden path: value}``; groups none of whose members
@@ -329,6 +376,8 @@ class OnlineDriver:
             ops = layout.operands(first, param_vals, state_vals)
             step0 = StepTraceData(outvals=[], operands=ops, D={}, df={})
             credit = self.rule.contributions(before, step0, lam, count - 1)
+            if self.influence:  # a flat gradient of θ
+                return self.executor.influence_layout.add_to(g_params, credit), None, None, None, None, None
             pulled = layout.pull_back(first, param_vals, state_vals, credit)
             return tuple(a + b for a, b in zip(g_params, pulled)), None, None, None, None, None
 

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from ..compiler import ETraceGraph, HiddenGroup, HiddenParamOpRelation, evaluate_step
+from .influence import InfluenceLayout
 from .trace_data import StepTraceData, zeros_cotangent
 
 __all__ = ["ETraceGraphExecutor", "ETraceVjpGraphExecutor"]
@@ -71,6 +72,7 @@ class ETraceGraphExecutor:
         self.graph = graph
         self.minfo = graph.module_info
         self._hidden = {s.path: s for s in self.minfo.hidden_slots}
+        self._influence: InfluenceLayout | None = None
 
     # -- inputs ------------------------------------------------------------
     def current_invals(self, *args: Any) -> list[Any]:
@@ -102,13 +104,17 @@ class ETraceGraphExecutor:
 
     def _cut_group_fn(self, invals, group: HiddenGroup, relations: Sequence[HiddenParamOpRelation]):
         """``(h packed, {eqn: y perturbation}) -> group's new values packed``: ETP data inputs cut,
-        the other groups' new values held constant (their dynamics are not this group's)."""
+        the other groups' new values held constant (their dynamics are not this group's); only
+        the equations the group's new values depend on are evaluated."""
         others = tuple(p for p in self._hidden if p not in group.hidden_paths)
+        wanted = {k for p in group.hidden_paths for k in self._hidden[p].outvars}
 
         def fn(packed, ypert):
             iv = self.with_hidden(invals, group.unpack(packed))
             y_perturb = {r.eqn_index: ypert[r.index] for r in relations}
-            out, _ = evaluate_step(self.minfo, iv, cut=True, y_perturb=y_perturb, stop_hidden=others)
+            out, _ = evaluate_step(
+                self.minfo, iv, cut=True, y_perturb=y_perturb, stop_hidden=others, outputs=wanted
+            )
             new = self.hidden_outputs(out)
             return group.pack({p: new[p] for p in group.hidden_paths})
 
@@ -117,35 +123,37 @@ class ETraceGraphExecutor:
     def group_derivatives(
         self, invals: Sequence[Any], group: HiddenGroup
     ) -> tuple[jax.Array, dict[int, jax.Array]]:
-        """``(D, {relation index: df})`` of one hidden group, in one forward-mode pass.
+        """``(D, {relation index: df})`` of one hidden group, by forward mode on its cut step.
 
         ``D[v, s, s'] = ∂h_s^t[v] / ∂h_{s'}^{t-1}[v]`` (cut) and
         ``df[v, s] = ∂h_s^t[v] / ∂y[v]`` for every relation reaching the group.
-        The ``S`` unit directions of the state and the ``R`` all-ones directions
-        of the relations' outputs are pushed through the cut step together,
-        batched on a tangent axis. A group whose transition mixes positions
-        gets its exact blocks from the full Jacobian instead.
+        One pass pushes the ``S`` unit directions of the state (batched on a
+        tangent axis when ``S > 1``), another the ``R`` all-ones directions of
+        the relations' outputs; each carries only its own tangents, so no work
+        is spent on zero tangents. A group whose transition mixes positions gets
+        its exact blocks from the full Jacobian instead.
         """
         rels = [r for r in self.graph.hidden_param_op_relations if group.index in r.hidden_groups]
         packed = group.pack({p: v for p, v in self.hidden_values(invals).items() if p in group.hidden_paths})
         S = group.num_state
         y_zero = {r.index: jnp.zeros(r.y_shape, self._y_dtype(r)) for r in rels}
         fn = self._cut_group_fn(invals, group, rels)
-        n_dirs = (S if group.elementwise else 0) + len(rels)
-        dh = jnp.zeros((n_dirs,) + packed.shape, packed.dtype)
-        if group.elementwise:
-            dh = dh.at[jnp.arange(S), ..., jnp.arange(S)].set(1.0)
-        base = S if group.elementwise else 0
-        dy = {
-            r.index: jnp.zeros((n_dirs,) + r.y_shape, self._y_dtype(r)).at[base + k].set(1.0)
-            for k, r in enumerate(rels)
-        }
-        cols = jax.vmap(lambda th, ty: jax.jvp(fn, (packed, y_zero), (th, ty))[1])(dh, dy) if n_dirs else packed[None]
-        if group.elementwise:
-            D = jnp.moveaxis(cols[:S], 0, -1)
-        else:
+        if not group.elementwise:
             D = self._dense_blocks(fn, packed, y_zero, group)
-        return D, {r.index: cols[base + k] for k, r in enumerate(rels)}
+        elif S == 1:
+            D = jax.jvp(lambda h: fn(h, y_zero), (packed,), (jnp.ones_like(packed),))[1][..., None]
+        else:
+            eye = jnp.eye(S, dtype=packed.dtype).reshape((S,) + (1,) * (packed.ndim - 1) + (S,))
+            dirs = jnp.broadcast_to(eye, (S,) + packed.shape)
+            cols = jax.vmap(lambda th: jax.jvp(lambda h: fn(h, y_zero), (packed,), (th,))[1])(dirs)
+            D = jnp.moveaxis(cols, 0, -1)
+        df: dict[int, jax.Array] = {}
+        for r in rels:
+            def fy(y, r=r):
+                return fn(packed, {**y_zero, r.index: y})
+
+            df[r.index] = jax.jvp(fy, (y_zero[r.index],), (jnp.ones(r.y_shape, self._y_dtype(r)),))[1]
+        return D, df
 
     def _y_dtype(self, relation: HiddenParamOpRelation) -> Any:
         eqn = self.minfo.jaxpr.eqns[relation.eqn_index]
@@ -171,16 +179,31 @@ class ETraceGraphExecutor:
             for gi in relation.hidden_groups
         }
 
-    def trace_data(self, invals: Sequence[Any], outvals: Any = None, operands: Any = None) -> StepTraceData:
+    @property
+    def influence_layout(self) -> InfluenceLayout:
+        """The flat hidden and parameter orders of the full Jacobians (built once, on first use)."""
+        if self._influence is None:
+            self._influence = InfluenceLayout(self.graph)
+        return self._influence
+
+    def trace_data(
+        self, invals: Sequence[Any], outvals: Any = None, operands: Any = None, *, tangent: bool = False
+    ) -> StepTraceData:
         """Run the step and compute ``operands``, ``D`` and ``df`` for every relation.
 
         ``outvals`` and ``operands``, when the caller has them already (from
         :meth:`ETraceVjpGraphExecutor.linearize`), are not computed again.
+        With ``tangent``, the step's full linearisation with respect to
+        ``(h^{t-1}, θ)`` (a :class:`~braintrace.executor.StepTangent`, for the
+        influence learners) replaces the cut blocks: ``D`` and ``df`` are empty.
         """
         rels = self.graph.hidden_param_op_relations
         if outvals is None or operands is None:
             outvals, recorded = evaluate_step(self.minfo, invals, record=[r.eqn_index for r in rels])
             operands = {r.index: recorded[r.eqn_index] for r in rels}
+        if tangent:
+            lin = self.influence_layout.linearize(invals)
+            return StepTraceData(outvals=outvals, operands=operands, D={}, df={}, tangent=lin)
         D, df = {}, {}
         for gi in sorted({gi for r in rels for gi in r.hidden_groups}):
             D[gi], per_rel = self.group_derivatives(invals, self.graph.hidden_groups[gi])
@@ -211,14 +234,14 @@ class ETraceVjpGraphExecutor(ETraceGraphExecutor):
     ({('h',): (3,)}, {})
     """
 
-    def _perturbed_step(self, invals: Sequence[Any], diff_invars: Sequence[int]):
+    def _perturbed_step(self, invals: Sequence[Any], diff_invars: Sequence[int], old_hidden: bool = False):
         graph = self.graph
         pert = graph.hidden_perturbation
         rels = graph.hidden_param_op_relations
         diff_invars = tuple(diff_invars)
 
-        def fn(diff_vals, p, direct):
-            iv = list(invals)
+        def fn(diff_vals, p, direct, old):
+            iv = self.with_hidden(invals, old)
             for i, v in zip(diff_invars, diff_vals):
                 iv[i] = v
             outvals, recorded = evaluate_step(
@@ -232,20 +255,25 @@ class ETraceVjpGraphExecutor(ETraceGraphExecutor):
             return outvals, {r.index: recorded[r.eqn_index] for r in rels}
 
         direct = {p: invals[self._hidden[p].invars[0]] for p in graph.bypass_paths}
-        return fn, (tuple(invals[i] for i in diff_invars), pert.zeros(), direct)
+        old = self.hidden_values(invals) if old_hidden else {}
+        return fn, (tuple(invals[i] for i in diff_invars), pert.zeros(), direct, old)
 
-    def linearize(self, invals: Sequence[Any], diff_invars: Sequence[int]) -> tuple[list[Any], dict, Any]:
+    def linearize(
+        self, invals: Sequence[Any], diff_invars: Sequence[int], *, old_hidden: bool = False
+    ) -> tuple[list[Any], dict, Any]:
         """``(outvals, operands, lin)``: the step's outputs, the relations' operands and its linearisation.
 
-        ``lin(d_params, d_p, d_direct)`` gives the outputs' tangents for tangents
+        ``lin(d_params, d_p, d_direct, d_old)`` gives the outputs' tangents for tangents
         of the parameter leaves ``diff_invars``, of the hidden perturbations
-        ``p`` (``{path: array}``) and of the bypass states' direct reads. It is
+        ``p`` (``{path: array}``), of the bypass states' direct reads and, with
+        ``old_hidden``, of every hidden state's old value ``h^{t-1}`` (``{path:
+        array}``; else ``d_old`` is ``{}`` and the old values are constants). It is
         a pytree of residual arrays, so the linearisations of a window's steps
         can be stacked by ``scan`` and transposed together (:meth:`transpose`).
         Everything not differentiated (the previous hidden values above all) is
         held constant.
         """
-        fn, primals = self._perturbed_step(invals, diff_invars)
+        fn, primals = self._perturbed_step(invals, diff_invars, old_hidden)
         outvals, lin, operands = jax.linearize(fn, *primals, has_aux=True)
         return outvals, operands, lin
 
@@ -256,7 +284,7 @@ class ETraceVjpGraphExecutor(ETraceGraphExecutor):
             for v, c in zip(outs, cotangents)
         ]
 
-    def _tangent_avals(self, diff_avals: Sequence[Any], lead: tuple[int, ...]) -> tuple:
+    def _tangent_avals(self, diff_avals: Sequence[Any], lead: tuple[int, ...], old_hidden: bool) -> tuple:
         pert = self.graph.hidden_perturbation
 
         def aval(x):
@@ -265,7 +293,10 @@ class ETraceVjpGraphExecutor(ETraceGraphExecutor):
         params = tuple(jax.ShapeDtypeStruct(tuple(a.shape), a.dtype) for a in diff_avals)
         p = jax.tree.map(aval, pert.zeros())
         direct = {path: aval(pert.zeros()[path]) for path in self.graph.bypass_paths}
-        return params, p, direct
+        invars = self.minfo.jaxpr.invars
+        old = {path: aval(jax.ShapeDtypeStruct(invars[s.invars[0]].aval.shape, invars[s.invars[0]].aval.dtype))
+               for path, s in self._hidden.items()} if old_hidden else {}
+        return params, p, direct, old
 
     def transpose(
         self,
@@ -275,7 +306,8 @@ class ETraceVjpGraphExecutor(ETraceGraphExecutor):
         *,
         steps: int | None = None,
         in_axes: Any = 0,
-    ) -> tuple[tuple[Any, ...], dict[Path, Any], dict[Path, Any]]:
+        old_hidden: bool = False,
+    ) -> tuple:
         """Transpose one linearised step, or ``steps`` stacked ones at once.
 
         Parameters
@@ -288,6 +320,9 @@ class ETraceVjpGraphExecutor(ETraceGraphExecutor):
             One per jaxpr output (``None`` for zero); ``(K, ...)`` each with ``steps``.
         diff_avals : sequence
             Shapes and dtypes of the differentiated parameter leaves.
+        old_hidden : bool, default False
+            ``lin`` was built with ``old_hidden`` (:meth:`linearize`): also return
+            the cotangents of the old hidden values.
 
         Returns
         -------
@@ -298,19 +333,24 @@ class ETraceVjpGraphExecutor(ETraceGraphExecutor):
             ``{hidden path: δ}`` (``(K, ...)`` with ``steps``).
         delta_prev : dict
             ``{bypass path: δ_prev}`` (empty when the graph has no bypass).
+        delta_old : dict
+            Only with ``old_hidden``: ``{hidden path: ∂L^t/∂h^{t-1}}`` along every
+            path but the bypass states' direct reads (whose part is ``delta_prev``):
+            ``delta_old + delta_prev`` is the whole adjoint of ``h^{t-1}`` within the step.
         """
         lead = () if steps is None else (int(steps),)
-        params, p, direct = self._tangent_avals(diff_avals, lead)
+        params, p, direct, old = self._tangent_avals(diff_avals, lead, old_hidden)
         if steps is None:
             linear = lin
         else:
             leaves, treedef = jax.tree.flatten(lin)
             axes = [in_axes] * len(leaves) if not isinstance(in_axes, list) else in_axes
 
-            def linear(d_params, d_p, d_direct):
-                def one(leaves, dp, dd):
-                    return jax.tree.unflatten(treedef, leaves)(d_params, dp, dd)
+            def linear(d_params, d_p, d_direct, d_old):
+                def one(leaves, dp, dd, do):
+                    return jax.tree.unflatten(treedef, leaves)(d_params, dp, dd, do)
 
-                return jax.vmap(one, in_axes=(axes, 0, 0))(leaves, d_p, d_direct)
+                return jax.vmap(one, in_axes=(axes, 0, 0, 0))(leaves, d_p, d_direct, d_old)
 
-        return jax.linear_transpose(linear, params, p, direct)(self._cotangents(cotangents, lead))
+        out = jax.linear_transpose(linear, params, p, direct, old)(self._cotangents(cotangents, lead))
+        return out if old_hidden else out[:3]

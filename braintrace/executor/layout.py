@@ -34,6 +34,11 @@ class StepLayout:
     ----------
     graph : ETraceGraph
         The compiled graph.
+    covered : frozenset, optional
+        ``(state path, leaf key)`` of the parameter leaves whose gradient comes
+        from the learner's traces alone (default: the graph's
+        :attr:`~braintrace.ETraceGraph.covered_params`; the influence learners,
+        whose traces hold no instantaneous part, cover none).
 
     Attributes
     ----------
@@ -55,11 +60,11 @@ class StepLayout:
     >>> cell = braintrace.nn.GRUCell(2, 3)
     >>> _ = brainstate.nn.init_all_states(cell)
     >>> layout = StepLayout(braintrace.compile_etrace_graph(cell, jnp.zeros(2)))
-    >>> [s.path for s in layout.param_slots], layout.hidden_state_pos
+    >>> sorted(s.path for s in layout.param_slots), layout.hidden_state_pos
     ([('Wh', 'weight'), ('Wr', 'weight'), ('Wz', 'weight')], {('h',): 0})
     """
 
-    def __init__(self, graph: ETraceGraph) -> None:
+    def __init__(self, graph: ETraceGraph, covered: frozenset | None = None) -> None:
         minfo = graph.module_info
         self.graph = graph
         self.minfo = minfo
@@ -72,7 +77,7 @@ class StepLayout:
         self.param_invars = tuple(i for s in self.param_slots for i in s.invars)
         self.state_invars = tuple(i for s in self.state_slots for i in s.invars)
         self.state_outvars = tuple(k for s in self.state_slots for k in s.outvars)
-        covered = graph.covered_params
+        covered = graph.covered_params if covered is None else covered
         self.uncovered = tuple(
             i for s in self.param_slots for key, i in zip(s.leaf_keys, s.invars) if (s.path, key) not in covered
         )

@@ -95,6 +95,10 @@ class StepTraceData(NamedTuple):
         ``{group index: (*V, S, S) blocks}``.
     df : dict
         ``{(relation index, group index): (*V, S)}``.
+    tangent : StepTangent or None
+        For the influence learners (RTRL, SnAp, UORO): the step linearised with
+        respect to ``(h^{t-1}, θ)`` (see :mod:`braintrace.executor.influence`);
+        ``None`` otherwise.
 
     Examples
     --------
@@ -113,6 +117,7 @@ class StepTraceData(NamedTuple):
     operands: dict
     D: dict
     df: dict
+    tangent: Any = None
 
 
 def zeros_cotangent(x: Any) -> Any:

@@ -2,8 +2,9 @@
 
 Drop-in replacements for ``brainstate.nn`` modules whose trainable operations
 go through :func:`braintrace.matmul`, :func:`braintrace.element_wise`,
-:func:`braintrace.conv`, :func:`braintrace.sparse_matmul` and
-:func:`braintrace.lora_matmul`, so their weights learn online.
+:func:`braintrace.conv`, :func:`braintrace.sparse_matmul`,
+:func:`braintrace.lora_matmul`, :func:`braintrace.embedding` and
+:func:`braintrace.grouped_matmul`, so their weights learn online.
 
 Examples
 --------
@@ -16,10 +17,20 @@ GRUCell(...)
 (2, 8)
 >>> braintrace.nn.ValinaRNNCell is braintrace.nn.VanillaRNNCell   # the seeds' spelling, kept as an alias
 True
+
+Names that braintrace 0.2.0 forwarded from ``brainstate.nn`` (activations,
+dropout, pooling, other normalisations) and from ``brainpy.state`` (synapse
+models) still resolve, with a ``DeprecationWarning``; the table is
+:data:`braintrace.nn.forwarded.FORWARDED`.
 """
 
+from typing import Any
+
+from . import forwarded as forwarded
 from . import surrogate as surrogate
 from .conv import Conv1d as Conv1d, Conv2d as Conv2d, Conv3d as Conv3d
+from .embedding import Embedding as Embedding
+from .grouped import GroupedLinear as GroupedLinear
 from .linear import (
     LoRA as LoRA,
     Linear as Linear,
@@ -27,7 +38,8 @@ from .linear import (
     SignedWLinear as SignedWLinear,
     SparseLinear as SparseLinear,
 )
-from .linear_rnn import LRUCell as LRUCell, MiniGRU as MiniGRU, MiniLSTM as MiniLSTM
+from .linear_rnn import LRUCell as LRUCell
+from .minimal_rnn import MiniGRU as MiniGRU, MiniLSTM as MiniLSTM, MinimalRNNCell as MinimalRNNCell
 from .neurons import ALIF as ALIF, IF as IF, LIF as LIF
 from .norm import BatchNorm1d as BatchNorm1d, LayerNorm as LayerNorm
 from .readout import LeakyRateReadout as LeakyRateReadout
@@ -35,7 +47,6 @@ from .rnn import (
     GRUCell as GRUCell,
     LSTMCell as LSTMCell,
     MGUCell as MGUCell,
-    MinimalRNNCell as MinimalRNNCell,
     URLSTMCell as URLSTMCell,
     ValinaRNNCell as ValinaRNNCell,
     VanillaRNNCell as VanillaRNNCell,
@@ -43,12 +54,15 @@ from .rnn import (
 
 __all__ = [
     "surrogate",
+    "forwarded",
     # linear layers
     "Linear",
     "SignedWLinear",
     "ScaledWSLinear",
     "SparseLinear",
     "LoRA",
+    "GroupedLinear",
+    "Embedding",
     # convolutions
     "Conv1d",
     "Conv2d",
@@ -73,3 +87,10 @@ __all__ = [
     "BatchNorm1d",
     "LayerNorm",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Serve the names 0.2.0 forwarded to ``brainstate.nn`` / ``brainpy.state``, with a warning."""
+    if name.startswith("__"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return forwarded.resolve(name)

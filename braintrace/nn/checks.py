@@ -1,8 +1,9 @@
 r"""Input validation and activation lookup shared by the ``braintrace.nn`` layers.
 
 Every layer checks the trailing axes of its input before any primitive runs and
-raises a ``ValueError`` that names the layer (class and ``name`` if set), the
-expected size and the shape it got, e.g.::
+raises a :class:`~braintrace.errors.ShapeMismatchError` (a ``ValueError`` and a
+``TypeError``) that names the layer (class and ``name`` if set), the expected
+size and the shape it got, e.g.::
 
     Linear(in_size=3, out_size=4): expected input with last axis 3, got shape (2, 5)
 
@@ -17,11 +18,22 @@ from collections.abc import Callable, Sequence
 from types import MappingProxyType
 from typing import Any
 
+import brainstate
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["layer_label", "check_trailing", "check_batch", "get_activation", "ACTIVATIONS", "to_size"]
+from ..errors import ArgumentTypeError, InvalidArgumentError, ShapeMismatchError
+
+__all__ = [
+    "layer_label",
+    "check_trailing",
+    "check_batch",
+    "get_activation",
+    "ACTIVATIONS",
+    "to_size",
+    "make_param",
+]
 
 
 def _fmt(v: Any) -> str:
@@ -41,7 +53,7 @@ def layer_label(module: Any, **fields: Any) -> str:
 
 
 def to_size(size: Any, label: str, arg: str) -> tuple[int, ...]:
-    """``int`` or sequence of ``int`` to a tuple of positive ints, else ``ValueError``."""
+    """``int`` or sequence of ``int`` to a tuple of positive ints, else :class:`InvalidArgumentError`."""
     if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
         size = (int(size),)
     elif isinstance(size, (tuple, list)) and all(
@@ -49,10 +61,28 @@ def to_size(size: Any, label: str, arg: str) -> tuple[int, ...]:
     ):
         size = tuple(int(s) for s in size)
     else:
-        raise ValueError(f"{label}: `{arg}` must be an int or a tuple of ints, got {size!r}.")
+        raise InvalidArgumentError(f"{label}: `{arg}` must be an int or a tuple of ints, got {size!r}.")
     if len(size) == 0 or any(s <= 0 for s in size):
-        raise ValueError(f"{label}: `{arg}` must be non-empty with positive entries, got {size!r}.")
+        raise InvalidArgumentError(f"{label}: `{arg}` must be non-empty with positive entries, got {size!r}.")
     return size
+
+
+def make_param(param_type: Any, value: Any, label: str) -> brainstate.State:
+    """``param_type(value)``, after checking that ``param_type`` is a ``brainstate.State`` class.
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp
+    >>> from braintrace.nn.checks import make_param
+    >>> type(make_param(brainstate.ParamState, jnp.zeros(2), "Linear")).__name__
+    'ParamState'
+    """
+    if not (isinstance(param_type, type) and issubclass(param_type, brainstate.State)):
+        raise ArgumentTypeError(
+            f"{label}: `param_type` must be a brainstate.State class such as brainstate.ParamState, "
+            f"got {param_type!r}."
+        )
+    return param_type(value)
 
 
 def _shape(x: Any) -> tuple[int, ...]:
@@ -70,7 +100,7 @@ def check_trailing(label: str, x: Any, expected: Sequence[int]) -> tuple[int, ..
             what = f"last axis {expected[0]}"
         else:
             what = f"trailing axes {expected}"
-        raise ValueError(f"{label}: expected input with {what}, got shape {shape}.")
+        raise ShapeMismatchError(f"{label}: expected input with {what}, got shape {shape}.")
     return shape[: len(shape) - n]
 
 
@@ -83,7 +113,7 @@ def check_batch(label: str, x: Any, n_features: int, state_shape: Sequence[int],
     sb = tuple(state_shape)[: len(tuple(state_shape)) - n_features]
     if xb != sb:
         arg = "" if not xb else (f", {xb[0]}" if len(xb) == 1 else f", {xb}")
-        raise ValueError(
+        raise ShapeMismatchError(
             f"{label}: input batch shape {xb} does not match the batch shape {sb} of state "
             f"`{state}`; re-initialise the states for this input, e.g. "
             f"brainstate.nn.init_all_states(model{arg})."
@@ -128,10 +158,10 @@ def get_activation(activation: str | Callable[[Any], Any], label: str) -> Callab
         try:
             return ACTIVATIONS[activation]
         except KeyError:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{label}: unknown activation {activation!r}; use one of {sorted(ACTIVATIONS)} "
                 "or pass a callable."
             ) from None
     if callable(activation):
         return activation
-    raise TypeError(f"{label}: `activation` must be a name or a callable, got {type(activation).__name__}.")
+    raise ArgumentTypeError(f"{label}: `activation` must be a name or a callable, got {type(activation).__name__}.")

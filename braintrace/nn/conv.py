@@ -4,7 +4,9 @@ The convolution goes through :func:`braintrace.conv`. Inputs are channel-last
 (``(N, *spatial, C)``) by default and channel-first (``(N, C, *spatial)``) with
 ``channel_first=True``; the batch axis ``N`` is optional. The kernel is laid out
 ``(*kernel_size, C_in / groups, C_out)`` in both cases (as in
-``brainstate.nn.Conv2d``), so the same kernel serves either data layout.
+``brainstate.nn.Conv2d``), so the same kernel serves either data layout. The
+bias (off by default) is stored broadcastable against one output:
+``(1, ..., 1, C_out)`` channel-last, ``(C_out, 1, ..., 1)`` channel-first.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from typing import Any, cast
 import brainstate
 import jax
 
+from ..errors import ArgumentTypeError, InvalidArgumentError, ShapeMismatchError
 from ..primitives import conv
-from .checks import check_trailing, layer_label, to_size
+from .checks import check_trailing, layer_label, make_param, to_size
 
 __all__ = ["Conv1d", "Conv2d", "Conv3d"]
 
@@ -26,22 +29,61 @@ Initializer = Callable[..., Any] | Any
 _SPATIAL = ("", "W", "HW", "DHW")  # spatial layout letters, indexed by the number of spatial dims
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _tuple(value: int | Sequence[int], n: int, label: str, arg: str) -> tuple[int, ...]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return (value,) * n
-    out = tuple(cast(Sequence[int], value))
-    if len(out) != n or not all(isinstance(v, int) and v >= 1 for v in out):
-        raise ValueError(f"{label}: `{arg}`={value!r} must be a positive int or {n} positive ints.")
+    """An int or 1 or ``n`` positive ints, as ``n`` ints."""
+    if _is_int(value) and cast(int, value) >= 1:
+        return (cast(int, value),) * n
+    if not isinstance(value, (tuple, list)) or not all(_is_int(v) and v >= 1 for v in value):
+        raise InvalidArgumentError(f"{label}: `{arg}`={value!r} must be a positive int or {n} positive ints.")
+    out = tuple(value)
+    if len(out) == 1:
+        return out * n
+    if len(out) != n:
+        raise ShapeMismatchError(
+            f"{label}: `{arg}`={value!r} has {len(out)} entries; give 1 or {n} (one per spatial axis)."
+        )
     return out
 
 
-def _padding(padding: Any, n: int) -> Any:
-    """brainstate's padding forms; a sequence of n ints means symmetric padding per axis."""
-    if isinstance(padding, (tuple, list)) and len(padding) and all(isinstance(p, int) for p in padding):
-        if n == 1 and len(padding) == 2:
-            return (tuple(padding),)
-        return tuple((p, p) for p in padding)
-    return padding
+def _padding(padding: Any, n: int, label: str) -> str | tuple[tuple[int, int], ...]:
+    """``'SAME'``, ``'VALID'`` or ``n`` ``(low, high)`` pairs.
+
+    An int pads every axis by it on both sides; a sequence of 1 or ``n`` ints
+    pads each axis symmetrically (for a 1-d convolution, two ints are one
+    ``(low, high)`` pair); a sequence of 1 or ``n`` pairs is used as is.
+    """
+    if isinstance(padding, str):
+        if padding not in ("SAME", "VALID"):
+            raise InvalidArgumentError(
+                f"{label}: padding={padding!r} is not a padding mode; use 'SAME' or 'VALID' (upper case), "
+                "an int, or (low, high) pairs."
+            )
+        return padding
+    if _is_int(padding):
+        return ((padding, padding),) * n
+    if isinstance(padding, (tuple, list)) and padding:
+        pairs: tuple[tuple[int, int], ...]
+        if all(_is_int(p) for p in padding):
+            if n == 1 and len(padding) == 2:
+                pairs = ((padding[0], padding[1]),)
+            else:
+                pairs = tuple((p, p) for p in padding)
+        elif all(isinstance(p, (tuple, list)) and len(p) == 2 and all(_is_int(q) for q in p) for p in padding):
+            pairs = tuple((int(p[0]), int(p[1])) for p in padding)
+        else:
+            pairs = ()
+        if len(pairs) == 1:
+            return pairs * n
+        if len(pairs) == n:
+            return pairs
+    raise InvalidArgumentError(
+        f"{label}: padding={padding!r} must be 'SAME', 'VALID', an int, 1 or {n} ints, or 1 or {n} "
+        "(low, high) pairs of ints."
+    )
 
 
 class _Conv(brainstate.nn.Module):
@@ -64,14 +106,23 @@ class _Conv(brainstate.nn.Module):
         w_mask: Any = None,
         channel_first: bool = False,
         name: str | None = None,
+        param_type: type = brainstate.ParamState,
     ) -> None:
         super().__init__(name=name)
         n = self.num_spatial_dims
-        self.in_size = to_size(in_size, type(self).__name__, "in_size")
-        self.out_channels = out_channels
+        cls = type(self).__name__
+        if not isinstance(in_size, (tuple, list)):
+            raise ArgumentTypeError(
+                f"{cls}: `in_size` must be a tuple of {n + 1} ints ({n} spatial plus channels), got {in_size!r}."
+            )
+        self.in_size = to_size(in_size, cls, "in_size")
+        if not _is_int(out_channels) or out_channels < 1:
+            raise InvalidArgumentError(f"{cls}: `out_channels` must be a positive int, got {out_channels!r}.")
+        self.out_channels = int(out_channels)
         self.channel_first = channel_first
+        self.channels_last = not channel_first
         if len(self.in_size) != n + 1:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{self._label}: `in_size` must have {n + 1} entries ({n} spatial plus channels), got "
                 f"{self.in_size}."
             )
@@ -82,21 +133,24 @@ class _Conv(brainstate.nn.Module):
         self.lhs_dilation = _tuple(lhs_dilation, n, label, "lhs_dilation")
         self.rhs_dilation = _tuple(rhs_dilation, n, label, "rhs_dilation")
         self.groups = groups
-        self.padding = _padding(padding, n)
-        if not isinstance(groups, int) or groups < 1 or self.in_channels % groups or out_channels % groups:
-            raise ValueError(
+        self.padding = _padding(padding, n, label)
+        if not _is_int(groups) or groups < 1 or self.in_channels % groups or out_channels % groups:
+            raise InvalidArgumentError(
                 f"{label}: groups={groups!r} must be a positive int dividing in_channels={self.in_channels} "
                 f"and out_channels={out_channels}."
             )
         sp = _SPATIAL[n]
         data = "NC" + sp if channel_first else "N" + sp + "C"
         self.dimension_numbers = (data, sp + "IO", data)
-        self.kernel_shape = self.kernel_size + (self.in_channels // groups, out_channels)
+        self.kernel_shape = self.kernel_size + (self.in_channels // groups, self.out_channels)
+        self.w_initializer, self.b_initializer = w_init, b_init
         self.w_mask = init.param(w_mask, self.kernel_shape)
         params = dict(weight=init.param(w_init, self.kernel_shape, allow_none=False))
         if b_init is not None:
-            params["bias"] = init.param(b_init, (out_channels,), allow_none=False)
-        self.weight = brainstate.ParamState(params)
+            ones = (1,) * n
+            bias_shape = (self.out_channels,) + ones if channel_first else ones + (self.out_channels,)
+            params["bias"] = init.param(b_init, bias_shape, allow_none=False)
+        self.weight = make_param(param_type, params, label)
         probe = jax.eval_shape(lambda p, x: self._conv(x, p), params,
                                jax.ShapeDtypeStruct(self.in_size, params["weight"].dtype))
         self.out_size = probe.shape
@@ -109,8 +163,11 @@ class _Conv(brainstate.nn.Module):
         w = params["weight"]
         if self.w_mask is not None:
             w = w * self.w_mask
+        bias = params.get("bias")
+        if bias is not None:
+            bias = bias.reshape((self.out_channels,))
         return conv(
-            x, w, params.get("bias"),
+            x, w, bias,
             strides=self.stride,
             padding=self.padding,
             lhs_dilation=self.lhs_dilation,
@@ -123,7 +180,7 @@ class _Conv(brainstate.nn.Module):
         """Convolve ``x`` of shape ``in_size`` or ``(N, *in_size)``; returns ``out_size`` or ``(N, *out_size)``."""
         batch = check_trailing(self._label, x, self.in_size)
         if len(batch) > 1:
-            raise ValueError(
+            raise ShapeMismatchError(
                 f"{self._label}: expected input of shape {self.in_size} or (N, *{self.in_size}) with one "
                 f"batch axis, got shape {tuple(x.shape)}; merge the leading axes first."
             )
@@ -149,26 +206,49 @@ _PARAMS_DOC = r"""
     w_init : initializer or array, default ``XavierNormal()``
         Kernel :math:`K`, shape ``(*kernel_size, C_in / G, C_out)``.
     b_init : initializer, array or None, default None
-        Bias :math:`b`, shape ``(C_out,)``.
+        Bias :math:`b`, shape ``(1, ..., 1, C_out)`` (channel-last) or
+        ``(C_out, 1, ..., 1)`` (channel-first).
     w_mask : array or initializer, optional
         Fixed mask multiplied into the kernel.
     channel_first : bool, default False
         ``True`` for ``(N, C, *spatial)`` data.
     name : str, optional
         Module name.
+    param_type : type, default ``brainstate.ParamState``
+        The state class holding the parameters.
 
     Attributes
     ----------
     weight : brainstate.ParamState
-        ``dict(weight=kernel)`` plus ``bias=(C_out,)`` if ``b_init`` is given.
-    out_size : tuple of int
-        Shape of one output without the batch axis.
+        ``dict(weight=kernel)`` plus ``bias`` if ``b_init`` is given.
+    in_size, out_size : tuple of int
+        Shape of one input and of one output, without the batch axis.
+    in_channels, out_channels, groups, num_spatial_dims : int
+    kernel_size, stride, lhs_dilation, rhs_dilation : tuple of int
+        One entry per spatial axis.
+    padding : str or tuple of (int, int)
+        ``'SAME'``, ``'VALID'`` or one ``(low, high)`` pair per spatial axis.
+    kernel_shape : tuple of int
+        ``(*kernel_size, C_in / G, C_out)``.
+    channel_first, channels_last : bool
+    dimension_numbers : tuple of str
+        ``(input, kernel, output)`` layouts, e.g. ``('NHWC', 'HWIO', 'NHWC')``.
+    w_initializer, b_initializer, w_mask
+        As given.
 
     Raises
     ------
-    ValueError
-        Bad sizes or groups (construction); an input whose trailing axes are
-        not ``in_size`` (call).
+    InvalidArgumentError
+        At construction (a ``ValueError`` and an ``AssertionError``):
+        ``in_size`` without exactly one entry per spatial axis plus channels,
+        ``groups`` not dividing both channel counts, a padding string other
+        than ``'SAME'``/``'VALID'``, or padding of another form.
+    ArgumentTypeError
+        ``in_size`` given as an int (construction).
+    ShapeMismatchError
+        ``kernel_size``, ``stride`` or a dilation with neither 1 nor one entry
+        per spatial axis (construction); an input whose trailing axes are not
+        ``in_size`` or with more than one batch axis (call).
 """
 
 _MATH = r"""

@@ -1,8 +1,9 @@
 r"""Dense, sign-constrained, weight-standardised, sparse and low-rank linear layers.
 
-Each layer keeps one ``brainstate.ParamState`` called ``weight`` holding a dict
-(``weight``, and ``bias`` unless ``b_init=None``; ``gain``, ``lora_a``/``lora_b``
-where relevant) and computes its output through an ETP primitive, so the weight
+Each layer keeps one ``brainstate.ParamState`` (or the ``param_type`` given)
+called ``weight`` holding a dict (``weight``, and ``bias`` unless
+``b_init=None``; ``gain``, ``lora_a``/``lora_b`` where relevant; a bare array for
+:class:`SignedWLinear`) and computes its output through an ETP primitive, so the weight
 learns online whenever the output reaches a hidden state. A transform of the
 weight (``|W| * sign``, weight standardisation, a mask) is plain JAX applied to
 the parameter value *before* the primitive; the compiler traces the primitive's
@@ -20,8 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 import saiunit as u
 
+from ..errors import ArgumentTypeError, InvalidArgumentError
 from ..primitives import lora_matmul, matmul, sparse_matmul
-from .checks import check_trailing, layer_label, to_size
+from .checks import check_trailing, layer_label, make_param, to_size
 
 __all__ = ["Linear", "SignedWLinear", "ScaledWSLinear", "SparseLinear", "LoRA"]
 
@@ -30,14 +32,18 @@ Initializer = Callable[..., Any] | Any
 
 
 class _Dense(brainstate.nn.Module):
-    """Sizes, the input check and the error label shared by the dense layers."""
+    """Sizes, the input check and the error label shared by the dense layers.
+
+    Only the last axis of the input is checked: leading axes (batch, time,
+    the leading entries of ``in_size``) are carried through unchanged.
+    """
 
     def _set_sizes(self, in_size: Any, out_size: Any) -> None:
         label = type(self).__name__
         self.in_size = to_size(in_size, label, "in_size")
         self.out_size = to_size(out_size, label, "out_size")
         if self.in_size[:-1] != self.out_size[:-1]:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{self._label}: all but the last axis of in_size and out_size must agree "
                 f"(the leading axes are carried through unchanged), got in_size={self.in_size} "
                 f"and out_size={self.out_size}."
@@ -48,7 +54,7 @@ class _Dense(brainstate.nn.Module):
         return layer_label(self, in_size=self.in_size, out_size=self.out_size)
 
     def _check(self, x: Any) -> None:
-        check_trailing(self._label, x, self.in_size)
+        check_trailing(self._label, x, self.in_size[-1:])
 
 
 class Linear(_Dense):
@@ -64,29 +70,38 @@ class Linear(_Dense):
     Parameters
     ----------
     in_size : int or tuple of int
-        Input size; the last entry :math:`I` is contracted, leading entries are
-        carried through (they must equal those of ``out_size``).
+        Input size; the last entry :math:`I` is contracted. Leading entries
+        must equal those of ``out_size``; they are not checked against the
+        input (any ``(..., I)`` input is accepted).
     out_size : int or tuple of int
         Output size; the last entry is :math:`O`.
     w_init : initializer or array, default ``KaimingNormal()``
         Weight of shape ``(I, O)``; an array may carry a saiunit unit.
     b_init : initializer, array or None, default ``ZeroInit()``
-        Bias of shape ``(O,)``; ``None`` gives no bias. Its unit must be
-        ``unit(x) * unit(W)``.
+        Bias of shape ``(O,)``; ``None`` gives no bias (no ``'bias'`` key).
+        Its unit must be ``unit(x) * unit(W)``.
     w_mask : array or initializer, optional
         Fixed (not learned) mask of shape ``(I, O)`` multiplied into the weight.
     name : str, optional
         Module name, used in error messages.
+    param_type : type, default ``brainstate.ParamState``
+        The state class holding the parameters.
 
     Attributes
     ----------
+    in_size, out_size : tuple of int
     weight : brainstate.ParamState
         ``dict(weight=(I, O), bias=(O,))`` (``bias`` absent when ``b_init=None``).
+    w_mask : array or None
 
     Raises
     ------
-    ValueError
-        At call time, when the input's trailing axes differ from ``in_size``.
+    InvalidArgumentError
+        At construction, when the leading entries of ``in_size`` and
+        ``out_size`` differ (a ``ValueError`` and an ``AssertionError``).
+    ShapeMismatchError
+        At call time, when the input's last axis is not :math:`I` (a
+        ``ValueError`` and a ``TypeError``).
 
     Examples
     --------
@@ -107,6 +122,7 @@ class Linear(_Dense):
         b_init: Initializer | None = init.ZeroInit(),
         w_mask: Any = None,
         name: str | None = None,
+        param_type: type = brainstate.ParamState,
     ) -> None:
         super().__init__(name=name)
         self._set_sizes(in_size, out_size)
@@ -115,7 +131,7 @@ class Linear(_Dense):
         params = dict(weight=init.param(w_init, shape, allow_none=False))
         if b_init is not None:
             params["bias"] = init.param(b_init, (self.out_size[-1],), allow_none=False)
-        self.weight = brainstate.ParamState(params)
+        self.weight = make_param(param_type, params, self._label)
 
     def update(self, x: Any) -> Any:
         """One forward pass.
@@ -123,12 +139,12 @@ class Linear(_Dense):
         Parameters
         ----------
         x : array_like
-            The input, shape ``(..., *in_size)``.
+            The input, shape ``(..., I)`` (only the last axis is checked).
 
         Returns
         -------
         jax.Array
-            ``x W + b``, shape ``(..., *out_size)``.
+            ``x W + b``, shape ``(..., O)``.
         """
         self._check(x)
         params = self.weight.value
@@ -146,9 +162,9 @@ class SignedWLinear(_Dense):
     connection keeps its sign during training (Dale's law when ``S`` is constant
     along the output axis).
 
-    .. math:: y_{\ldots o} = \sum_i x_{\ldots i}\, |W_{io}|\, S_{io} + b_o
+    .. math:: y_{\ldots o} = \sum_i x_{\ldots i}\, |W_{io}|\, S_{io}
 
-    The transform :math:`|W| \odot S` is plain JAX; the product goes through
+    There is no bias (as in :class:`brainstate.nn.SignedWLinear`). The transform :math:`|W| \odot S` is plain JAX; the product goes through
     :func:`braintrace.matmul`.
 
     Parameters
@@ -160,21 +176,24 @@ class SignedWLinear(_Dense):
     w_sign : array of +1/-1, optional
         :math:`S`, shape broadcastable to ``(I, O)`` (``(I, 1)`` gives one sign
         per presynaptic unit). ``None`` means all positive.
-    b_init : initializer, array or None, default None
-        Bias of shape ``(O,)`` (none by default, as in :class:`brainstate.nn.SignedWLinear`).
     name : str, optional
         Module name.
+    param_type : type, default ``brainstate.ParamState``
+        The state class holding the parameter.
 
     Attributes
     ----------
     weight : brainstate.ParamState
-        ``dict(weight=(I, O))`` plus ``bias=(O,)`` if ``b_init`` is given.
+        :math:`W` itself, a bare array of shape ``(I, O)``.
+    w_sign : array or None
 
     Raises
     ------
-    ValueError
+    InvalidArgumentError
         ``w_sign`` of the wrong shape or with entries other than +1/-1
-        (construction), or an input of the wrong size (call).
+        (construction).
+    ShapeMismatchError
+        An input whose last axis is not :math:`I` (call).
 
     Examples
     --------
@@ -192,8 +211,8 @@ class SignedWLinear(_Dense):
         out_size: int | tuple[int, ...],
         w_init: Initializer = init.KaimingNormal(),
         w_sign: Any = None,
-        b_init: Initializer | None = None,
         name: str | None = None,
+        param_type: type = brainstate.ParamState,
     ) -> None:
         super().__init__(name=name)
         self._set_sizes(in_size, out_size)
@@ -206,30 +225,26 @@ class SignedWLinear(_Dense):
             except ValueError:
                 ok_shape = False
             if not ok_shape:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"{self._label}: `w_sign` has shape {sign.shape}, which does not broadcast to the "
                     f"weight shape {shape}."
                 )
             if not np.all(np.abs(sign) == 1):
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"{self._label}: `w_sign` must contain only +1 and -1, got values "
                     f"{sorted(set(np.unique(sign).tolist()))}. Use a Linear with `w_mask` to remove connections."
                 )
             w_sign = jnp.asarray(sign, dtype=brainstate.environ.dftype())
         self.w_sign = w_sign
-        params = dict(weight=init.param(w_init, shape, allow_none=False))
-        if b_init is not None:
-            params["bias"] = init.param(b_init, (self.out_size[-1],), allow_none=False)
-        self.weight = brainstate.ParamState(params)
+        self.weight = make_param(param_type, init.param(w_init, shape, allow_none=False), self._label)
 
     def update(self, x: Any) -> Any:
-        """One forward pass; ``x`` has shape ``(..., *in_size)``."""
+        """One forward pass; ``x`` has shape ``(..., I)``."""
         self._check(x)
-        params = self.weight.value
-        w = u.math.abs(params["weight"])
+        w = u.math.abs(self.weight.value)
         if self.w_sign is not None:
             w = w * self.w_sign
-        return matmul(x, w, params.get("bias"))
+        return matmul(x, w)
 
 
 def _standardize(w: Any, eps: float, gain: Any) -> Any:
@@ -275,6 +290,8 @@ class ScaledWSLinear(_Dense):
         :math:`\epsilon`.
     name : str, optional
         Module name.
+    param_type : type, default ``brainstate.ParamState``
+        The state class holding the parameters.
 
     Attributes
     ----------
@@ -306,6 +323,7 @@ class ScaledWSLinear(_Dense):
         ws_gain: bool = True,
         eps: float = 1e-4,
         name: str | None = None,
+        param_type: type = brainstate.ParamState,
     ) -> None:
         super().__init__(name=name)
         self._set_sizes(in_size, out_size)
@@ -317,10 +335,10 @@ class ScaledWSLinear(_Dense):
             params["bias"] = init.param(b_init, (self.out_size[-1],), allow_none=False)
         if ws_gain:
             params["gain"] = jnp.ones((1, shape[1]), dtype=params["weight"].dtype)
-        self.weight = brainstate.ParamState(params)
+        self.weight = make_param(param_type, params, self._label)
 
     def update(self, x: Any) -> Any:
-        """One forward pass; ``x`` has shape ``(..., *in_size)``."""
+        """One forward pass; ``x`` has shape ``(..., I)``."""
         self._check(x)
         params = self.weight.value
         w = _standardize(params["weight"], self.eps, params.get("gain"))
@@ -348,6 +366,8 @@ class SparseLinear(brainstate.nn.Module):
         Input size; its last entry must be :math:`I` (default ``(I,)``).
     name : str, optional
         Module name.
+    param_type : type, default ``brainstate.ParamState``
+        The state class holding the parameters.
 
     Attributes
     ----------
@@ -355,13 +375,18 @@ class SparseLinear(brainstate.nn.Module):
         ``dict(weight=(nnz,))`` plus ``bias=(O,)`` if ``b_init`` is given.
     spar_mat : saiunit.sparse.SparseMatrix
         The fixed pattern.
+    in_size, out_size : tuple of int
+        ``out_size`` is ``in_size[:-1] + (O,)``.
 
     Raises
     ------
-    TypeError
-        ``spar_mat`` is not a CSR, CSC or COO matrix.
-    ValueError
-        ``in_size`` does not end in :math:`I`, or an input of the wrong size.
+    ArgumentTypeError
+        ``spar_mat`` is not a CSR, CSC or COO matrix, e.g. a dense array (a
+        ``TypeError`` and an ``AssertionError``).
+    InvalidArgumentError
+        ``in_size`` does not end in :math:`I`.
+    ShapeMismatchError
+        An input whose last axis is not :math:`I` (call).
 
     Examples
     --------
@@ -379,10 +404,11 @@ class SparseLinear(brainstate.nn.Module):
         b_init: Initializer | None = None,
         in_size: int | tuple[int, ...] | None = None,
         name: str | None = None,
+        param_type: type = brainstate.ParamState,
     ) -> None:
         super().__init__(name=name)
         if not isinstance(spar_mat, (u.sparse.CSR, u.sparse.CSC, u.sparse.COO)):
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"{type(self).__name__}: `spar_mat` must be a saiunit.sparse.CSR, CSC or COO matrix, got "
                 f"{type(spar_mat).__name__}; build one with e.g. saiunit.sparse.CSR.fromdense(w)."
             )
@@ -390,7 +416,7 @@ class SparseLinear(brainstate.nn.Module):
         self.in_size = (n_rows,) if in_size is None else to_size(in_size, type(self).__name__, "in_size")
         self.out_size = self.in_size[:-1] + (n_cols,)
         if self.in_size[-1] != n_rows:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{self._label}: in_size={self.in_size} must end in {n_rows}, the number of rows of "
                 f"`spar_mat` (shape {(n_rows, n_cols)})."
             )
@@ -398,15 +424,15 @@ class SparseLinear(brainstate.nn.Module):
         params = dict(weight=spar_mat.data)
         if b_init is not None:
             params["bias"] = init.param(b_init, (n_cols,), allow_none=False)
-        self.weight = brainstate.ParamState(params)
+        self.weight = make_param(param_type, params, self._label)
 
     @property
     def _label(self) -> str:
         return layer_label(self, in_size=self.in_size, out_size=self.out_size)
 
     def update(self, x: Any) -> Any:
-        """One forward pass; ``x`` has shape ``(..., *in_size)``."""
-        check_trailing(self._label, x, self.in_size)
+        """One forward pass; ``x`` has shape ``(..., I)``."""
+        check_trailing(self._label, x, self.in_size[-1:])
         params = self.weight.value
         return sparse_matmul(x, params["weight"], sparse_mat=self.spar_mat, bias=params.get("bias"))
 
@@ -434,12 +460,15 @@ class LoRA(brainstate.nn.Module):
         Added to the adapter's output, e.g. a frozen :class:`Linear`.
     kernel_init : initializer, default ``LecunNormal()``
         For ``lora_a`` and ``lora_b``.
+    param_type : type, default ``brainstate.ParamState``
+        The state class holding the parameters.
+    in_size : int or tuple of int, optional
+        Input size ending in :math:`I` (default ``(I,)``); ``out_size`` is
+        ``in_size[:-1] + (O,)``.
     alpha : float, default 1.0
         Static scale :math:`\alpha`.
     b_init : initializer, array or None, default None
         Bias :math:`b`, shape ``(O,)``.
-    in_size : int or tuple of int, optional
-        Input size ending in :math:`I` (default ``(I,)``).
     name : str, optional
         Module name.
 
@@ -447,6 +476,18 @@ class LoRA(brainstate.nn.Module):
     ----------
     weight : brainstate.ParamState
         ``dict(lora_a=(I, r), lora_b=(r, O))`` plus ``bias=(O,)`` if given.
+    in_features, out_features, lora_rank : int
+    in_size, out_size : tuple of int
+    base_module : callable or None
+
+    Raises
+    ------
+    ArgumentTypeError
+        ``base_module`` is not callable (construction).
+    InvalidArgumentError
+        ``in_size`` does not end in :math:`I` (construction).
+    ShapeMismatchError
+        An input whose last axis is not :math:`I` (call).
 
     Examples
     --------
@@ -470,9 +511,10 @@ class LoRA(brainstate.nn.Module):
         *,
         base_module: Callable[[Any], Any] | None = None,
         kernel_init: Initializer = init.LecunNormal(),
+        param_type: type = brainstate.ParamState,
+        in_size: int | tuple[int, ...] | None = None,
         alpha: float = 1.0,
         b_init: Initializer | None = None,
-        in_size: int | tuple[int, ...] | None = None,
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
@@ -483,9 +525,11 @@ class LoRA(brainstate.nn.Module):
         self.in_size = (self.in_features,) if in_size is None else to_size(in_size, label, "in_size")
         self.out_size = self.in_size[:-1] + (self.out_features,)
         if self.in_size[-1] != self.in_features:
-            raise ValueError(f"{self._label}: in_size={self.in_size} must end in in_features={self.in_features}.")
+            raise InvalidArgumentError(
+                f"{self._label}: in_size={self.in_size} must end in in_features={self.in_features}."
+            )
         if base_module is not None and not callable(base_module):
-            raise TypeError(f"{self._label}: `base_module` must be callable, got {type(base_module).__name__}.")
+            raise ArgumentTypeError(f"{self._label}: `base_module` must be callable, got {type(base_module).__name__}.")
         self.base_module = base_module
         self.alpha = float(alpha)
         params = dict(
@@ -494,7 +538,7 @@ class LoRA(brainstate.nn.Module):
         )
         if b_init is not None:
             params["bias"] = init.param(b_init, (self.out_features,), allow_none=False)
-        self.weight = brainstate.ParamState(params)
+        self.weight = make_param(param_type, params, self._label)
 
     @property
     def _label(self) -> str:
@@ -502,8 +546,8 @@ class LoRA(brainstate.nn.Module):
                            out_features=self.out_features)
 
     def update(self, x: Any) -> Any:
-        """One forward pass; ``x`` has shape ``(..., *in_size)``."""
-        check_trailing(self._label, x, self.in_size)
+        """One forward pass; ``x`` has shape ``(..., I)``."""
+        check_trailing(self._label, x, self.in_size[-1:])
         params = self.weight.value
         y = lora_matmul(x, params["lora_a"], params["lora_b"], alpha=self.alpha, bias=params.get("bias"))
         if self.base_module is not None:

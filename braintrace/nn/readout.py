@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import saiunit as u
 
+from ..errors import IncompatibleUnitsError, InvalidArgumentError
 from ..primitives import matmul
 from .checks import check_batch, check_trailing, layer_label, to_size
 
@@ -25,7 +26,7 @@ class LeakyRateReadout(brainstate.nn.Module):
     .. math::
 
         \kappa = e^{-\Delta t/\tau}, \qquad
-        r^t = \kappa\, r^{t-1} + x^t W + b
+        r^t = \kappa\, r^{t-1} + x^t W
 
     The product goes through :func:`braintrace.matmul` and :math:`r` is a
     ``brainstate.HiddenState``, so :math:`W` learns online (the recurrence is
@@ -33,84 +34,115 @@ class LeakyRateReadout(brainstate.nn.Module):
 
     Parameters
     ----------
-    in_size : int
-        :math:`I`.
-    out_size : int
-        :math:`O`.
-    tau : float or Quantity, default 5 ms
-        Time constant :math:`\tau`; ignored when ``decay`` is given.
+    in_size : int or tuple of int
+        Input size; the last entry is :math:`I`, leading entries must equal
+        those of ``out_size``.
+    out_size : int or tuple of int
+        Output size; the last entry is :math:`O`.
+    tau : float, Quantity or array, default 5 ms
+        Time constant :math:`\tau` (a scalar, or one per output unit); not used
+        when ``decay`` is given.
     w_init : initializer or array, default ``KaimingNormal()``
         :math:`W`, shape ``(I, O)``.
-    b_init : initializer, array or None, default None
-        :math:`b`, shape ``(O,)``; none by default.
     r_init : initializer or array, default ``ZeroInit()``
         Initial :math:`r`.
-    decay : float, optional
-        :math:`\kappa` in (0, 1) directly, instead of ``tau`` and ``dt``.
-    dt : float or Quantity, optional
-        Step :math:`\Delta t` (same unit as ``tau``); default
-        ``brainstate.environ.get_dt()`` at call time.
     name : str, optional
         Module name.
+    decay : float, optional (keyword only)
+        :math:`\kappa` in (0, 1) directly, instead of ``tau`` and ``dt``.
+    dt : float or Quantity, optional (keyword only)
+        Step :math:`\Delta t` (same unit as ``tau``); default
+        ``brainstate.environ.get_dt()``, read whenever :attr:`decay` is.
 
     Attributes
     ----------
+    in_size, out_size : tuple of int
+    tau
+        As given.
+    decay : float or array
+        :math:`\kappa` (the ``decay`` given, else :math:`e^{-\Delta t/\tau}`).
+    r_init
+        As given.
+    W : brainstate.ParamState
+        :math:`W`, a bare array of shape ``(I, O)``; path ``('W',)``.
     r : brainstate.HiddenState
-        Shape ``(O,)`` or ``(B, O)``.
-    weight : brainstate.ParamState
-        ``dict(weight=(I, O))`` plus ``bias=(O,)`` if ``b_init`` is given; path ``('weight',)``.
+        Shape ``out_size`` or ``(B, *out_size)``, made by :meth:`init_state`.
 
     Raises
     ------
-    ValueError
-        ``decay`` outside (0, 1), ``dt`` and ``tau`` of different units, or an
-        input of the wrong size.
+    InvalidArgumentError
+        ``decay`` outside (0, 1), or sizes whose leading entries differ
+        (construction).
+    IncompatibleUnitsError
+        ``dt`` and ``tau`` whose ratio is not dimensionless (construction when
+        ``dt`` is known then, else at the first call).
+    ShapeMismatchError
+        An input of the wrong size or batch shape (call).
 
     Examples
     --------
-    >>> import brainstate, jax.numpy as jnp
+    >>> import brainstate, jax.numpy as jnp, saiunit as u
     >>> import braintrace
     >>> readout = braintrace.nn.LeakyRateReadout(3, 2, decay=0.5, w_init=jnp.ones((3, 2)))
     >>> _ = brainstate.nn.init_all_states(readout)
     >>> [readout(jnp.ones(3)).tolist() for _ in range(2)]
     [[3.0, 3.0], [4.5, 4.5]]
+    >>> with brainstate.environ.context(dt=0.1 * u.ms):
+    ...     print(round(float(braintrace.nn.LeakyRateReadout(256, 10).decay), 6))
+    0.980199
     """
 
     def __init__(
         self,
-        in_size: int,
-        out_size: int,
+        in_size: int | tuple[int, ...],
+        out_size: int | tuple[int, ...],
         tau: Any = 5.0 * u.ms,
         w_init: Initializer = init.KaimingNormal(),
-        b_init: Initializer | None = None,
         r_init: Initializer = init.ZeroInit(),
+        name: str | None = None,
+        *,
         decay: float | None = None,
         dt: Any = None,
-        name: str | None = None,
     ) -> None:
         super().__init__(name=name)
         label = type(self).__name__
         self.in_size = to_size(in_size, label, "in_size")
         self.out_size = to_size(out_size, label, "out_size")
-        for arg, size in (("in_size", self.in_size), ("out_size", self.out_size)):
-            if len(size) != 1:
-                raise ValueError(f"{self._label}: `{arg}` must be an int, got {size}.")
+        if self.in_size[:-1] != self.out_size[:-1]:
+            raise InvalidArgumentError(
+                f"{self._label}: all but the last axis of in_size and out_size must agree, got "
+                f"in_size={self.in_size} and out_size={self.out_size}."
+            )
         if decay is not None and not (0.0 < float(decay) < 1.0):
-            raise ValueError(f"{self._label}: decay={decay} must lie in (0, 1).")
-        self.tau, self.decay, self.dt = tau, decay, dt
-        self._r_init = r_init
-        shape = (self.in_size[0], self.out_size[0])
-        params = dict(weight=init.param(w_init, shape, allow_none=False))
-        if b_init is not None:
-            params["bias"] = init.param(b_init, (self.out_size[0],), allow_none=False)
-        self.weight = brainstate.ParamState(params)
+            raise InvalidArgumentError(f"{self._label}: decay={decay} must lie in (0, 1).")
+        self.tau, self.dt, self.r_init = tau, dt, r_init
+        self._decay = decay
+        if decay is None and (dt is not None or "dt" in brainstate.environ.all()):
+            _ = self.decay  # the unit check, now rather than at the first step
+        self.W = brainstate.ParamState(
+            init.param(w_init, (self.in_size[-1], self.out_size[-1]), allow_none=False)
+        )
 
     @property
     def _label(self) -> str:
         return layer_label(self, in_size=self.in_size, out_size=self.out_size)
 
+    @property
+    def decay(self) -> Any:
+        r""":math:`\kappa`: the ``decay`` given, else :math:`e^{-\Delta t/\tau}` (``dt`` or the environment's)."""
+        if self._decay is not None:
+            return self._decay
+        dt = self.dt if self.dt is not None else brainstate.environ.get_dt()
+        ratio = dt / self.tau
+        if isinstance(ratio, u.Quantity) and not u.get_unit(ratio).is_unitless:
+            raise IncompatibleUnitsError(
+                f"{self._label}: dt={dt} and tau={self.tau} must have the same unit (dt/tau must be "
+                "dimensionless); pass dt=... in the unit of tau, or give decay=... instead."
+            )
+        return jnp.exp(-jnp.asarray(u.get_magnitude(ratio)))
+
     def _initial_r(self, batch_size: int | None) -> Any:
-        value = init.param(self._r_init, self.out_size, batch_size)
+        value = init.param(self.r_init, self.out_size, batch_size)
         if np.ndim(value) == 0:
             shape = self.out_size if batch_size is None else (batch_size,) + self.out_size
             value = jnp.full(shape, value, dtype=brainstate.environ.dftype())
@@ -140,18 +172,6 @@ class LeakyRateReadout(brainstate.nn.Module):
         """
         self.r.value = self._initial_r(batch_size)
 
-    def _kappa(self) -> Any:
-        if self.decay is not None:
-            return self.decay
-        dt = self.dt if self.dt is not None else brainstate.environ.get_dt()
-        ratio = dt / self.tau
-        if isinstance(ratio, u.Quantity) and not u.get_unit(ratio).is_unitless:
-            raise ValueError(
-                f"{self._label}: dt={dt} and tau={self.tau} must have the same unit (dt/tau must be "
-                "dimensionless); pass dt=... in the unit of tau, or give decay=... instead."
-            )
-        return jnp.exp(-jnp.asarray(ratio))
-
     def update(self, x: Any) -> Any:
         """One time step.
 
@@ -166,8 +186,7 @@ class LeakyRateReadout(brainstate.nn.Module):
             :math:`r^t`, the new read-out value.
         """
         check_trailing(self._label, x, self.in_size)
-        check_batch(self._label, x, 1, jnp.shape(self.r.value), "r")
-        params = self.weight.value
-        r = self._kappa() * self.r.value + matmul(x, params["weight"], params.get("bias"))
+        check_batch(self._label, x, len(self.out_size), jnp.shape(self.r.value), "r")
+        r = self.decay * self.r.value + matmul(x, self.W.value)
         self.r.value = r
         return r

@@ -14,11 +14,16 @@ last axis, :math:`\sigma` the logistic sigmoid, :math:`\phi` the ``activation``,
 :math:`\odot` the element-wise product. :math:`W_g[\cdot]` is the ``Linear``
 sub-layer named ``Wg`` (weight and bias).
 
-Every ``update`` raises ``ValueError`` naming the cell when the input's last
-axis is not :math:`I` or its batch shape differs from the hidden state's.
+Every ``update`` raises :class:`~braintrace.errors.ShapeMismatchError` (a
+``ValueError`` and a ``TypeError``) naming the cell when the input's last axis
+is not :math:`I` or its batch shape differs from the hidden state's. An
+``activation`` that is neither a known name nor a callable raises
+:class:`~braintrace.errors.ArgumentTypeError` at construction.
 
-Cells with a diagonal (element-wise) recurrence, :class:`MiniGRU`,
-:class:`MiniLSTM` and :class:`LRUCell`, are in :mod:`braintrace.nn.linear_rnn`.
+The minimal gated cells (:class:`~braintrace.nn.MinimalRNNCell`,
+:class:`~braintrace.nn.MiniGRU`, :class:`~braintrace.nn.MiniLSTM`) are in
+:mod:`braintrace.nn.minimal_rnn`; :class:`~braintrace.nn.LRUCell` is in
+:mod:`braintrace.nn.linear_rnn`.
 """
 
 from __future__ import annotations
@@ -41,7 +46,6 @@ __all__ = [
     "GRUCell",
     "LSTMCell",
     "MGUCell",
-    "MinimalRNNCell",
     "URLSTMCell",
 ]
 
@@ -321,10 +325,10 @@ class LSTMCell(_CellBase):
         Initial :math:`h` and :math:`c`.
     activation : str or callable, default ``'tanh'``
         :math:`\phi`.
-    forget_bias : float, default 1.0
-        :math:`\beta_f`.
     name : str, optional
         Module name.
+    forget_bias : float, default 1.0 (keyword only)
+        :math:`\beta_f`.
 
     Attributes
     ----------
@@ -351,7 +355,7 @@ class LSTMCell(_CellBase):
        exploration of recurrent network architectures. ICML.
     """
 
-    _state_names = ("h", "c")
+    _state_names = ("c", "h")
 
     def __init__(
         self,
@@ -361,8 +365,9 @@ class LSTMCell(_CellBase):
         b_init: Initializer | None = init.ZeroInit(),
         state_init: Initializer = init.ZeroInit(),
         activation: str | Callable[[Any], Any] = "tanh",
-        forget_bias: float = 1.0,
         name: str | None = None,
+        *,
+        forget_bias: float = 1.0,
     ) -> None:
         super().__init__(in_size, out_size, state_init, name)
         self.activation = get_activation(activation, self._label)
@@ -487,91 +492,6 @@ class MGUCell(_CellBase):
         return h
 
 
-class MinimalRNNCell(_CellBase):
-    r"""MinimalRNN (Chen, 2017): the input is embedded once, the state blends it in.
-
-    .. math::
-
-        z^t &= \phi\big(W_x x^t\big) \\
-        u^t &= \sigma\big(W_u[z^t, h^{t-1}]\big) \\
-        h^t &= u^t \odot h^{t-1} + (1 - u^t) \odot z^t
-
-    Parameters
-    ----------
-    in_size : int
-        :math:`I`.
-    out_size : int
-        :math:`N`.
-    w_init : initializer, default ``XavierNormal()``
-        Weights of ``Wx`` (shape ``(I, N)``) and ``Wu`` (shape ``(2N, N)``).
-    b_init : initializer or None, default ``ZeroInit()``
-        Their biases, shape ``(N,)``.
-    state_init : initializer or array, default ``ZeroInit()``
-        Initial :math:`h`.
-    activation : str or callable, default ``'tanh'``
-        :math:`\phi`, the input embedding's non-linearity.
-    name : str, optional
-        Module name.
-
-    Attributes
-    ----------
-    h : brainstate.HiddenState
-        Shape ``(N,)`` or ``(B, N)``.
-    Wx, Wu : Linear
-        ParamState paths ``('Wx', 'weight')``, ``('Wu', 'weight')``.
-
-    Examples
-    --------
-    >>> import brainstate, jax.numpy as jnp
-    >>> import braintrace
-    >>> cell = braintrace.nn.MinimalRNNCell(3, 5)
-    >>> _ = brainstate.nn.init_all_states(cell, 2)
-    >>> cell(jnp.ones((2, 3))).shape
-    (2, 5)
-
-    References
-    ----------
-    .. [1] Chen, M. (2017). MinimalRNN: Toward more interpretable and trainable
-       recurrent neural networks. arXiv:1711.06788.
-    """
-
-    def __init__(
-        self,
-        in_size: int,
-        out_size: int,
-        w_init: Initializer = init.XavierNormal(),
-        b_init: Initializer | None = init.ZeroInit(),
-        state_init: Initializer = init.ZeroInit(),
-        activation: str | Callable[[Any], Any] = "tanh",
-        name: str | None = None,
-    ) -> None:
-        super().__init__(in_size, out_size, state_init, name)
-        self.activation = get_activation(activation, self._label)
-        self.Wx = self._linear(self.num_in, w_init, b_init)
-        self.Wu = self._linear(2 * self.num_out, w_init, b_init)
-
-    def update(self, x: Any) -> Any:
-        """One time step.
-
-        Parameters
-        ----------
-        x : array_like
-            The input of this step, shape ``(I,)`` or ``(B, I)``.
-
-        Returns
-        -------
-        jax.Array
-            :math:`h^t`, the new hidden state.
-        """
-        self._check(x)
-        h = self.h.value
-        z = self.activation(self.Wx(x))
-        gate = jax.nn.sigmoid(self.Wu(jnp.concatenate([z, h], axis=-1)))
-        h = gate * h + (1 - gate) * z
-        self.h.value = h
-        return h
-
-
 def _forget_bias_init(n: int) -> jax.Array:
     """``b = -log(1/u - 1)`` with ``u ~ U(1/N, 1 - 1/N)`` (Gu et al., 2020, uniform gate init)."""
     uu = brainstate.random.uniform(1 / n, 1 - 1 / n, (n,))
@@ -634,7 +554,7 @@ class URLSTMCell(_CellBase):
        Improving the gating mechanism of recurrent neural networks. ICML.
     """
 
-    _state_names = ("h", "c")
+    _state_names = ("c", "h")
 
     def __init__(
         self,

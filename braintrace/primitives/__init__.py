@@ -6,7 +6,10 @@ names are those :class:`jax.extend.core.Primitive` objects: ``etp_mv_p`` /
 ``etp_mm_p`` (:func:`matmul`, unbatched / batched ``x``), ``etp_elemwise_p``
 (:func:`element_wise`), ``etp_conv_p`` / ``etp_conv_batched_p`` (:func:`conv`),
 ``etp_sparse_mv_p`` / ``etp_sparse_mm_p`` (:func:`sparse_matmul`) and
-``etp_lora_mv_p`` / ``etp_lora_mm_p`` (:func:`lora_matmul`).
+``etp_lora_mv_p`` / ``etp_lora_mm_p`` (:func:`lora_matmul`), ``etp_embed_p`` /
+``etp_embed_batched_p`` (:func:`embedding`), ``etp_grouped_mv_p`` /
+``etp_grouped_mm_p`` (:func:`grouped_matmul`) and ``etp_einsum_p`` /
+``etp_einsum_batched_p`` (:func:`einsum`).
 
 Examples
 --------
@@ -21,38 +24,105 @@ Examples
 (2, 3)
 """
 
-from .record import ETPPrimitive as ETPPrimitive
-from .registry import (
-    REGISTRY as REGISTRY,
-    PrimitiveRegistry as PrimitiveRegistry,
-    get_etp_primitive as get_etp_primitive,
-    is_etp_primitive as is_etp_primitive,
-)
-from .definition import register_primitive as register_primitive
-from .trace_rules import (
-    DiagonalRule as DiagonalRule,
-    FullJacobianRule as FullJacobianRule,
-    TraceRule as TraceRule,
-)
-from .dense import matmul as matmul, etp_mm_p as etp_mm_p, etp_mv_p as etp_mv_p
-from .elementwise import element_wise as element_wise, etp_elemwise_p as etp_elemwise_p
 from .conv import (
     ConvRule as ConvRule,
+)
+from .conv import (
     conv as conv,
+)
+from .conv import (
     etp_conv_batched_p as etp_conv_batched_p,
+)
+from .conv import (
     etp_conv_p as etp_conv_p,
 )
-from .sparse import (
-    SparseRule as SparseRule,
-    etp_sparse_mm_p as etp_sparse_mm_p,
-    etp_sparse_mv_p as etp_sparse_mv_p,
-    sparse_matmul as sparse_matmul,
+from .definition import register_primitive as register_primitive
+from .dense import etp_mm_p as etp_mm_p
+from .dense import etp_mv_p as etp_mv_p
+from .dense import matmul as matmul
+from .einsum import (
+    EinsumRule as EinsumRule,
+)
+from .einsum import (
+    einsum as einsum,
+)
+from .einsum import (
+    etp_einsum_batched_p as etp_einsum_batched_p,
+)
+from .einsum import (
+    etp_einsum_p as etp_einsum_p,
+)
+from .elementwise import element_wise as element_wise
+from .elementwise import etp_elemwise_p as etp_elemwise_p
+from .embedding import (
+    EmbeddingRule as EmbeddingRule,
+)
+from .embedding import (
+    embedding as embedding,
+)
+from .embedding import (
+    etp_embed_batched_p as etp_embed_batched_p,
+)
+from .embedding import (
+    etp_embed_p as etp_embed_p,
+)
+from .grouped import (
+    GroupedRule as GroupedRule,
+)
+from .grouped import (
+    etp_grouped_mm_p as etp_grouped_mm_p,
+)
+from .grouped import (
+    etp_grouped_mv_p as etp_grouped_mv_p,
+)
+from .grouped import (
+    grouped_matmul as grouped_matmul,
 )
 from .lora import (
     LoraRule as LoraRule,
+)
+from .lora import (
     etp_lora_mm_p as etp_lora_mm_p,
+)
+from .lora import (
     etp_lora_mv_p as etp_lora_mv_p,
+)
+from .lora import (
     lora_matmul as lora_matmul,
+)
+from .record import ETPPrimitive as ETPPrimitive
+from .registry import (
+    REGISTRY as REGISTRY,
+)
+from .registry import (
+    PrimitiveRegistry as PrimitiveRegistry,
+)
+from .registry import (
+    get_etp_primitive as get_etp_primitive,
+)
+from .registry import (
+    is_etp_primitive as is_etp_primitive,
+)
+from .sparse import (
+    SparseRule as SparseRule,
+)
+from .sparse import (
+    etp_sparse_mm_p as etp_sparse_mm_p,
+)
+from .sparse import (
+    etp_sparse_mv_p as etp_sparse_mv_p,
+)
+from .sparse import (
+    sparse_matmul as sparse_matmul,
+)
+from .trace_rules import (
+    DiagonalRule as DiagonalRule,
+)
+from .trace_rules import (
+    FullJacobianRule as FullJacobianRule,
+)
+from .trace_rules import (
+    TraceRule as TraceRule,
 )
 
 __all__ = [
@@ -70,9 +140,15 @@ __all__ = [
     "conv",
     "sparse_matmul",
     "lora_matmul",
+    "embedding",
+    "grouped_matmul",
+    "einsum",
     "ConvRule",
     "SparseRule",
     "LoraRule",
+    "EmbeddingRule",
+    "GroupedRule",
+    "EinsumRule",
     "etp_mm_p",
     "etp_mv_p",
     "etp_elemwise_p",
@@ -82,4 +158,10 @@ __all__ = [
     "etp_sparse_mm_p",
     "etp_lora_mv_p",
     "etp_lora_mm_p",
+    "etp_embed_p",
+    "etp_embed_batched_p",
+    "etp_grouped_mv_p",
+    "etp_grouped_mm_p",
+    "etp_einsum_p",
+    "etp_einsum_batched_p",
 ]

@@ -311,6 +311,29 @@ def _dimension_numbers(dn, n: int) -> lax.ConvDimensionNumbers:
     return out
 
 
+def _check_groups(xm, km, dn, batched: bool, feature_group_count: Any, batch_group_count: Any) -> None:
+    """The group counts are positive ints, batch groups are 1, and the channels divide into the groups."""
+    for name, val in (("feature_group_count", feature_group_count), ("batch_group_count", batch_group_count)):
+        if not isinstance(val, int) or isinstance(val, bool) or val < 1:
+            raise ValueError(f"braintrace.conv: `{name}` must be a positive int, got {val!r}.")
+    if batch_group_count != 1:
+        raise ValueError(
+            f"braintrace.conv: `batch_group_count`={batch_group_count} is not supported: it convolves "
+            "groups of batch elements together, mixing the examples a recurrent state keeps apart. "
+            "Use batch_group_count=1."
+        )
+    shift = 0 if batched else 1
+    c_in = xm.shape[dn.lhs_spec[1] - shift]
+    k_in, c_out = km.shape[dn.rhs_spec[1]], km.shape[dn.rhs_spec[0]]
+    g = feature_group_count
+    if c_in % g or c_out % g or k_in * g != c_in:
+        raise ValueError(
+            f"braintrace.conv: `x` has shape {xm.shape} ({c_in} input channels) and `kernel` has shape "
+            f"{km.shape} ({k_in} input, {c_out} output channels) with feature_group_count={g}; need "
+            f"C_in = {g}·kernel's I and both channel counts divisible by {g}."
+        )
+
+
 def conv(
     x: Any,
     kernel: Any,
@@ -404,25 +427,8 @@ def conv(
     check_float(km, op="conv", arg="kernel")
     batched = xm.ndim == n + 2
     dn = _dimension_numbers(dimension_numbers, n)
-    for name, val in (("feature_group_count", feature_group_count), ("batch_group_count", batch_group_count)):
-        if not isinstance(val, int) or isinstance(val, bool) or val < 1:
-            raise ValueError(f"braintrace.conv: `{name}` must be a positive int, got {val!r}.")
-    if batch_group_count != 1:
-        raise ValueError(
-            f"braintrace.conv: `batch_group_count`={batch_group_count} is not supported: it convolves "
-            "groups of batch elements together, mixing the examples a recurrent state keeps apart. "
-            "Use batch_group_count=1."
-        )
-    shift = 0 if batched else 1
-    c_in = xm.shape[dn.lhs_spec[1] - shift]
-    k_in, c_out = km.shape[dn.rhs_spec[1]], km.shape[dn.rhs_spec[0]]
-    g = feature_group_count
-    if c_in % g or c_out % g or k_in * g != c_in:
-        raise ValueError(
-            f"braintrace.conv: `x` has shape {xm.shape} ({c_in} input channels) and `kernel` has shape "
-            f"{km.shape} ({k_in} input, {c_out} output channels) with feature_group_count={g}; need "
-            f"C_in = {g}·kernel's I and both channel counts divisible by {g}."
-        )
+    _check_groups(xm, km, dn, batched, feature_group_count, batch_group_count)
+    g, c_out = feature_group_count, km.shape[dn.rhs_spec[0]]
     params = dict(
         window_strides=_int_tuple(strides, n, "strides"),
         padding=_padding(padding, n),

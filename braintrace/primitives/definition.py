@@ -147,6 +147,7 @@ def define_primitive(
     y_outvar_index: int = 0,
     diagonal_names: tuple[str, ...] = ("bias",),
     trace_rule: TraceRule | None = None,
+    x_linear: bool = True,
     batched_partner: ETPPrimitive | None = None,
 ) -> ETPPrimitive:
     """Create a JAX primitive with every rule, register it, return its entry.
@@ -174,6 +175,7 @@ def define_primitive(
         diagonal_names=frozenset(diagonal_names),
         trace_rule=trace_rule if trace_rule is not None else FullJacobianRule(),
         batched_partner=batched_partner,
+        x_linear=x_linear,
     )
     REGISTRY.add(entry)
     return entry
@@ -190,6 +192,7 @@ def register_primitive(
     y_outvar_index: int = 0,
     diagonal_names: tuple[str, ...] = ("bias",),
     trace_rule: TraceRule | None = None,
+    x_linear: bool = True,
 ) -> Primitive:
     r"""Register a custom ETP primitive and return the JAX primitive to bind.
 
@@ -229,6 +232,11 @@ def register_primitive(
         D_RTRL trace rule for the x-dependent trainable inputs. The default,
         :class:`FullJacobianRule`, is exact for any primitive but stores the
         full per-position Jacobian; give a compact rule for large weights.
+    x_linear : bool, default True
+        Whether ``impl`` is linear in the data input. Learners that keep a
+        trace of past inputs (ES_D_RTRL, OTTT, OTPE) substitute it for ``x``
+        only when this holds; give ``False`` for a primitive whose data input
+        is an index or enters non-linearly.
 
     Returns
     -------
@@ -260,6 +268,7 @@ def register_primitive(
             y_outvar_index=y_outvar_index,
             diagonal_names=diagonal_names,
             trace_rule=trace_rule,
+            x_linear=x_linear,
         )
     else:
         partner = None
@@ -274,5 +283,6 @@ def register_primitive(
         diagonal_names=diagonal_names,
         trace_rule=trace_rule,
         batched_partner=partner,
+        x_linear=x_linear,
     )
     return entry.primitive

@@ -51,8 +51,8 @@ class DenseRule:
         num_state: int,
         dtype: Any,
     ) -> dict[str, Array]:
-        x, w = operands[0], operands[1]
-        return {"weight": jnp.zeros(tuple(varshape[:-1]) + (w.shape[0], varshape[-1], num_state), dtype)}
+        w = operands[1]  # (..., I, O): the input axis is second to last
+        return {"weight": jnp.zeros(tuple(varshape[:-1]) + (w.shape[-2], varshape[-1], num_state), dtype)}
 
     def update(
         self,

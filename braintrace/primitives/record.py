@@ -62,6 +62,11 @@ class ETPPrimitive:
         The D_RTRL trace rule of the other (x-dependent) trainable inputs.
     batched_partner : ETPPrimitive or None
         For an unbatched primitive, the batched form that ``jax.vmap`` binds.
+    x_linear : bool
+        Whether ``y`` is linear in the data input ``x``, so that a running sum
+        of past inputs may stand in for ``x`` in :meth:`xy_to_dw` (the
+        presynaptic traces of ES_D_RTRL, OTTT and OTPE). ``False`` for an index
+        input (:func:`braintrace.embedding`): a sum of indices is no index.
 
     Examples
     --------
@@ -83,6 +88,7 @@ class ETPPrimitive:
     diagonal_names: frozenset[str]
     trace_rule: Any  # a braintrace.primitives.TraceRule
     batched_partner: "ETPPrimitive | None" = None
+    x_linear: bool = True
 
     @property
     def name(self) -> str:

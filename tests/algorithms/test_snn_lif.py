@@ -73,11 +73,11 @@ def test_cosine_with_bptt_printed():
         got, _ = online_sum(learner, xs, loss, targets=targets if label == "OSTTP" else None)
         c = {k: O.tree_cosine(got[k], bptt[k]) for k in bptt}
         cos[label] = O.tree_cosine(got, dict(bptt))
-        print(f"{label:24s} {cos[label]:12.4f} {c[w_in]:13.4f} {c[('readout', 'weight')]:9.4f}")
+        print(f"{label:24s} {cos[label]:12.4f} {c[w_in]:13.4f} {c[('readout', 'W')]:9.4f}")
         assert np.isfinite(cos[label])
         # the readout's trace is exact for every rule but OTTT/OTPE (their leak is the LIF's, not κ)
         if not label.startswith(("OTTT", "OTPE", "OSTLFeedforward")):
-            assert c[("readout", "weight")] > 1 - 1e-5
+            assert c[("readout", "W")] > 1 - 1e-5
     restore(net, h0)
     assert cos["EProp(symmetric)"] == pytest.approx(cos["D_RTRL"], abs=1e-6)
     assert cos["OSTLRecurrent"] == pytest.approx(cos["D_RTRL"], abs=1e-6)

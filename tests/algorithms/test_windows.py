@@ -94,9 +94,10 @@ def test_online_gradients_window_option_matches_and_checks_divisibility(learner)
     def loss(o, y):
         return jnp.mean((o - y) ** 2)
 
-    from braintrace.training import _auto_window
+    from braintrace.training.gradients import resolve_window
 
-    assert _auto_window(learner, 8) == 8 and _auto_window(learner, 67) is None  # divisors of T only
+    auto = lambda T: resolve_window("test", learner, "auto", T, False)  # noqa: E731
+    assert auto(8) == 8 and auto(67) is None  # divisors of T only
     # float32 products at full precision (GPUs default to TF32, ~1e-3 relative)
     with jax.default_matmul_precision("highest"):
         g1, l1 = braintrace.online_gradients(learner, xs, ys, loss, batch_size=2, window=None)
@@ -151,7 +152,7 @@ def test_window_keeps_parameter_only_residuals_once(f64, learner):
 
     recorded = [shape for key in windowed_learner.driver.residuals.recorded for shape, _ in key[1]]
     param_shapes = [jnp.shape(v) for v in jax.tree.leaves({k: st.value for k, st in model.states(brainstate.ParamState).items()})]
-    assert jnp.shape(model.readout.weight.value["weight"]) in recorded  # kept once
+    assert jnp.shape(model.readout.W.value) in recorded  # kept once
     assert not [s for s in param_shapes if (K,) + s in recorded]  # no parameter stacked per step
 
 

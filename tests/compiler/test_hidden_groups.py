@@ -122,6 +122,8 @@ class CountingRNN(brainstate.nn.Module):
 
 
 def test_compiling_twice_with_same_shapes_does_not_retrace():
+    """A learner compiles once per input shape; compile_etrace_graph itself keeps no cache
+    (a global cache served graphs traced with other values, issue 17)."""
     net = CountingRNN()
     brainstate.nn.init_all_states(net, batch_size=2)
     import warnings
@@ -129,10 +131,27 @@ def test_compiling_twice_with_same_shapes_does_not_retrace():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         g1 = braintrace.compile_etrace_graph(net, jnp.zeros((2, 3)))
-        n = net.traces
-        g2 = braintrace.compile_etrace_graph(net, jnp.zeros((2, 3)))
         learner = braintrace.D_RTRL(net).compile_graph(jnp.zeros((2, 3)))
+        n, graph = net.traces, learner.graph
         learner.compile_graph(jnp.zeros((2, 3)))
-    assert g1 is g2 and learner.graph is g1
+    assert learner.graph is graph and graph is not g1
     assert net.traces == n
     assert len(g1.hidden_groups) == 3
+
+
+def test_a_refusal_carries_an_error_record():
+    class Looping(brainstate.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = brainstate.ParamState(jnp.ones((2, 2)))
+            self.h = brainstate.HiddenState(jnp.zeros(2))
+
+        def update(self, x):
+            self.h.value = jax.lax.fori_loop(0, 2, lambda i, h: h @ self.w.value, self.h.value + x)
+            return self.h.value
+
+    with pytest.raises(braintrace.NotSupportedError) as err:
+        braintrace.compile_etrace_graph(Looping(), jnp.zeros(2))
+    rec = err.value.record
+    assert rec.kind == braintrace.DiagnosticKind.WEIGHT_IN_CONTROL_FLOW
+    assert rec.level == braintrace.DiagnosticLevel.ERROR and "`w`" in rec.message

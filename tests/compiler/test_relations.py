@@ -247,9 +247,12 @@ def test_warnings_are_emitted_once_per_compile():
         braintrace.compile_etrace_graph(cell, jnp.zeros(2))
     n = len([w for w in rec if "Wr" in str(w.message)])
     assert n == 1
+    learner = braintrace.D_RTRL(cell)
+    with pytest.warns(UserWarning, match="Wr"):
+        learner.compile_graph(jnp.zeros(2))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        braintrace.compile_etrace_graph(cell, jnp.zeros(2))  # cached: no second warning
+        learner.compile_graph(jnp.zeros(2))  # compiled for these shapes: no second trace, no second warning
 
 
 class LibraryFunctions(brainstate.nn.Module):

@@ -28,12 +28,17 @@ PROFILES = {
     "GRUCell": ([("h",)], ["Wh", "Wz"], {"Wr": K.RELATION_EXCLUDED_WEIGHT_TO_WEIGHT}, {}),
     "LSTMCell": ([("c", "h")], ["Wf", "Wg", "Wi", "Wo"], {}, {}),
     "MGUCell": ([("h",)], ["Wf", "Wh"], {}, {"Wf": K.RELATION_PARTIAL_PATH}),
-    "MinimalRNNCell": ([("h",)], ["Wu", "Wx"], {}, {"Wx": K.RELATION_PARTIAL_PATH}),
-    "MiniGRU": ([("h",)], ["Wh", "Wz"], {}, {}),
-    "MiniLSTM": ([("h",)], ["Wf", "Wh", "Wi"], {}, {}),
-    "LRUCell": ([("h",)], ["B", "nu_log"], {}, {}),
+    "MinimalRNNCell": ([("h",)], ["W_u", "phi"], {}, {"phi": K.RELATION_PARTIAL_PATH}),
+    "MiniGRU": ([("h",)], ["W_x", "W_z"], {}, {}),
+    "MiniLSTM": ([("h",)], ["W_f", "W_i", "W_x"], {}, {}),
+    "LRUCell": ([("h_im", "h_re")], ["B_im", "B_re", "gamma_log", "nu_log", "theta_log"],
+                {"C_im": K.RELATION_EXCLUDED_NON_TEMPORAL, "C_re": K.RELATION_EXCLUDED_NON_TEMPORAL}, {}),
     "URLSTMCell": ([("c", "h")], ["Wf", "Wo", "Wr", "Wu", "bias"], {}, {}),
 }
+# weights used by plain JAX (no ETP primitive, hence no record): instantaneous gradient by design
+PLAIN = {"LRUCell": {"D"}}
+# the LRU cell maps d_model -> d_model features (its hidden size is out_size)
+OUT = {"LRUCell": IN}
 
 
 def compile_quiet(model, x):
@@ -58,14 +63,15 @@ def test_relation_profile_table(name):
         assert [d.kind for d in graph.diagnostics if d.weight_path and head(d.weight_path) == weight and d.kind == kind]
     params = {head(p) for p in cell.states(brainstate.ParamState)}
     # every weight is accounted for: online, or excluded with a record
-    assert params == set(online) | set(excluded)
+    assert params == set(online) | set(excluded) | PLAIN.get(name, set())
 
 
 class CellNet(brainstate.nn.Module):
     def __init__(self, name, batch=None, seed=0):
         super().__init__()
         self.cell = getattr(braintrace.nn, name)(IN, H)
-        self.out = brainstate.ParamState(jnp.asarray(np.random.RandomState(seed).randn(H, 2) * 0.5))
+        n = OUT.get(name, H)
+        self.out = brainstate.ParamState(jnp.asarray(np.random.RandomState(seed).randn(n, 2) * 0.5))
         brainstate.nn.init_all_states(self.cell, batch_size=batch)
         rng = np.random.RandomState(seed + 1)
         for st in self.cell.states(brainstate.HiddenState).values():
@@ -122,6 +128,21 @@ def test_d_rtrl_on_every_cell_equals_the_diagonal_reference(f64, name, batch):
     for leaf in jax.tree.leaves(got):
         assert leaf.dtype == jnp.float64
     assert O.tree_max_rel_err(got, ref) < 1e-9
+
+
+@pytest.mark.parametrize("batch", [None, 2])
+def test_d_rtrl_on_the_lru_cell_equals_bptt(f64, batch):
+    """The LRU recurrence is block-diagonal (one 2x2 rotation per unit): D_RTRL is exact."""
+    model = CellNet("LRUCell", batch)
+    xs, loss = sequence(batch)
+    bptt, _ = O.bptt_grads(model, xs, loss)
+    learner = braintrace.D_RTRL(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        learner.compile_graph(xs[0])
+    got, _ = online_grads(learner, xs, loss)
+    assert O.tree_max_rel_err(got, bptt) < 1e-9
+    assert float(jnp.abs(got[("cell", "theta_log")]).max()) > 0
 
 
 class SpikingNet(brainstate.nn.Module):

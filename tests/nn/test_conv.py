@@ -19,7 +19,7 @@ def _ref(x, w, b, stride, padding, dn, groups=1, rhs_dilation=None):
     )
     if b is not None:
         cshape = [1] * y.ndim
-        cshape[1 if dn[0][1] == "C" else -1] = b.shape[0]
+        cshape[1 if dn[0][1] == "C" else -1] = b.size
         y = y + b.reshape(cshape)
     return y
 
@@ -36,7 +36,7 @@ def test_conv_matches_lax_channel_last(cls, in_size, xshape, n):
     layer = cls(in_size, 4, kernel_size=3, stride=1, padding="SAME", b_init=brainstate.nn.init.ZeroInit())
     randomize(layer)
     p = layer.weight.value
-    assert p["weight"].shape == (3,) * n + (2, 4) and p["bias"].shape == (4,)
+    assert p["weight"].shape == (3,) * n + (2, 4) and p["bias"].shape == (1,) * n + (4,)  # 0.2.0's bias shape
     x = jnp.asarray(RNG.normal(size=xshape), jnp.float32)
     sp = ("W", "HW", "DHW")[n - 1]
     dn = ("N" + sp + "C", sp + "IO", "N" + sp + "C")
@@ -55,13 +55,14 @@ def test_conv2d_matches_brainstate_nhwc_and_nchw():
     for channel_first in (False, True):
         in_size = (3, 7, 7) if channel_first else (7, 7, 3)
         xin = jnp.transpose(x, (0, 3, 1, 2)) if channel_first else x
-        layer = Conv2d(in_size, 4, kernel_size=(3, 2), stride=2, padding="VALID", b_init=jnp.zeros(4),
-                       channel_first=channel_first)
+        layer = Conv2d(in_size, 4, kernel_size=(3, 2), stride=2, padding="VALID",
+                       b_init=brainstate.nn.init.ZeroInit(), channel_first=channel_first)
         randomize(layer, seed=5)
         p = layer.weight.value
         ref = brainstate.nn.Conv2d(in_size, 4, kernel_size=(3, 2), stride=2, padding="VALID",
                                    b_init=brainstate.nn.init.ZeroInit(), channel_first=channel_first)
         bshape = (1, 4, 1, 1) if channel_first else (1, 1, 4)
+        assert p["bias"].shape == ((4, 1, 1) if channel_first else (1, 1, 4))
         ref.weight.value = dict(weight=p["weight"], bias=p["bias"].reshape(bshape))
         y = layer(xin)
         assert_close(y, ref(xin), rtol=1e-4, atol=1e-4)

@@ -84,7 +84,7 @@ def test_signed_linear_matches_brainstate():
     sign = jnp.array([[1.], [-1.], [1.]])
     layer = SignedWLinear(3, 4, w_sign=sign)
     randomize(layer)
-    w = layer.weight.value["weight"]
+    w = layer.weight.value  # a bare array, as in brainstate and braintrace 0.2.0
     assert_close(layer(X), X @ (jnp.abs(w) * sign))
     ref = brainstate.nn.SignedWLinear(3, 4, w_sign=sign)
     ref.weight.value = w
@@ -92,9 +92,9 @@ def test_signed_linear_matches_brainstate():
     assert etp_counts(layer, X) == {"etp_mm": 1}
 
 
-def test_signed_linear_keeps_sign_and_bias():
-    layer = SignedWLinear(3, 2, w_init=-jnp.ones((3, 2)), b_init=jnp.array([0.5, -0.5]))
-    assert_close(layer(jnp.ones(3)), jnp.array([3.5, 2.5]))
+def test_signed_linear_keeps_sign():
+    layer = SignedWLinear(3, 2, w_init=-jnp.ones((3, 2)))
+    assert_close(layer(jnp.ones(3)), jnp.array([3.0, 3.0]))
 
 
 def test_signed_linear_validates_sign():
@@ -148,7 +148,7 @@ def test_sparse_linear_matches_dense():
 
 def test_sparse_linear_errors():
     _, csr = _csr()
-    with pytest.raises(TypeError, match="SparseLinear: `spar_mat` must be"):
+    with pytest.raises(AssertionError, match="SparseLinear: `spar_mat` must be"):
         SparseLinear(np.ones((3, 4)))
     with pytest.raises(ValueError, match="must end in 3"):
         SparseLinear(csr, in_size=4)

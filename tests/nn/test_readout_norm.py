@@ -18,15 +18,16 @@ RNG = np.random.default_rng(0)
 
 @pytest.mark.parametrize("batch", [None, 2], ids=["unbatched", "batched"])
 def test_readout_matches_closed_form(batch):
-    ro = LeakyRateReadout(3, 4, tau=4.0 * u.ms, dt=1.0 * u.ms, b_init=brainstate.nn.init.ZeroInit())
+    ro = LeakyRateReadout(3, 4, tau=4.0 * u.ms, dt=1.0 * u.ms)
     randomize(ro)
     brainstate.nn.init_all_states(ro, batch)
-    p = ro.weight.value
+    w = ro.W.value
     kappa = np.exp(-0.25)
+    assert_close(ro.decay, kappa)
     shape = (3,) if batch is None else (batch, 3)
     x1, x2 = (jnp.asarray(RNG.normal(size=shape), jnp.float32) for _ in range(2))
-    y1 = x1 @ p["weight"] + p["bias"]
-    y2 = x2 @ p["weight"] + p["bias"]
+    y1 = x1 @ w
+    y2 = x2 @ w
     assert_close(ro(x1), y1)
     assert_close(ro(x2), kappa * y1 + y2)  # two-step closed form
     assert_close(ro.r.value, kappa * y1 + y2)
@@ -56,6 +57,8 @@ def test_readout_decay_environ_reset_and_errors():
     with pytest.raises(ValueError, match="must have the same unit"):
         ro3.dt = 1.0
         ro3(jnp.ones(3))
+    with pytest.raises(TypeError, match="must have the same unit"):  # known at construction: raised there
+        LeakyRateReadout(3, 2, dt=1.0)
 
 
 # ------------------------------------------------------------------ LayerNorm

@@ -65,8 +65,8 @@ def ref_mgu(c, x, s):
 
 def ref_minimal(c, x, s):
     h = s["h"]
-    z = jnp.tanh(lin(c, "Wx")(x))
-    uu = sig(lin(c, "Wu")(cat(z, h)))
+    z = lin(c, "phi")(x)
+    uu = sig(lin(c, "W_u")(cat(z, h)))
     return dict(h=uu * h + (1 - uu) * z)
 
 
@@ -80,18 +80,15 @@ def ref_urlstm(c, x, s):
 
 
 def ref_minigru(c, x, s):
-    z = sig(lin(c, "Wz")(x))
-    return dict(h=(1 - z) * s["h"] + z * lin(c, "Wh")(x))
+    h = s["h"]
+    z = sig(lin(c, "W_z")(cat(x, h)))
+    return dict(h=(1 - z) * h + z * lin(c, "W_x")(x))
 
 
 def ref_minilstm(c, x, s):
-    f, i = sig(lin(c, "Wf")(x)), sig(lin(c, "Wi")(x))
-    return dict(h=f / (f + i) * s["h"] + i / (f + i) * lin(c, "Wh")(x))
-
-
-def ref_lru(c, x, s):
-    lam = jnp.exp(-jnp.exp(c.nu_log.value))
-    return dict(h=lam * s["h"] + jnp.sqrt(1 - lam**2) * lin(c, "B")(x))
+    h = s["h"]
+    f, i = sig(lin(c, "W_f")(cat(x, h))), sig(lin(c, "W_i")(cat(x, h)))
+    return dict(h=f * h + i * lin(c, "W_x")(x))
 
 
 # (factory, reference, ETP primitives per batched step, ParamState paths)
@@ -104,14 +101,12 @@ CELLS = {
              {("Wi", "weight"), ("Wf", "weight"), ("Wg", "weight"), ("Wo", "weight")}),
     "mgu": (lambda **k: MGUCell(I, N, **k), ref_mgu, {"etp_mm": 2}, {("Wf", "weight"), ("Wh", "weight")}),
     "minimal": (lambda **k: MinimalRNNCell(I, N, **k), ref_minimal, {"etp_mm": 2},
-                {("Wx", "weight"), ("Wu", "weight")}),
+                {("phi", "weight"), ("W_u", "weight")}),
     "urlstm": (lambda **k: URLSTMCell(I, N, **k), ref_urlstm, {"etp_mm": 4, "etp_elemwise": 1},
                {("Wf", "weight"), ("Wr", "weight"), ("Wu", "weight"), ("Wo", "weight"), ("bias",)}),
-    "minigru": (lambda **k: MiniGRU(I, N, **k), ref_minigru, {"etp_mm": 2}, {("Wz", "weight"), ("Wh", "weight")}),
+    "minigru": (lambda **k: MiniGRU(I, N, **k), ref_minigru, {"etp_mm": 2}, {("W_z", "weight"), ("W_x", "weight")}),
     "minilstm": (lambda **k: MiniLSTM(I, N, **k), ref_minilstm, {"etp_mm": 3},
-                 {("Wf", "weight"), ("Wi", "weight"), ("Wh", "weight")}),
-    "lru": (lambda **k: LRUCell(I, N, **k), ref_lru, {"etp_mm": 1, "etp_elemwise": 1},
-            {("B", "weight"), ("nu_log",)}),
+                 {("W_f", "weight"), ("W_i", "weight"), ("W_x", "weight")}),
 }
 IDS = list(CELLS)
 
@@ -132,8 +127,6 @@ def test_cell_matches_plain_jax(key, batch):
     make, ref, _, _ = CELLS[key]
     cell = make()
     randomize(cell, seed=1)
-    if key == "lru":  # keep the decays in (0, 1) with a nontrivial spread
-        cell.nu_log.value = jnp.log(-jnp.log(jnp.linspace(0.3, 0.95, N)))
     brainstate.nn.init_all_states(cell, batch)
     _random_states(cell)
     xs = jnp.asarray(np.random.default_rng(2).normal(size=(2,) + ((batch,) if batch else ()) + (I,)), jnp.float32)
@@ -274,6 +267,64 @@ def test_activation_and_size_errors():
         GRUCell((3, 2), 5)
     with pytest.raises(ValueError, match="r_min < r_max"):
         LRUCell(3, 5, r_min=0.9, r_max=0.5)
+    with pytest.raises(TypeError, match="`activation` must be a name or a callable"):
+        GRUCell(3, 5, activation=3)
+    with pytest.raises(AssertionError, match="`phi` must be callable"):  # 0.2.0 asserted
+        MinimalRNNCell(3, 5, phi=3)
+
+
+def test_minimal_rnn_cell_takes_a_custom_phi_module():
+    phi = braintrace.nn.Linear(I, N, b_init=None)
+    cell = MinimalRNNCell(I, N, phi=phi)
+    brainstate.nn.init_all_states(cell, B)
+    assert cell.phi is phi and ("phi", "weight") in cell.states(brainstate.ParamState)
+    assert cell(jnp.ones((B, I))).shape == (B, N)
+
+
+# ------------------------------------------------------------------ LRUCell
+
+def ref_lru(c, x, h):
+    """The complex recurrence with jnp complex numbers: ``h`` is complex, returns ``(y, h)``."""
+    lam = jnp.exp(-jnp.exp(c.nu_log.value) + 1j * jnp.exp(c.theta_log.value))
+    b = c.B_re.weight.value["weight"] + 1j * c.B_im.weight.value["weight"]
+    cc = c.C_re.weight.value["weight"] + 1j * c.C_im.weight.value["weight"]
+    h = lam * h + jnp.exp(c.gamma_log.value) * (x @ b)
+    return jnp.real(h @ cc) + x * c.D.value, h
+
+
+@pytest.mark.parametrize("batch", [None, B], ids=["unbatched", "batched"])
+def test_lru_matches_complex_arithmetic(batch):
+    cell = LRUCell(I, N, r_min=0.4, r_max=0.9)
+    brainstate.nn.init_all_states(cell, batch)
+    rng = np.random.default_rng(3)
+    lead = (batch,) if batch else ()
+    cell.h_re.value = jnp.asarray(rng.normal(size=lead + (N,)), jnp.float32)
+    cell.h_im.value = jnp.asarray(rng.normal(size=lead + (N,)), jnp.float32)
+    h = cell.h_re.value + 1j * cell.h_im.value
+    for x in jnp.asarray(rng.normal(size=(2,) + lead + (I,)), jnp.float32):  # two steps
+        y, h = ref_lru(cell, x, h)
+        assert_close(cell(x), y, rtol=1e-5, atol=1e-5)
+        assert_close(cell.h_re.value, jnp.real(h), rtol=1e-5, atol=1e-5)
+        assert_close(cell.h_im.value, jnp.imag(h), rtol=1e-5, atol=1e-5)
+
+
+def test_lru_initial_decays_shapes_reset_and_jaxpr():
+    cell = LRUCell(I, N, r_min=0.5, r_max=0.8, max_phase=1.0)
+    modulus = jnp.exp(-jnp.exp(cell.nu_log.value))
+    assert bool(jnp.all((modulus >= 0.5 - 1e-6) & (modulus <= 0.8 + 1e-6)))
+    assert bool(jnp.all(jnp.exp(cell.theta_log.value) <= 1.0 + 1e-6))
+    assert_close(jnp.exp(2 * cell.gamma_log.value), 1 - modulus**2, rtol=1e-5, atol=1e-6)
+    brainstate.nn.init_all_states(cell, B)
+    h_re = cell.h_re
+    cell(jnp.ones((B, I)))
+    cell.reset_state(B)
+    assert cell.h_re is h_re and float(jnp.abs(h_re.value).sum()) == 0.0
+    assert etp_counts(cell, jnp.ones((B, I))) == {"etp_mm": 4, "etp_elemwise": 3}
+    assert not forbidden_prims(cell, jnp.ones((B, I)))
+    with pytest.raises(ValueError, match=r"LRUCell\(d_model=3, d_hidden=5\): expected input with last axis 3"):
+        cell(jnp.ones((B, N)))
+    with pytest.raises(ValueError, match="max_phase"):
+        LRUCell(I, N, max_phase=0.0)
 
 
 @pytest.mark.parametrize("key", IDS)

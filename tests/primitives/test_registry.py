@@ -69,6 +69,13 @@ def test_register_returns_a_registered_primitive_with_a_batched_partner():
     assert entry.trainable_invars({}, 3) == {"weight": 1, "bias": 2}
     assert entry.trainable_invars({}, 2) == {"weight": 1}
     assert REGISTRY.get(batched_only_p).batched_partner is None
+    assert entry.x_linear and partner.x_linear
+
+
+def test_x_linear_reaches_the_batched_partner():
+    prim = register_primitive("test_registry_index_lookup", lambda i, t: t[i], x_linear=False)
+    entry = REGISTRY.get(prim)
+    assert not entry.x_linear and not entry.batched_partner.x_linear
 
 
 @pytest.mark.parametrize("bias", [False, True])
@@ -146,8 +153,12 @@ def test_full_jacobian_contract_is_the_vjp(rng):
 def test_builtin_table():
     names = {e.name for e in REGISTRY}
     for n in ("etp_mv", "etp_mm", "etp_elemwise", "etp_conv", "etp_conv_batched", "etp_sparse_mv",
-              "etp_sparse_mm", "etp_lora_mv", "etp_lora_mm"):
+              "etp_sparse_mm", "etp_lora_mv", "etp_lora_mm", "etp_embed", "etp_embed_batched", "etp_grouped_mv",
+              "etp_grouped_mm", "etp_einsum", "etp_einsum_batched"):
         assert n in names, n
+    # only an index input is not a vector the primitive is linear in
+    assert {e.name for e in REGISTRY if not e.x_linear} >= {"etp_embed", "etp_embed_batched"}
+    assert all(e.x_linear for e in REGISTRY if e.name.startswith(("etp_mv", "etp_mm", "etp_conv", "etp_einsum")))
     for e in REGISTRY:
         if e.x_invar_index is not None and not e.batched:
             assert e.batched_partner is not None and e.batched_partner.batched, e.name
