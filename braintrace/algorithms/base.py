@@ -323,11 +323,11 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
         :meth:`contributions` the *previous* step's traces with the adjoint
         ``λ^t = ∂L^t/∂h^{t-1}`` as signal (:meth:`window_contributions`: the
         ``λ`` of every step of the window); both return the flat gradient
-        of ``θ`` (``(|θ|,)``); :meth:`learning_signal` is not called.
+        of ``θ`` (``(|θ|,)``); :meth:`learning_signal` only where :meth:`replaces_signal`.
 
     Methods the driver calls: :meth:`init_traces`, :meth:`update_traces`,
     :meth:`window_update`, :meth:`contributions`,
-    :meth:`window_contributions`, :meth:`learning_signal`.
+    :meth:`window_contributions`, :meth:`learning_signal`, :meth:`replaces_signal`.
 
     *Options shared by every learner*, with ``ε^t`` any trace, ``c(ε^t, δ^t)``
     its contribution (``δ^t · ε^t`` for D_RTRL), a *hidden layer* a group learned
@@ -343,17 +343,12 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
         \nabla_w L &\mathrel{+}= c(ε^t, m_g^t)
             \qquad\text{(modulator } m^t \text{ given to the call: three-factor learning)}
 
-    The κ filter (Bellec et al., 2020) credits a hidden neuron for a leaky
-    readout's memory of its activity (``κ``: the readout's decay); it filters
-    the traces of the kinds in ``filtered_kinds``: exact traces, the output
-    factor ``ε_f`` of factored ones (ES_D_RTRL, OTPE 'approx'), OTTT's
-    presynaptic traces. Random feedback (Lillicrap et al., 2016; RFLO, random
-    e-prop) replaces ``∂o/∂h_g`` by a fixed ``B_g`` (:attr:`feedback_matrices`,
-    entries ``N(0, 0.1²)``; the outputs read as ``(*b, n_k)`` and concatenated,
-    each batch element's error to the same element); output groups keep their
-    true signal. A replaced signal stands for the step's whole credit: those
-    groups' bypass term is not added. Weights not learned online keep their
-    instantaneous gradient.
+    The κ filter [1] (``κ``: a leaky readout's decay) acts on the kinds in
+    ``filtered_kinds`` (exact traces, the output factor ``ε_f``, OTTT's
+    presynaptic traces); random feedback [2] uses fixed ``B_g``
+    (:attr:`feedback_matrices`, entries ``N(0, 0.1²)``); output groups keep their
+    true signal; a replaced signal stands for the step's whole credit (no bypass
+    term); weights not learned online keep their instantaneous gradient.
 
     Parameters
     ----------
@@ -532,6 +527,10 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
         assert self.graph is not None  # the learner calls its hooks after compile_graph
         return random_feedback_signal(self.graph, self.feedback_matrices, self.batch_axes, delta, delta_prev, out_cts)
 
+    def replaces_signal(self, signal: Any) -> bool:
+        """Whether :meth:`learning_signal` may return other than the true signals for ``signal`` (static)."""
+        return bool(self.feedback_matrices)
+
     def traces_initializer(self) -> Any:
         self.check_compiled()
         assert self.driver is not None
@@ -603,7 +602,8 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
         arg_vals = tuple(jax.tree.leaves(data))
         steps = int(jnp.shape(arg_vals[0])[0]) if multi and arg_vals else None
         hybrid = multi and self.vjp_method == "multi-step"
-        signal = (signal, modulator_signal(self.graph, modulator, steps, owner, exact_window=hybrid))
+        signal = (signal, modulator_signal(self.graph, modulator, steps, owner, exact_window=hybrid,
+                                           every_group=self.influence_traces))
         traces = {k: st.value for k, st in self.etraces.items()}
         count = self.step_count.value
         if hybrid:

@@ -16,6 +16,16 @@ factored ``ε_x ⊗ ε_f / c``, OTTT's presynaptic trace with the step's ``df``,
 (:meth:`~braintrace.ETraceVjpAlgorithm.update`). This module turns the
 argument into per-group arrays (:func:`modulator_signal`) and applies them
 (:func:`apply_modulator`).
+
+The influence learners (RTRL, SnAp, UORO) keep ``P^t = dh^t/dθ`` of every
+parameter reaching a hidden state, so there :math:`\nabla_θ L \mathrel{+}= m^t
+\cdot P^t` for those parameters (computed as ``m^t · M^t + (J^{t⊤} m^t) ·
+P^{t-1}``: the step's own part exact, the history through the traces), the
+others keep their instantaneous gradient of the loss; the modulator must give
+every hidden group a value, and ``m^t = ∂L^t/∂h^t`` with the other new hidden
+values held fixed gives their own gradient. For the relation-based learners
+``m = δ`` (the learning signal the other groups respond to within the step)
+does.
 """
 
 from __future__ import annotations
@@ -72,7 +82,8 @@ def _member_shape(group: Any, k: int) -> tuple[int, ...]:
 
 
 def modulator_signal(
-    graph: Any, modulator: Any, steps: int | None, owner: str, *, exact_window: bool = False
+    graph: Any, modulator: Any, steps: int | None, owner: str, *, exact_window: bool = False,
+    every_group: bool = False,
 ) -> dict[int, jax.Array]:
     """``{group index: m}``, each of the group's signal shape ``(*V, S)`` (``(K, *V, S)`` for a window).
 
@@ -99,6 +110,10 @@ def modulator_signal(
     exact_window : bool, default False
         The window is differentiated exactly (``vjp_method='multi-step'``):
         a modulator is refused there.
+    every_group : bool, default False
+        Modulate every hidden group, not only those an ETP primitive reaches,
+        and require a mapping to name them all (the influence learners: their
+        own signal cannot be kept for some groups and replaced for others).
 
     Returns
     -------
@@ -135,7 +150,9 @@ def modulator_signal(
         )
     lead = () if steps is None else (int(steps),)
     groups = graph.hidden_groups
-    online = sorted({gi for r in graph.hidden_param_op_relations for gi in r.hidden_groups})
+    online = list(range(len(groups))) if every_group else sorted(
+        {gi for r in graph.hidden_param_op_relations for gi in r.hidden_groups}
+    )
     if not isinstance(modulator, Mapping):
         m = _array(owner, "the modulator", modulator)
         out = {}
@@ -158,6 +175,14 @@ def modulator_signal(
         what = f"the modulator of `{name}`"
         named.setdefault(gi, {})[k] = _fit(owner, what, _array(owner, what, value), _member_shape(groups[gi], k),
                                            lead, f"`{name}`")
+    missing = [gi for gi in online if gi not in named]
+    if every_group and missing:
+        raise InvalidArgumentError(
+            f"{owner}: the modulator names no member of the hidden group(s) "
+            + "; ".join(f"({group_label(groups[gi])})" for gi in missing)
+            + "; this learner contracts one signal with the influence of every hidden state, so a modulator "
+            "must give every group a value (a scalar or an array modulates them all)."
+        )
     out = {}
     for gi, given in named.items():
         g = groups[gi]

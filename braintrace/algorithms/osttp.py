@@ -261,6 +261,10 @@ class OSTTP(ParamDimVjpAlgorithm):
         on = jnp.zeros((steps,), y.dtype).at[-1].set(1.0)
         return {"y": jnp.broadcast_to(y, (steps,) + y.shape), "on": on}
 
+    def replaces_signal(self, signal: Any) -> bool:
+        """``True``: the hidden layers' signal is the projected target."""
+        return True
+
     def learning_signal(
         self, delta: Mapping, delta_prev: Mapping, *, out_cts: Any, signal: Any, count: jax.Array
     ) -> tuple[dict, dict]:

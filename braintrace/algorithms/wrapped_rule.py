@@ -90,6 +90,8 @@ class WrappedRule:
         The learner's flag, or ``True`` with the κ filter (it needs every step's trace).
     credits_previous_traces : bool
         The learner's flag.
+    influence_traces : bool
+        The learner's flag.
 
     Notes
     -----
@@ -119,6 +121,7 @@ class WrappedRule:
         self.kappa = float(rule.kappa)
         self.traces_in_scan: bool = bool(rule.traces_in_scan) or self.kappa > 0
         self.credits_previous_traces: bool = bool(rule.credits_previous_traces)
+        self.influence_traces: bool = bool(rule.influence_traces)
         self.layers = frozenset(hidden_layer_groups(graph)) if self.kappa > 0 else frozenset()
         self.kinds = frozenset(rule.filtered_kinds)
 
@@ -176,6 +179,11 @@ class WrappedRule:
         return self.rule.window_contributions(
             self.view(before), self.view(after), self.view(aux), seq, signal_seq, count
         )
+
+    def replaces_signal(self, signal: Any) -> bool:
+        """Whether the signals may differ from the true ones: a modulator, or the learner's own signal."""
+        own, modulators = signal
+        return bool(modulators) or bool(self.rule.replaces_signal(own))
 
     def learning_signal(
         self, delta: Mapping, delta_prev: Mapping, *, out_cts: Any, signal: Any, count: jax.Array

@@ -70,15 +70,18 @@ def per_step_err(got, want):
 # -- m = δ: every learner's own gradient -------------------------------------------------
 
 
-def two_layer_deltas(model, xs, targets):
-    """``{'h': δ_h, 'r': δ_r}`` of :class:`TwoLayer` per step: ``δ_r = e``, ``δ_h = e (U + V)ᵀ``."""
+def two_layer_deltas(model, xs, targets, partial=False):
+    """``{'h': δ_h, 'r': δ_r}`` of :class:`TwoLayer` per step: ``δ_r = e``, ``δ_h = e (U + V)ᵀ`` (the
+    relation learners' signal: the readout responds within the step), or with ``partial`` ``δ_h = e Vᵀ``
+    (``∂L^t/∂h^t`` with ``r^t`` held fixed: the signal of the influence ``P^t = dh^t/dθ``, which carries
+    the step's ``h → r`` path itself)."""
     W, b, U, V, a, kr, h, r = to_numpy(model.numpy())
     dh, dr = [], []
     for t in range(xs.shape[0]):
         h = a * h + (1 - a) * np.tanh(np.asarray(xs[t]) @ W + b)
         r = kr * r + h @ U
         e = r + h @ V - np.asarray(targets[t])
-        dh.append(e @ (U + V).T)
+        dh.append(e @ (V if partial else U + V).T)
         dr.append(e)
     return {"h": jnp.asarray(np.stack(dh)), "r": jnp.asarray(np.stack(dr))}
 
@@ -242,3 +245,68 @@ def test_modulator_errors_name_the_argument_and_the_fix():
     with pytest.raises(ValueError, match=r"modulator.*multi-step.*single-step"):
         hybrid(braintrace.MultiStepData(jnp.zeros((3, 2, N_IN))), modulator=jnp.ones(3))
     learner(x, modulator={("h",): jnp.ones(2), "r": jnp.ones((2, N_OUT))})  # per sequence, per unit
+
+
+# -- the influence learners (RTRL, SnAp, UORO) ---------------------------------------------
+
+INFLUENCE = {
+    "rtrl": lambda m: braintrace.RTRL(m),
+    "snap2": lambda m: braintrace.SnAp(m, n=2),
+    "uoro": lambda m: braintrace.UORO(m, seed=3),
+}
+
+
+@pytest.mark.parametrize("name", list(INFLUENCE))
+def test_the_true_signal_as_modulator_gives_the_influence_learners_gradient(f64, name):
+    model = TwoLayer(batch=2)
+    xs, targets, loss = data(2)
+    h0 = hidden(model)
+    mods = two_layer_deltas(model, xs, targets, partial=True)
+    got = modulated_grads(INFLUENCE[name](model).compile_graph(xs[0]), xs, loss, mods)
+    restore(model, h0)
+    want = step_grads(INFLUENCE[name](model).compile_graph(xs[0]), xs, loss)
+    assert per_step_err(got, want) < 1e-10
+
+
+def two_layer_unrolled(model, xs, targets, rewards):
+    """``(Σ_t r^t Σ(h^t, r^t), Σ_t L^t)`` of :class:`TwoLayer` as functions of its parameters (plain JAX)."""
+    a, kr = model.a, model.kappa_r
+    h0, r0 = model.h.value, model.r.value
+
+    def run(params):
+        W, U, V = params
+        h, r, reward_sum, loss_sum = h0, r0, 0.0, 0.0
+        for t in range(xs.shape[0]):
+            h = a * h + (1 - a) * jnp.tanh(xs[t] @ W["weight"] + W["bias"])
+            r = kr * r + h @ U["weight"]
+            reward_sum = reward_sum + rewards[t] * (h.sum() + r.sum())
+            loss_sum = loss_sum + 0.5 * jnp.sum((r + h @ V - targets[t]) ** 2)
+        return reward_sum, loss_sum
+
+    return run, (model.W.value, model.U.value, model.V.value)
+
+
+@pytest.mark.parametrize("window", [None, 3])
+def test_a_reward_gives_rtrl_the_exact_three_factor_gradient(f64, window):
+    """RTRL with ``m^t = r^t``: ``Σ_t r^t Σ_i dh_i^t/dθ``, which is BPTT's gradient of ``Σ_t r^t Σ_i h_i^t``;
+    ``V`` (no hidden state) keeps the supervised loss's gradient."""
+    model = TwoLayer(batch=2)
+    xs, targets, loss = data(2)
+    rewards = jnp.asarray(np.random.RandomState(7).randn(T))
+    run, params = two_layer_unrolled(model, xs, targets, rewards)
+    g_reward = jax.grad(lambda p: run(p)[0])(params)
+    g_loss = jax.grad(lambda p: run(p)[1])(params)
+    want = {("W",): g_reward[0], ("U",): g_reward[1], ("V",): g_loss[2]}
+    learner = braintrace.RTRL(model).compile_graph(xs[0])
+    if window is None:
+        got = total(modulated_grads(learner, xs, loss, rewards))
+    else:
+        got = modulated_window_grads(learner, xs, loss, rewards, window)
+    assert O.tree_max_rel_err(got, want) < 1e-10
+
+
+def test_an_influence_learner_needs_a_modulator_for_every_group():
+    model = TwoLayer(batch=2)
+    learner = braintrace.RTRL(model).compile_graph(jnp.zeros((2, N_IN)))
+    with pytest.raises(ValueError, match=r"names no member of the hidden group\(s\) \(`h`\).*every group"):
+        learner(jnp.zeros((2, N_IN)), modulator={"r": jnp.ones(2)})
