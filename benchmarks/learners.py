@@ -24,7 +24,7 @@ Measurements:
   online gradient against BPTT's at the initial weights, over the weights of
   the recurrent layer (a read-out that reaches no hidden state has the same
   gradient under every learner) and over all weights; the mean over
-  ``--seeds`` batches. ``GRU-64`` and ``LIF-128`` at ``--copy-T``, and the
+  ``--seeds`` batches of ``--copy-batch``. ``GRU-64`` and ``LIF-128`` at ``--copy-T``, and the
   sweep over ``--sweep-T`` on the GRU for the figure.
 
 Nothing here asserts on the numbers. A learner that refuses a model (or fails)
@@ -66,6 +66,10 @@ __all__ = ["learner_options", "build_learner", "time_per_step", "copying_cosine"
 
 #: reference rows besides the catalog's learners
 BPTT, FORWARD = "bptt", "forward"
+#: learners whose compilation builds a structure of the dense influence's size ``N·|θ|`` (``N`` hidden values,
+#: batch included): skipped above ``--max-influence`` entries (compiling SnAp took 22.8 GB at GRU-128, batch 16,
+#: and 2.5 GB at GRU-64, batch 4: about 700 bytes per entry)
+DENSE_INFLUENCE = frozenset({"rtrl", "snap"})
 #: the decays of the benchmark models (LIF tau = 20 steps, leaky read-out 0.9)
 LIF_LEAK, READOUT_DECAY = math.exp(-1.0 / 20.0), 0.9
 
@@ -137,8 +141,15 @@ def _target_grads(learner: Any, loss_fn: Any, batch: int) -> Any:
     return grad_fn
 
 
+def dense_influence_size(model: Any) -> int:
+    """``N·|θ|``: the model's hidden values (batch included) times its parameter entries."""
+    n = sum(int(np.size(s.value)) for s in model.states(brainstate.HiddenState).values())
+    p = sum(int(np.size(leaf)) for s in model.states(brainstate.ParamState).values() for leaf in jax.tree.leaves(s.value))
+    return n * p
+
+
 def gradient_function(name: str, model: Any, example: Any, kind: str, n_out: int, batch: int, loss_fn: Any,
-                      T: int, max_trace_bytes: float) -> tuple[Any, dict]:
+                      T: int, max_trace_bytes: float, max_influence: float = float("inf")) -> tuple[Any, dict]:
     """``(grads(xs, ys, projected), info)`` for a learner name, ``'bptt'`` or ``'forward'`` (its summed loss)."""
     if name == FORWARD:
         def forward(xs, ys, projected):
@@ -148,6 +159,8 @@ def gradient_function(name: str, model: Any, example: Any, kind: str, n_out: int
         return forward, {}
     if name == BPTT:
         return (lambda xs, ys, p: braintrace.bptt_gradients(model, xs, ys, loss_fn, batch_size=batch)[0]), {}
+    if name in DENSE_INFLUENCE and dense_influence_size(model) > max_influence:
+        raise MemoryError(f"the dense influence has {dense_influence_size(model):,} entries, over --max-influence")
     learner = build_learner(name, model, example, kind, n_out)
     size = trace_bytes(learner)
     info = {"trace_bytes": size}
@@ -170,7 +183,8 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def time_per_step(names: list[str], spec: ModelSpec, repeats: int, max_trace_bytes: float) -> dict:
+def time_per_step(names: list[str], spec: ModelSpec, repeats: int, max_trace_bytes: float,
+                  max_influence: float = float("inf")) -> dict:
     """``{name: entry}``: seconds per step of one sequence of ``spec`` for every name, or why there is none.
 
     Every body is compiled first; then ``repeats`` rounds call each body once in turn, so that a
@@ -186,7 +200,7 @@ def time_per_step(names: list[str], spec: ModelSpec, repeats: int, max_trace_byt
             model = build_model(spec)
             t0 = time.perf_counter()
             fn, info = gradient_function(name, model, example, spec.kind, spec.n_out, spec.batch, mse_loss, spec.T,
-                                         max_trace_bytes)
+                                         max_trace_bytes, max_influence)
             body = brainstate.transform.jit(fn)
             _block(body(xs, ys, ys))
             bodies[name] = body
@@ -255,7 +269,8 @@ def _flat(grads: dict) -> dict:
     return {(k, i): leaf for k, v in grads.items() for i, leaf in enumerate(jax.tree.leaves(v))}
 
 
-def copying_cosine(names: list[str], kind: str, hidden: int, T: int, seeds: int, batch: int = 16) -> dict:
+def copying_cosine(names: list[str], kind: str, hidden: int, T: int, seeds: int, batch: int = 4,
+                   max_influence: float = float("inf")) -> dict:
     """``{name: {'hidden': cos, 'all': cos}}`` with BPTT on the copying task (mean over ``seeds`` batches)."""
     n_in, n_out = 5, 4
     out: dict[str, Any] = {}
@@ -272,7 +287,8 @@ def copying_cosine(names: list[str], kind: str, hidden: int, T: int, seeds: int,
             if isinstance(out.get(name), str):
                 continue
             try:
-                fn, _ = gradient_function(name, model, example, kind, n_out, batch, _copy_loss, T, float("inf"))
+                fn, _ = gradient_function(name, model, example, kind, n_out, batch, _copy_loss, T, float("inf"),
+                                          max_influence)
                 got = _flat(brainstate.transform.jit(fn)(xs, target, projected))
             except Exception as err:  # noqa: BLE001 -- a learner's refusal is a result
                 out[name] = f"{type(err).__name__}: {str(err).splitlines()[0]}"
@@ -377,7 +393,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--copy-T", type=int, default=100, help="copying sequence length of the table")
     p.add_argument("--sweep-T", default="2,4,10,25,50,100,200", help="copying lengths of the figure (GRU)")
     p.add_argument("--seeds", type=int, default=3, help="copying batches averaged (default: %(default)s)")
-    p.add_argument("--max-trace-gb", type=float, default=2.0, help="skip a learner whose traces exceed this")
+    p.add_argument("--max-trace-gb", type=float, default=2.0,
+                   help="skip a learner whose traces exceed this; a window keeps at most this many bytes of traces")
+    p.add_argument("--max-influence", type=float, default=2**22,
+                   help="skip RTRL/SnAp where the dense influence N·|θ| has more entries (default: %(default)s)")
+    p.add_argument("--copy-batch", type=int, default=4, help="sequences per copying batch (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="small sizes: GRU-32, LIF-128, T=20, one seed")
     p.add_argument("--skip-time", action="store_true", help="measure the cosines only")
     p.add_argument("--skip-cosine", action="store_true", help="measure the times only")
@@ -397,6 +417,7 @@ def main(argv: list[str] | None = None) -> dict:
             "machine": machine_info(), "load_average": os.getloadavg(), "argv": sys.argv[1:] if argv is None else argv,
             "time_models": [m.upper() for m in time_models], "T": args.T, "copy_models": copy_models,
             "copy_T": args.copy_T, "sweep_model": copy_models[0], "sweep_T": sweep_T, "seeds": args.seeds,
+            "copy_batch": args.copy_batch, "max_influence": args.max_influence,
             "started": time.strftime("%Y-%m-%d %H:%M:%S"), "complete": False,
             "options": {n: {k: learner_options(n, k) for k in ("gru", "lif")} for n in names},
         },
@@ -406,20 +427,20 @@ def main(argv: list[str] | None = None) -> dict:
     limit = args.max_trace_gb * 2**30
     for model in [] if args.skip_time else time_models:
         spec = _spec(model, args.T)
-        for name, entry in time_per_step(names + [FORWARD], spec, args.repeats, limit).items():
+        for name, entry in time_per_step(names + [FORWARD], spec, args.repeats, limit, args.max_influence).items():
             result["rows"][name]["time"][spec.model_name] = entry
             print(f"{spec.model_name} {name}: {_fmt_time(entry)} ms/step", flush=True)
         _save(result, args.out)
     for model in [] if args.skip_cosine else copy_models:
         kind, size = model.lower().split("-")
-        cos = copying_cosine(names, kind, int(size), args.copy_T, args.seeds)
+        cos = copying_cosine(names, kind, int(size), args.copy_T, args.seeds, args.copy_batch, args.max_influence)
         for name in names:
             result["rows"][name]["cosine"][model] = cos.get(name)
         print(f"copying {model}: " + ", ".join(f"{n} {_fmt_cos(cos.get(n))}" for n in names), flush=True)
         _save(result, args.out)
     kind, size = copy_models[0].lower().split("-")
     for T in [] if args.skip_cosine else sweep_T:
-        cos = copying_cosine(names, kind, int(size), T, args.seeds)
+        cos = copying_cosine(names, kind, int(size), T, args.seeds, args.copy_batch, args.max_influence)
         for name in names:
             result["sweep"].setdefault(name, {})[str(T)] = cos.get(name)
         print(f"sweep T={T} done", flush=True)
