@@ -122,10 +122,10 @@ class IODimVjpAlgorithm(ETraceVjpAlgorithm):
     ----------
     model : brainstate.nn.Module
         The model; weights learned online go through ETP primitives.
-    decay_or_rank : float or int, optional
+    decay_or_rank : float, int or None
         A decay ``α`` in ``(0, 1)``, or an integer rank ``n >= 1`` giving
-        ``α = (n - 1)/(n + 1)``. Required unless both ``decay_x`` and
-        ``decay_f`` are given.
+        ``α = (n - 1)/(n + 1)``; ``None`` only with both ``decay_x`` and
+        ``decay_f``.
     name : str, optional
         The module's name.
     vjp_method : {'single-step', 'multi-step'}, default 'single-step'
@@ -176,7 +176,7 @@ class IODimVjpAlgorithm(ETraceVjpAlgorithm):
     def __init__(
         self,
         model: Any,
-        decay_or_rank: float | int | None = None,
+        decay_or_rank: float | int | None,
         name: str | None = None,
         vjp_method: str = "single-step",
         fast_solve: bool = True,

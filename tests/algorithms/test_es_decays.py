@@ -64,7 +64,7 @@ def test_equals_its_recurrence_written_by_hand(x64, batch, ax, af):
     model = O.make_leaky(N_IN, N_H, N_OUT, seed=0, batch=batch)
     xs, targets, loss = data(batch)
     want = es_by_hand(model, xs, targets, ax, af)
-    learner = braintrace.ES_D_RTRL(model, decay_x=ax, decay_f=af).compile_graph(xs[0])
+    learner = braintrace.ES_D_RTRL(model, None, decay_x=ax, decay_f=af).compile_graph(xs[0])
     assert (learner.decay, learner.decay_x, learner.decay_f) == (None, ax, af)
     got, _ = online_grads(learner, xs, loss)
     assert O.tree_max_rel_err(got, want) < 1e-10
@@ -88,7 +88,7 @@ def test_bias_correction_counts_time_steps_over_windows(x64):
     model = O.make_leaky(N_IN, N_H, N_OUT, seed=0, batch=2)
     xs, targets, loss = data(2)
     want = es_by_hand(model, xs, targets, 0.9, 0.4)
-    learner = braintrace.ES_D_RTRL(model, decay_x=0.9, decay_f=0.4).compile_graph(xs[0])
+    learner = braintrace.ES_D_RTRL(model, None, decay_x=0.9, decay_f=0.4).compile_graph(xs[0])
     got, _ = window_grads(learner, xs, loss, 3)
     assert O.tree_max_rel_err(got, want) < 1e-10
 
@@ -99,7 +99,7 @@ def test_a_current_output_factor_is_exact_on_a_leaky_linear_layer(f64, batch):
     model = LeakyLinear("dense", leak=0.7, batch=batch)
     xs, targets, loss = data(batch)
     bptt, _ = O.bptt_grads(model, xs, loss)
-    learner = braintrace.ES_D_RTRL(model, decay_x=0.7, decay_f=0.0).compile_graph(xs[0])
+    learner = braintrace.ES_D_RTRL(model, None, decay_x=0.7, decay_f=0.0).compile_graph(xs[0])
     got, _ = online_grads(learner, xs, loss)
     assert O.tree_max_rel_err(got, bptt) < 1e-10
     # the original rule (one decay) is not exact here: the oracle can tell

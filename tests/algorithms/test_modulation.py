@@ -90,7 +90,7 @@ LEARNERS = {
     "d_rtrl": lambda m: braintrace.D_RTRL(m),
     "d_rtrl_kappa": lambda m: braintrace.D_RTRL(m, kappa_filter_decay=0.7),
     "es_d_rtrl": lambda m: braintrace.ES_D_RTRL(m, 0.8),
-    "es_d_rtrl_decays": lambda m: braintrace.ES_D_RTRL(m, decay_x=0.6, decay_f=0.3, kappa_filter_decay=0.5),
+    "es_d_rtrl_decays": lambda m: braintrace.ES_D_RTRL(m, None, decay_x=0.6, decay_f=0.3, kappa_filter_decay=0.5),
     "ottt": lambda m: braintrace.OTTT(m, leak=0.6),
     "otpe_approx": lambda m: braintrace.OTPE(m, "approx", leak=0.6),
     "rflo_vs_d_rtrl": lambda m: braintrace.RFLO(m, random_feedback_key=0),
