@@ -515,20 +515,24 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
     ) -> tuple[dict, dict]:
         """``(signal, signal_prev)`` contracted with the traces, from one step's true signals.
 
-        ``delta``: ``{group: ∂L^t/∂h^t}``; ``delta_prev``: ``{group: ∂L^t/∂h^{t-1}}`` for the
-        groups read before they are written; ``out_cts``: the cotangents of the
-        model's output leaves (the output error); ``signal``: what the caller
-        passed to the learner besides the inputs (e.g. a target); ``count``: the
-        step. Default: the true signals, or the random projection of the output
-        error for hidden layers (``feedback='random'``). A call's modulator replaces it.
+        ``delta``: ``{group: ∂L^t/∂h^t}``; ``delta_prev``: ``{group: ∂L^t/∂h^{t-1}}`` for the groups
+        read before they are written; ``out_cts``: the output leaves' cotangents (the output error);
+        ``signal``: what the caller passed besides the inputs (e.g. a target); ``count``: the step.
+        Default: the true signals, or for hidden layers the random projection of the output error
+        (``feedback='random'``). A call's modulator replaces it.
         """
-        if not self.feedback_matrices:
+        if not self.feedback_matrices:  # filled at compile time: self.graph is set
             return dict(delta), dict(delta_prev)
-        assert self.graph is not None  # the learner calls its hooks after compile_graph
         return random_feedback_signal(self.graph, self.feedback_matrices, self.batch_axes, delta, delta_prev, out_cts)
 
     def replaces_signal(self, signal: Any) -> bool:
-        """Whether :meth:`learning_signal` may return other than the true signals for ``signal`` (static)."""
+        """Whether :meth:`learning_signal` may return other than the true signals (a static answer).
+
+        Parameters
+        ----------
+        signal : pytree
+            What the call passed besides the inputs (see :meth:`run`).
+        """
         return bool(self.feedback_matrices)
 
     def traces_initializer(self) -> Any:
@@ -555,16 +559,12 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
             over a window, with a leading axis of ``K`` steps. Pass ``m = -reward``
             to increase a reward. The differentiated loss must use the call's
             output (``0.0 * out.sum()`` for a pure reward rule); weights not
-            learned online keep its gradient. Not with ``'multi-step'``.
+            learned online keep its gradient. Not with ``'multi-step'`` (a
+            ``ValueError``, as for a shape that does not fit).
 
         Returns
         -------
         The model's output (stacked over a window's steps).
-
-        Raises
-        ------
-        ValueError
-            A modulator whose shape does not fit, or given under ``'multi-step'``.
 
         Examples
         --------

@@ -262,7 +262,13 @@ class OSTTP(ParamDimVjpAlgorithm):
         return {"y": jnp.broadcast_to(y, (steps,) + y.shape), "on": on}
 
     def replaces_signal(self, signal: Any) -> bool:
-        """``True``: the hidden layers' signal is the projected target."""
+        """``True``: the hidden layers' signal is the projected target.
+
+        Parameters
+        ----------
+        signal : pytree
+            The call's target (not used).
+        """
         return True
 
     def learning_signal(
