@@ -4,7 +4,7 @@ Write the model with ``brainstate``, route each weight that should learn online
 through an ETP primitive (:func:`matmul`, :func:`element_wise`, :func:`conv`,
 :func:`sparse_matmul`, :func:`lora_matmul`, :func:`embedding`,
 :func:`grouped_matmul`, :func:`einsum`), wrap the model in a learner
-(:class:`D_RTRL`, :class:`ES_D_RTRL`) and differentiate its output.
+(:class:`D_RTRL`, :class:`ES_D_RTRL`, :class:`RFLO`, ...) and differentiate its output.
 ``__version__`` is the package version and ``__version_info__`` the same as a
 tuple (integers for the numeric parts, e.g. ``(0, 2, 0, 'dev0')``). The
 deprecated v0.1 class API
@@ -99,6 +99,7 @@ from .algorithms import (
     OTPE as OTPE,
     OTTT as OTTT,
     PresynapticTrace as PresynapticTrace,
+    RFLO as RFLO,
 )
 from .algorithms.compiling import compile as compile
 from .algorithms import RTRL as RTRL, SnAp as SnAp, UORO as UORO
@@ -167,6 +168,7 @@ __all__ = [
     "OTTT",
     "OTPE",
     "OSTTP",
+    "RFLO",
     "RTRL",
     "SnAp",
     "UORO",

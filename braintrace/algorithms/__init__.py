@@ -2,8 +2,13 @@
 
 :class:`D_RTRL` keeps one eligibility trace per parameter (exact for
 element-wise recurrences), :class:`ES_D_RTRL` factors it into input and output
-traces (memory ``O(I + O)`` per weight). Both derive from
-:class:`ETraceVjpAlgorithm`.
+traces (memory ``O(I + O)`` per weight); the SNN rules (:class:`EProp`,
+:class:`OSTLRecurrent`, :class:`OSTLFeedforward`, :class:`OTTT`, :class:`OTPE`,
+:class:`OSTTP`) and :class:`RFLO` are variants of their traces and learning
+signals; :class:`RTRL`, :class:`SnAp` and :class:`UORO` keep (an approximation
+of) the full influence matrix. All derive from :class:`ETraceVjpAlgorithm`,
+which gives every one of them the κ filter, random feedback and a modulator
+(three-factor learning).
 
 Examples
 --------
@@ -33,6 +38,7 @@ from .ostl import OSTLFeedforward as OSTLFeedforward, OSTLRecurrent as OSTLRecur
 from .ottt import OTTT as OTTT
 from .otpe import OTPE as OTPE
 from .osttp import OSTTP as OSTTP
+from .rflo import RFLO as RFLO
 from .influence_traces import InfluenceVjpAlgorithm as InfluenceVjpAlgorithm
 from .rtrl import RTRL as RTRL
 from .snap import SnAp as SnAp
@@ -55,6 +61,7 @@ __all__ = [
     "OTTT",
     "OTPE",
     "OSTTP",
+    "RFLO",
     "InfluenceVjpAlgorithm",
     "RTRL",
     "SnAp",

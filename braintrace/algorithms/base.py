@@ -18,17 +18,21 @@ import jax.numpy as jnp
 
 from ..compiler import ETraceGraph, compile_etrace_graph
 from ..compiler.module_info import path_str
-from ..data import MultiStepData, unwrap_step_args
-from ..errors import CompilationError, InvalidArgumentError, NotCompiledError, NotSupportedError
+from ..data import unwrap_step_args
+from ..errors import CompilationError, NotCompiledError, NotSupportedError
 from ..executor import ETraceGraphExecutor, OnlineDriver, StepTraceData, WindowTraceData, add_contributions
-from .input_checks import check_call_args, check_example_args, check_states, spec_of, state_spec
-from .keys import TraceKey, keys_of_relations
+from .feedback import random_feedback_matrices, random_feedback_signal
+from .input_checks import (
+    check_call_args, check_example_args, check_states, one_step, spec_of, state_spec, weight_path,
+)
+from .keys import EPS, OUTPUT, TraceKey, keys_of_relations
+from .modulation import modulator_signal
 from .resetting import reset_model, unresettable_states
 from .trace_state import EligibilityTrace
+from .wrapped_rule import WrappedRule, check_options
 
 __all__ = ["ETraceAlgorithm", "ETraceVjpAlgorithm"]
 
-_VJP_METHODS = ("single-step", "multi-step")
 
 
 class ETraceAlgorithm(brainstate.nn.Module):
@@ -150,7 +154,7 @@ class ETraceAlgorithm(brainstate.nn.Module):
             where one step is expected, a hidden state whose shape the step
             changes, ...), or the learner cannot handle the model.
         """
-        args = _one_step(example_args)
+        args = one_step(example_args)
         check_example_args(type(self).__name__, args)
         spec = spec_of(args)
         if not recompile and self.graph is not None and spec == self._arg_spec:
@@ -207,11 +211,17 @@ class ETraceAlgorithm(brainstate.nn.Module):
         self.check_compiled()
         assert self.graph is not None
         ex = ETraceGraphExecutor(self.graph)
+        init = self.traces_initializer()
 
         def shapes(*args):
-            return self.init_traces(ex.trace_data(ex.current_invals(*args)))
+            return init(ex.trace_data(ex.current_invals(*args)))
 
         return jax.eval_shape(shapes, *self.example_args())
+
+    def traces_initializer(self) -> Any:
+        """The function ``data -> {key: trace}`` that creates the traces :attr:`etraces` holds
+        (:meth:`init_traces`, with the traces the shared options add, see :class:`ETraceVjpAlgorithm`)."""
+        return self.init_traces
 
     def reset_state(self, batch_size: int | None = None, **kwargs: Any) -> None:
         """Zero the traces and the step counter (the model's states are reset by the model).
@@ -253,7 +263,7 @@ class ETraceAlgorithm(brainstate.nn.Module):
         """
         self.check_compiled()
         assert self.graph is not None
-        target = _weight_path(self.model, weight)
+        target = weight_path(self.model, weight)
         rels = [r.index for r in self.graph.hidden_param_op_relations if path_str(r.weight_path) == target]
         keys = keys_of_relations(self.etraces, rels)
         if not keys:
@@ -300,6 +310,8 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
         Whether :meth:`contributions` can contract a signal with the traces of
         the *previous* step alone (needed for ``vjp_method='multi-step'`` and
         for the bypass term of states read before they are written).
+    ``filtered_kinds``
+        The kinds of trace (:class:`~braintrace.algorithms.TraceKey`) the κ filter acts on.
     ``influence_traces``
         ``False`` (default): the traces belong to the relations' trainable
         operands and hold each step's instantaneous part. ``True`` (RTRL,
@@ -311,21 +323,66 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
         :meth:`contributions` the *previous* step's traces with the adjoint
         ``λ^t = ∂L^t/∂h^{t-1}`` as signal (:meth:`window_contributions`: the
         ``λ`` of every step of the window); both return the flat gradient
-        of ``θ`` (``(|θ|,)``); :meth:`learning_signal` is not called.
+        of ``θ`` (``(|θ|,)``); :meth:`learning_signal` only where :meth:`replaces_signal`.
 
     Methods the driver calls: :meth:`init_traces`, :meth:`update_traces`,
     :meth:`window_update`, :meth:`contributions`,
-    :meth:`window_contributions`, :meth:`learning_signal`.
+    :meth:`window_contributions`, :meth:`learning_signal`, :meth:`replaces_signal`.
+
+    *Options shared by every learner*, with ``ε^t`` any trace, ``c(ε^t, δ^t)``
+    its contribution (``δ^t · ε^t`` for D_RTRL), a *hidden layer* a group learned
+    online that is not an output group (a leaky readout, or a state read out by
+    a plain JAX product, is one):
+
+    .. math::
+
+        \bar ε^t &= κ\, \bar ε^{t-1} + ε^t
+            \qquad\text{(κ filter, traces of hidden layers; } c(\bar ε^t, \cdot) \text{ in place of } c(ε^t, \cdot)) \\
+        L_g^t &= \mathrm{reshape}\big(e^t B_g,\ (*V_g, S_g)\big)
+            \qquad\text{('random' feedback, hidden layers; } e^t = ∂L^t/∂o^t) \\
+        \nabla_w L &\mathrel{+}= c(ε^t, m_g^t)
+            \qquad\text{(modulator } m^t \text{ given to the call: three-factor learning)}
+
+    The κ filter [1] (``κ``: a leaky readout's decay) acts on the kinds in
+    ``filtered_kinds`` (exact traces, the output factor ``ε_f``, OTTT's
+    presynaptic traces); random feedback [2] uses fixed ``B_g``
+    (:attr:`feedback_matrices`, entries ``N(0, 0.1²)``); output groups keep their
+    true signal; a replaced signal stands for the step's whole credit (no bypass
+    term); weights not learned online keep their instantaneous gradient.
 
     Parameters
     ----------
     model : brainstate.nn.Module
+        The model; weights learned online go through ETP primitives.
     name : str, optional
+        The module's name.
     vjp_method : {'single-step', 'multi-step'}
         ``'single-step'``: every step's loss contributes ``δ^t · ε^t`` (and
         ``δ_prev^t · ε^{t-1}`` for outputs read before the write).
         ``'multi-step'``: a ``MultiStepData`` window is differentiated exactly
-        (BPTT inside the window) plus trace credit for what came before.
+        (BPTT inside the window) plus trace credit for what came before; not
+        with random feedback, the κ filter or a modulator (the window's exact
+        gradient would bypass them).
+    feedback : {'symmetric', 'random'}, default 'symmetric'
+        The learning signal of hidden layers: the true ``δ``, or a fixed random
+        projection of the output error.
+    kappa_filter_decay : float, default 0.0
+        ``κ`` in ``[0, 1)``; ``0`` keeps the traces unfiltered.
+    random_feedback_key : int or jax PRNG key, optional
+        Seed of the random feedback matrices; ``None`` draws one from
+        ``brainstate.random`` at compile time.
+
+    Attributes
+    ----------
+    feedback_matrices : dict
+        ``{group index: FixedRandomFeedback}`` (``feedback='random'``, after compiling).
+
+    Raises
+    ------
+    ValueError
+        A bad ``vjp_method``, ``feedback`` or ``kappa_filter_decay``, or ``'multi-step'`` with them.
+    CompilationError
+        (compile, ``'random'``) outputs that disagree on their batch axes, or a hidden group not led by them.
 
     Examples
     --------
@@ -340,12 +397,24 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
     >>> _ = learner.compile_graph(jnp.zeros(2))
     >>> learner(braintrace.MultiStepData(jnp.ones((4, 2)))).shape
     (4, 3)
+
+    References
+    ----------
+    .. [1] Bellec, G., et al. (2020). A solution to the learning dilemma for recurrent
+       networks of spiking neurons. Nature Communications, 11, 3625.
+    .. [2] Lillicrap, T. P., et al. (2016). Random synaptic feedback weights support
+       error backpropagation for deep learning. Nature Communications, 7, 13276.
+    .. [3] Gerstner, W., et al. (2018). Eligibility traces and plasticity on behavioral
+       time scales: experimental support of neoHebbian three-factor learning rules.
+       Frontiers in Neural Circuits, 12, 53.
     """
 
     #: Advance the traces inside a window's forward scan (see the class docstring).
     traces_in_scan: bool = True
     #: :meth:`contributions` works on the previous step's traces alone.
     credits_previous_traces: bool = True
+    #: The kinds of trace the κ filter acts on (exact traces and output factors).
+    filtered_kinds: ClassVar[tuple[str, ...]] = (EPS, OUTPUT)
     #: The traces are the influence of the parameter leaves (see the class docstring).
     influence_traces: ClassVar[bool] = False
     #: Preferred ``MultiStepData`` window of :func:`braintrace.online_gradients`
@@ -353,24 +422,32 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
     default_window: ClassVar[int | None] = None
 
     def __init__(
-        self, model: brainstate.nn.Module, name: str | None = None, vjp_method: str = "single-step"
+        self,
+        model: brainstate.nn.Module,
+        name: str | None = None,
+        vjp_method: str = "single-step",
+        *,
+        feedback: str = "symmetric",
+        kappa_filter_decay: float = 0.0,
+        random_feedback_key: Any = None,
     ) -> None:
         super().__init__(model, name=name)
-        if vjp_method not in _VJP_METHODS:
-            raise InvalidArgumentError(
-                f"{type(self).__name__}: vjp_method must be one of {_VJP_METHODS}, got {vjp_method!r}."
-            )
-        if vjp_method == "multi-step" and not self.credits_previous_traces:
-            raise ValueError(
-                f"{type(self).__name__}: vjp_method='multi-step' credits the adjoint at a window's start to the "
-                "traces before the window, but this learner's contributions need the current step's data "
-                "besides its traces. Use vjp_method='single-step' (MultiStepData windows then run step by step)."
-            )
+        check_options(type(self).__name__, vjp_method, self.credits_previous_traces, feedback, kappa_filter_decay)
         self.vjp_method = vjp_method
+        self.feedback: str = feedback
+        self.kappa: float = float(kappa_filter_decay)
+        self.random_feedback_key: Any = random_feedback_key
+        self.feedback_matrices: dict[int, Any] = {}
+        self.batch_axes: tuple[int, ...] = ()
         self.driver: OnlineDriver | None = None
 
     def on_compile(self, graph: ETraceGraph) -> None:
-        self.driver = OnlineDriver(graph, self)
+        self.driver = OnlineDriver(graph, WrappedRule(self, graph))
+        self.feedback_matrices, self.batch_axes = {}, ()
+        if self.feedback == "random":
+            self.batch_axes, self.feedback_matrices = random_feedback_matrices(
+                graph, self.random_feedback_key, type(self).__name__
+            )
         if graph.bypass_paths and not self.credits_previous_traces:
             names = ", ".join(f"`{path_str(p)}`" for p in graph.bypass_paths)
             raise NotSupportedError(
@@ -438,31 +515,98 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
     ) -> tuple[dict, dict]:
         """``(signal, signal_prev)`` contracted with the traces, from one step's true signals.
 
-        ``delta``: ``{group: ∂L^t/∂h^t}``; ``delta_prev``: ``{group: ∂L^t/∂h^{t-1}}`` for the
-        groups read before they are written; ``out_cts``: the cotangents of the
-        model's output leaves (the output error); ``signal``: what the caller
-        passed to the learner besides the inputs (e.g. a target); ``count``: the
-        step. The default returns the true signals.
+        ``delta``: ``{group: ∂L^t/∂h^t}``; ``delta_prev``: ``{group: ∂L^t/∂h^{t-1}}`` for the groups
+        read before they are written; ``out_cts``: the output leaves' cotangents (the output error);
+        ``signal``: what the caller passed besides the inputs (e.g. a target); ``count``: the step.
+        Default: the true signals, or for hidden layers the random projection of the output error
+        (``feedback='random'``). A call's modulator replaces it.
         """
-        return dict(delta), dict(delta_prev)
+        if not self.feedback_matrices:  # filled at compile time: self.graph is set
+            return dict(delta), dict(delta_prev)
+        return random_feedback_signal(self.graph, self.feedback_matrices, self.batch_axes, delta, delta_prev, out_cts)
+
+    def replaces_signal(self, signal: Any) -> bool:
+        """Whether :meth:`learning_signal` may return other than the true signals (a static answer).
+
+        Parameters
+        ----------
+        signal : pytree
+            What the call passed besides the inputs (see :meth:`run`).
+        """
+        return bool(self.feedback_matrices)
+
+    def traces_initializer(self) -> Any:
+        self.check_compiled()
+        assert self.driver is not None
+        return self.driver.rule.init_traces
 
     # -- running ----------------------------------------------------------------------
-    def update(self, *args: Any) -> Any:
-        """Run one step, or a ``MultiStepData`` window of steps, updating states and traces."""
-        return self.run(args, signal=())
+    def update(self, *args: Any, modulator: Any = None) -> Any:
+        r"""Run one step, or a ``MultiStepData`` window of steps, updating states and traces.
 
-    def run(self, args: tuple, *, signal: Any = ()) -> Any:
-        """Run ``args`` (one step or a window) through the driver; ``signal`` goes to :meth:`learning_signal`."""
+        Parameters
+        ----------
+        *args
+            The model's inputs of one step; with a ``MultiStepData`` argument,
+            a window of steps (plain arguments are broadcast to every step).
+        modulator : scalar, array or mapping, optional
+            Three-factor learning: ``m^t`` in place of the learning signal,
+            :math:`\nabla_w L \mathrel{+}= m^t \cdot ε_w^t` for every trace
+            (``m = δ``: the learner's own gradient). A scalar (a reward), an
+            array shaped as a leading part of the hidden states' shape
+            (``(B,)``, ``(B, N)``, ...), or ``{hidden path: array}`` for chosen
+            groups (see :func:`~braintrace.algorithms.modulation.modulator_signal`);
+            over a window, with a leading axis of ``K`` steps. Pass ``m = -reward``
+            to increase a reward. The differentiated loss must use the call's
+            output (``0.0 * out.sum()`` for a pure reward rule); weights not
+            learned online keep its gradient. Not with ``'multi-step'`` (a
+            ``ValueError``, as for a shape that does not fit).
+
+        Returns
+        -------
+        The model's output (stacked over a window's steps).
+
+        Examples
+        --------
+        >>> import brainstate, jax.numpy as jnp
+        >>> import braintrace
+        >>> cell = braintrace.nn.VanillaRNNCell(2, 3)
+        >>> _ = brainstate.nn.init_all_states(cell)
+        >>> learner = braintrace.D_RTRL(cell).compile_graph(jnp.zeros(2))
+        >>> reward_rule = lambda x, r: 0.0 * learner(x, modulator=-r).sum()  # increase r
+        >>> grads = brainstate.transform.grad(reward_rule, cell.states(brainstate.ParamState))(jnp.ones(2), 1.0)
+        >>> grads[('W', 'weight')]['weight'].shape
+        (5, 3)
+        """
+        return self.run(args, signal=(), modulator=modulator)
+
+    def run(self, args: tuple, *, signal: Any = (), modulator: Any = None) -> Any:
+        """Run ``args`` (one step or a window) through the driver.
+
+        Parameters
+        ----------
+        args : tuple
+            The inputs, as :meth:`update` takes them.
+        signal : pytree, default ()
+            Given to :meth:`learning_signal` (e.g. OSTTP's target); leading axis ``K`` over a window.
+        modulator : scalar, array or mapping, optional
+            Replaces the learning signal (see :meth:`update`).
+        """
         self.check_compiled()
         assert self.graph is not None and self.driver is not None
-        data, multi = unwrap_step_args(args, type(self).__name__)
-        check_call_args(type(self).__name__, data, multi, self._arg_spec)
-        check_states(type(self).__name__, self.graph, self._state_spec)
+        owner = type(self).__name__
+        data, multi = unwrap_step_args(args, owner)
+        check_call_args(owner, data, multi, self._arg_spec)
+        check_states(owner, self.graph, self._state_spec)
         driver, layout = self.driver, self.driver.layout
         arg_vals = tuple(jax.tree.leaves(data))
+        steps = int(jnp.shape(arg_vals[0])[0]) if multi and arg_vals else None
+        hybrid = multi and self.vjp_method == "multi-step"
+        signal = (signal, modulator_signal(self.graph, modulator, steps, owner, exact_window=hybrid,
+                                           every_group=self.influence_traces))
         traces = {k: st.value for k, st in self.etraces.items()}
         count = self.step_count.value
-        if multi and self.vjp_method == "multi-step":
+        if hybrid:
             result = driver.hybrid(layout.param_values(), layout.state_values(), traces, count, arg_vals, signal)
         else:
             result = driver.online(
@@ -472,20 +616,5 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
         layout.write_states(new_states)
         for k, st in self.etraces.items():
             st.value = new_traces[k]
-        self.step_count.value = count + (int(jnp.shape(arg_vals[0])[0]) if multi and arg_vals else 1)
+        self.step_count.value = count + (steps if steps is not None else 1)
         return jax.tree.unflatten(layout.minfo.out_treedef, list(out_leaves))
-
-
-def _one_step(example_args: tuple) -> tuple:
-    """The example inputs of one step (wrappers unwrapped; a window contributes its first step)."""
-    firsts = tuple(jax.tree.map(lambda x: x[0], a.data) if isinstance(a, MultiStepData) else a for a in example_args)
-    return unwrap_step_args(firsts)[0]
-
-
-def _weight_path(model: Any, weight: Any) -> str | None:
-    if isinstance(weight, brainstate.State):
-        paths = [p for p, s in model.states().items() if s is weight]
-        return path_str(tuple(paths[0])) if paths else None
-    if isinstance(weight, str):
-        return weight
-    return path_str(tuple(weight))

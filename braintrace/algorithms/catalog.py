@@ -25,6 +25,7 @@ from .ostl import OSTLFeedforward, OSTLRecurrent
 from .osttp import OSTTP
 from .otpe import OTPE
 from .ottt import OTTT
+from .rflo import RFLO
 from .rtrl import RTRL
 from .snap import SnAp
 from .uoro import UORO
@@ -46,27 +47,40 @@ class LearnerSpec:
         Other names that resolve to it (the 0.2.0 names among them).
     help : str
         One line: what the learner keeps and what it costs.
+    memory : str
+        The order of its trace memory (``B`` batch, ``|θ|`` weights learned
+        online, ``S`` states per neuron, ``I``/``O`` a layer's input and output
+        sizes, ``N`` hidden units), for tables such as ``docs/learners.md``.
     """
 
     name: str
     cls: type
     aliases: tuple[str, ...] = ()
     help: str = ""
+    memory: str = ""
 
 
 #: Every learner by name, in the order the command line lists them.
 LEARNERS: tuple[LearnerSpec, ...] = (
-    LearnerSpec("es_d_rtrl", ES_D_RTRL, ("pp_prop", "esd_rtrl"), "factored input/output traces, O(B(I+O)S) memory"),
-    LearnerSpec("d_rtrl", D_RTRL, (), "exact diagonal traces, O(B|theta|S) memory"),
-    LearnerSpec("eprop", EProp, ("e_prop",), "e-prop (Bellec et al., 2020) on the D_RTRL traces"),
-    LearnerSpec("ostl", OSTLRecurrent, ("ostl_recurrent",), "OSTL, recurrent form (Bohnstingl et al., 2022)"),
-    LearnerSpec("ostl_ff", OSTLFeedforward, ("ostl_feedforward",), "OSTL, factored feed-forward form"),
-    LearnerSpec("ottt", OTTT, (), "OTTT (Xiao et al., 2022): presynaptic traces"),
-    LearnerSpec("otpe", OTPE, (), "OTPE (Summe et al., 2023): presynaptic and postsynaptic traces"),
-    LearnerSpec("osttp", OSTTP, (), "OSTTP (Ortner et al., 2023): target projection as learning signal"),
-    LearnerSpec("rtrl", RTRL, (), "exact RTRL: full influence matrix, O(B n |theta|) memory (small networks)"),
-    LearnerSpec("snap", SnAp, ("snap_n",), "SnAp-n (Menick et al., 2021): influence kept on an n-step sparsity pattern"),
-    LearnerSpec("uoro", UORO, (), "UORO (Tallec & Ollivier, 2018): unbiased rank-one influence, O(B n + |theta|)"),
+    LearnerSpec("es_d_rtrl", ES_D_RTRL, ("pp_prop", "esd_rtrl"), "factored input/output traces, O(B(I+O)S) memory",
+                "O(B(I+O)S)"),
+    LearnerSpec("d_rtrl", D_RTRL, (), "exact diagonal traces, O(B|theta|S) memory", "O(B|θ|S)"),
+    LearnerSpec("eprop", EProp, ("e_prop",), "e-prop (Bellec et al., 2020) on the D_RTRL traces", "O(B|θ|S)"),
+    LearnerSpec("ostl", OSTLRecurrent, ("ostl_recurrent",), "OSTL, recurrent form (Bohnstingl et al., 2022)",
+                "O(B|θ|S)"),
+    LearnerSpec("ostl_ff", OSTLFeedforward, ("ostl_feedforward",), "OSTL, factored feed-forward form", "O(B(I+O)S)"),
+    LearnerSpec("ottt", OTTT, (), "OTTT (Xiao et al., 2022): presynaptic traces", "O(BI)"),
+    LearnerSpec("otpe", OTPE, (), "OTPE (Summe et al., 2023): presynaptic and postsynaptic traces",
+                "O(B|θ|) ('full'), O(B(I+O)) ('approx')"),
+    LearnerSpec("osttp", OSTTP, (), "OSTTP (Ortner et al., 2023): target projection as learning signal", "O(B|θ|S)"),
+    LearnerSpec("rflo", RFLO, (), "RFLO (Murray, 2019): D_RTRL traces, random feedback of the output error",
+                "O(B|θ|S)"),
+    LearnerSpec("rtrl", RTRL, (), "exact RTRL: full influence matrix, O(B n |theta|) memory (small networks)",
+                "O(B·N·|θ|)"),
+    LearnerSpec("snap", SnAp, ("snap_n",), "SnAp-n (Menick et al., 2021): influence kept on an n-step sparsity pattern",
+                "Σ_w |w|·k_w, k_w ≤ N (n-step pattern)"),
+    LearnerSpec("uoro", UORO, (), "UORO (Tallec & Ollivier, 2018): unbiased rank-one influence, O(B n + |theta|)",
+                "O(B·N + |θ|)"),
 )
 
 

@@ -72,10 +72,10 @@ def compile(  # noqa: A001 - the 0.2.0 name, served as braintrace.compile
     >>> learner = braintrace.compile(cell, "ES_D_RTRL", jnp.zeros((4, 2)), batch_size=4, decay_or_rank=0.9)
     >>> type(learner).__name__, learner.is_compiled, cell.h.value.shape
     ('ES_D_RTRL', True, (4, 3))
-    >>> braintrace.compile(cell, "es_d_rtrl", jnp.zeros((4, 2)), decay=0.9)
+    >>> braintrace.compile(cell, "es_d_rtrl", jnp.zeros((4, 2)), decay=0.9)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    TypeError: compile: ES_D_RTRL takes no option 'decay'; its options are: decay_or_rank, name, vjp_method, fast_solve.
+    TypeError: compile: ES_D_RTRL takes no option 'decay'; its options are: decay_or_rank, name, vjp_method, ...
     """
     cls = _learner_class(algorithm)
     if not example_inputs:

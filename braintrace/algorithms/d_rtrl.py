@@ -84,11 +84,22 @@ class ParamDimVjpAlgorithm(ETraceVjpAlgorithm):
     trace_dtype : dtype, optional
         Storage dtype of the traces (a floating dtype, e.g. ``jnp.bfloat16``);
         Jacobians, learning signals and gradients stay in the model's precision.
+    feedback : {'symmetric', 'random'}, default 'symmetric'
+        The learning signal of hidden layers: the true ``δ`` or a fixed random
+        projection of the output error (see :class:`ETraceVjpAlgorithm`).
+    kappa_filter_decay : float, default 0.0
+        ``κ`` in ``[0, 1)`` of the filter of the hidden layers' traces
+        (see :class:`ETraceVjpAlgorithm`).
+    random_feedback_key : int or jax PRNG key, optional
+        Seed of the random feedback matrices.
 
     Raises
     ------
     TypeError
         ``trace_dtype`` is not a floating dtype.
+    ValueError
+        A bad ``feedback`` or ``kappa_filter_decay``, or ``'multi-step'`` with
+        random feedback or ``κ > 0``.
 
     Examples
     --------
@@ -118,8 +129,15 @@ class ParamDimVjpAlgorithm(ETraceVjpAlgorithm):
         vjp_method: str = "single-step",
         fast_solve: bool = True,
         trace_dtype: Any = None,
+        *,
+        feedback: str = "symmetric",
+        kappa_filter_decay: float = 0.0,
+        random_feedback_key: Any = None,
     ) -> None:
-        super().__init__(model, name=name, vjp_method=vjp_method)
+        super().__init__(
+            model, name=name, vjp_method=vjp_method, feedback=feedback, kappa_filter_decay=kappa_filter_decay,
+            random_feedback_key=random_feedback_key,
+        )
         self.fast_solve = bool(fast_solve)
         self.trace_dtype = check_trace_dtype(type(self).__name__, trace_dtype)
         self.exact: ExactTraces | None = None
@@ -151,7 +169,10 @@ class ParamDimVjpAlgorithm(ETraceVjpAlgorithm):
     def window_contributions(
         self, before: Mapping, after: Mapping, aux: Any, seq: WindowTraceData, signal_seq: Mapping, count: jax.Array
     ) -> dict:
-        r"""``Σ_t δ_t · ε_t`` over a window from the traces before it: one matrix product per relation."""
+        r"""``Σ_t δ_t · ε_t`` over a window: from every step's traces ``aux`` when they were kept (the κ
+        filter), else from the traces before the window, one matrix product per relation."""
+        if aux is not None:
+            return self._exact().contributions_seq(aux, seq, signal_seq)
         return self._exact().window_contributions(before, seq, signal_seq)
 
 

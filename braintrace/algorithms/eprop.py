@@ -15,32 +15,11 @@ projection of the output error (``'random'``), and :math:`\bar ε` the
 
 from __future__ import annotations
 
-import numbers
-import warnings
-from collections.abc import Mapping
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-
-from ..compiler.module_info import path_str
-from ..compiler.outputs import output_groups
-from ..executor import StepTraceData, WindowTraceData
 from .d_rtrl import ParamDimVjpAlgorithm
-from .feedback import (
-    FixedRandomFeedback,
-    KappaFilter,
-    as_key,
-    layer_size,
-    output_batch_shape,
-    output_error,
-    project_to_group,
-)
-from .keys import FILTERED, TraceKey
 
 __all__ = ["EProp"]
-
-_FEEDBACK = ("symmetric", "random")
 
 
 class EProp(ParamDimVjpAlgorithm):
@@ -70,7 +49,10 @@ class EProp(ParamDimVjpAlgorithm):
         \nabla_w L &\mathrel{+}= L_g^t \cdot \bar ε_w^t
 
     ``'symmetric'`` with ``kappa_filter_decay=0`` is exactly
-    :class:`~braintrace.D_RTRL`. As in D_RTRL, a weight whose output reaches the
+    :class:`~braintrace.D_RTRL`. The κ filter and random feedback are options
+    every learner shares (:class:`~braintrace.ETraceVjpAlgorithm`):
+    ``EProp(model, f, κ)`` is ``D_RTRL(model, feedback=f,
+    kappa_filter_decay=κ)``, under e-prop's name and argument order. As in D_RTRL, a weight whose output reaches the
     loss along a path its traces do not carry (bypassing its hidden group's
     new value) keeps the instantaneous gradient of that path.
 
@@ -170,106 +152,7 @@ class EProp(ParamDimVjpAlgorithm):
         vjp_method: str = "single-step",
         fast_solve: bool = True,
     ) -> None:
-        super().__init__(model, name=name, vjp_method=vjp_method, fast_solve=fast_solve)
-        if feedback not in _FEEDBACK:
-            raise ValueError(f"EProp: feedback must be one of {_FEEDBACK}, got {feedback!r}.")
-        kappa = kappa_filter_decay
-        if not (isinstance(kappa, numbers.Real) and not isinstance(kappa, bool) and 0.0 <= float(kappa) < 1.0):
-            raise ValueError(f"EProp: kappa_filter_decay must be a real number in [0, 1), got {kappa!r}.")
-        if vjp_method == "multi-step" and (feedback != "symmetric" or float(kappa) > 0):
-            what = f"feedback={feedback!r} replaces the learning signal" if feedback != "symmetric" else (
-                "the κ filter stands in for the readout's memory of earlier steps"
-            )
-            raise ValueError(
-                f"EProp: vjp_method='multi-step' differentiates a window exactly (BPTT) with the true "
-                f"learning signal, but {what}; the two do not combine into one rule. Use "
-                "vjp_method='single-step' (MultiStepData windows then run step by step)."
-            )
-        self.feedback: str = feedback
-        self.kappa: float = float(kappa)
-        self.random_feedback_key: Any = random_feedback_key
-        self.feedback_matrices: dict[int, FixedRandomFeedback] = {}
-        #: the κ filter needs every step's trace: a window then advances them inside its scan
-        self.traces_in_scan = self.kappa > 0
-        self.hidden_groups: tuple[int, ...] = ()
-        self.batch_axes: tuple[int, ...] = ()
-
-    def on_compile(self, graph: Any) -> None:
-        super().on_compile(graph)
-        outputs = output_groups(graph)
-        online = sorted({gi for r in graph.hidden_param_op_relations for gi in r.hidden_groups})
-        self.hidden_groups = tuple(gi for gi in online if gi not in outputs)
-        self.feedback_matrices = {}
-        if self.feedback == "random" and self.hidden_groups:
-            self.batch_axes, n_out = output_batch_shape(graph, "EProp")
-            sizes = [layer_size(graph.hidden_groups[gi], self.batch_axes, "EProp") for gi in self.hidden_groups]
-            keys = jax.random.split(as_key(self.random_feedback_key), len(self.hidden_groups))
-            self.feedback_matrices = {
-                gi: FixedRandomFeedback(n_out, n, k) for gi, n, k in zip(self.hidden_groups, sizes, keys)
-            }
-            replaced = [p for gi in self.feedback_matrices for p in graph.hidden_groups[gi].hidden_paths
-                        if p in graph.bypass_paths]
-            if replaced:
-                warnings.warn(
-                    f"EProp(feedback='random'): the model returns the old value of "
-                    f"{', '.join('`' + path_str(p) + '`' for p in replaced)} (read before the write); the random "
-                    "learning signal of those neurons is credited to their current trace, and the bypass term "
-                    "dL[t]/dh[t-1] · trace[t-1] is not added for them.",
-                    UserWarning,
-                    stacklevel=3,
-                )
-
-    # -- the κ filter -----------------------------------------------------------
-    def _filtered(self) -> list[tuple[TraceKey, TraceKey]]:
-        if self.kappa == 0.0 or self.exact is None:
-            return []
-        return [
-            (key, TraceKey(FILTERED, key.relations, key.group))
-            for key in self.exact.keys()
-            if key.group in self.hidden_groups
-        ]
-
-    def _view(self, traces: Mapping[TraceKey, Any]) -> dict:
-        view = dict(traces)
-        for key, fkey in self._filtered():
-            view[key] = traces[fkey]
-        return view
-
-    def init_traces(self, data: StepTraceData) -> dict[TraceKey, Any]:
-        out = super().init_traces(data)
-        for key, fkey in self._filtered():
-            out[fkey] = jax.tree.map(lambda v: v, out[key])
-        return out
-
-    def update_traces(self, traces: Mapping[TraceKey, Any], data: StepTraceData, count: jax.Array) -> dict:
-        out = super().update_traces(traces, data, count)
-        for key, fkey in self._filtered():
-            out[fkey] = KappaFilter.rule(traces[fkey], out[key], self.kappa)
-        return out
-
-    def contributions(self, traces: Mapping[TraceKey, Any], data: StepTraceData, signal: Mapping, count: jax.Array) -> dict:
-        return super().contributions(self._view(traces), data, signal, count)
-
-    def window_contributions(
-        self, before: Mapping, after: Mapping, aux: Any, seq: WindowTraceData, signal_seq: Mapping, count: jax.Array
-    ) -> dict:
-        if not self.traces_in_scan:
-            return super().window_contributions(before, after, aux, seq, signal_seq, count)
-        return self._exact().contributions_seq(self._view(aux), seq, signal_seq)
-
-    # -- the learning signal ----------------------------------------------------
-    def learning_signal(
-        self, delta: Mapping, delta_prev: Mapping, *, out_cts: Any, signal: Any, count: jax.Array
-    ) -> tuple[dict, dict]:
-        """The true signals ('symmetric'), or for non-output groups ``reshape(e^t B_g)`` ('random')."""
-        if self.feedback == "symmetric" or not self.feedback_matrices:
-            return dict(delta), dict(delta_prev)
-        assert self.graph is not None  # the learner calls its hooks after compile_graph
-        out, prev = dict(delta), dict(delta_prev)
-        err = output_error(out_cts, self.batch_axes)
-        for gi, fb in self.feedback_matrices.items():
-            g = self.graph.hidden_groups[gi]
-            out[gi] = project_to_group(fb.matrix, err, g, delta[gi].dtype)
-            if gi in prev:
-                prev[gi] = jnp.zeros_like(prev[gi])
-        return out, prev
+        super().__init__(
+            model, name=name, vjp_method=vjp_method, fast_solve=fast_solve, feedback=feedback,
+            kappa_filter_decay=kappa_filter_decay, random_feedback_key=random_feedback_key,
+        )

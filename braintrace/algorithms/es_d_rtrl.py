@@ -1,16 +1,17 @@
 r"""ES_D_RTRL: the input/output-dimension online learner (pp-prop).
 
 The D_RTRL trace of a weight is approximated by a product of an input trace
-and an output trace, both exponentially smoothed with decay ``α``:
+and an output trace, exponentially smoothed with decays ``α_x`` and ``α_f``
+(both ``α`` by default):
 
 .. math::
 
-    ε_x^t = α ε_x^{t-1} + x^t, \qquad
-    ε_f^t = α D^t ε_f^{t-1} + (1 - α)\, df^t, \qquad
+    ε_x^t = α_x ε_x^{t-1} + x^t, \qquad
+    ε_f^t = α_f D^t ε_f^{t-1} + (1 - α_f)\, df^t, \qquad
     \nabla_w L \mathrel{+}= \mathrm{xy\_to\_dw}\!\left(ε_x^t,
         \sum_s \frac{ε_f^t[\cdot, s]}{c_t}\, δ^t[\cdot, s]\right),
 
-with the bias correction ``c_t = 1 - α^{k+1}``, ``k`` the number of time steps
+with the bias correction ``c_t = 1 - α_f^{k+1}``, ``k`` the number of time steps
 since the last reset (and, for states read before they are written, the same
 contraction of ``δ_prev^t`` with the traces of step ``t-1``). Memory is
 ``O(B·(I+O)·S)`` per relation. Inputs that enter by broadcasting (biases,
@@ -29,14 +30,14 @@ from typing import Any
 
 import jax
 
-from ..executor import StepTraceData, WindowTraceData, add_contributions
 from ..errors import InvalidArgumentError
+from ..executor import StepTraceData, WindowTraceData, add_contributions
 from .base import ETraceVjpAlgorithm
 from .exact_traces import ExactTraces, full_rule, split_names
 from .factored_traces import FactoredTraces, bias_correction
 from .keys import INPUT, OUTPUT, TraceKey
 
-__all__ = ["IODimVjpAlgorithm", "ES_D_RTRL", "pp_prop", "decay_from"]
+__all__ = ["IODimVjpAlgorithm", "ES_D_RTRL", "pp_prop", "decay_from", "trace_decays"]
 
 
 def decay_from(decay_or_rank: Any) -> float:
@@ -62,27 +63,95 @@ def decay_from(decay_or_rank: Any) -> float:
     )
 
 
+def trace_decays(owner: str, decay_or_rank: Any, decay_x: Any, decay_f: Any) -> tuple[float | None, float, float]:
+    """``(α, α_x, α_f)``: ``α`` from ``decay_or_rank`` (``None`` if not given), the separate decays
+    (each a real number in ``[0, 1)``) defaulting to it.
+
+    Examples
+    --------
+    >>> from braintrace.algorithms.es_d_rtrl import trace_decays
+    >>> trace_decays("ES_D_RTRL", 0.9, None, 0.5), trace_decays("ES_D_RTRL", None, 0.8, 0.0)
+    ((0.9, 0.9, 0.5), (None, 0.8, 0.0))
+    """
+    alpha = None if decay_or_rank is None else decay_from(decay_or_rank)
+    out = []
+    for arg, value in (("decay_x", decay_x), ("decay_f", decay_f)):
+        if value is None:
+            if alpha is None:
+                raise InvalidArgumentError(
+                    f"{owner}: decay_or_rank=None needs both `decay_x` and `decay_f`; otherwise give a float decay "
+                    "α in the open interval (0, 1), or an integer rank n >= 1 (then α = (n - 1) / (n + 1))."
+                )
+            value = alpha
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and 0.0 <= float(value) < 1.0
+        if not ok:
+            raise InvalidArgumentError(
+                f"{owner}: `{arg}` must be a real number in [0, 1), got {value!r} (0 keeps only the current "
+                "step's value)."
+            )
+        out.append(float(value))
+    return alpha, out[0], out[1]
+
+
 class IODimVjpAlgorithm(ETraceVjpAlgorithm):
     r"""Online learning with input/output-dimension eligibility traces (ES_D_RTRL, pp-prop).
 
     .. math::
 
-        ε_x^t = α ε_x^{t-1} + x^t, \quad
-        ε_f^t = α D^t ε_f^{t-1} + (1-α)\, df^t, \quad
+        ε_x^t = α_x ε_x^{t-1} + x^t, \quad
+        ε_f^t = α_f D^t ε_f^{t-1} + (1-α_f)\, df^t, \quad
+        c_t = 1 - α_f^{k+1}, \quad
         \nabla_w L \mathrel{+}= \mathrm{xy\_to\_dw}(ε_x^t, (ε_f^t / c_t) ∘ δ^t)
+
+    ``k`` counts time steps since the last reset; ``α_x = α_f = α`` unless
+    ``decay_x`` / ``decay_f`` are given.
+
+    *Separate decays and the bias correction.* The output trace's source is
+    scaled by ``1 - α_f``, so after ``k + 1`` steps its weights
+    ``(1 - α_f) α_f^j`` sum to ``c_t = 1 - α_f^{k+1}``: ``ε_f / c_t`` is a
+    weighted *mean* of the past ``df`` (propagated by ``D``), corrected for
+    the zero start whatever ``α_x`` is. The input trace is a leaky *sum*,
+    the same form as the exact trace's input factor, and needs no correction.
+    So only ``α_f`` enters ``c_t``. A short output memory with a long input
+    memory is the useful split: with ``α_f = 0`` (``ε_f = df^t``, ``c_t = 1``)
+    and ``α_x = λ``, the rule is ``ε_x ⊗ df^t`` (OTTT's presynaptic trace),
+    which equals D_RTRL and BPTT on a leaky layer ``h = λ h + op(x, w)``; with
+    ``α_x = α_f`` it is the original ES_D_RTRL.
 
     Parameters
     ----------
     model : brainstate.nn.Module
-    decay_or_rank : float or int
+        The model; weights learned online go through ETP primitives.
+    decay_or_rank : float, int or None
         A decay ``α`` in ``(0, 1)``, or an integer rank ``n >= 1`` giving
-        ``α = (n - 1)/(n + 1)``.
+        ``α = (n - 1)/(n + 1)``; ``None`` only with both ``decay_x`` and
+        ``decay_f``.
     name : str, optional
+        The module's name.
     vjp_method : {'single-step', 'multi-step'}, default 'single-step'
+        See :class:`ETraceVjpAlgorithm`.
     fast_solve : bool, default True
         For the inputs that keep an exact trace (biases, element-wise weights,
         inputs of primitives without a data input): the primitive's compact
         trace rule; ``False`` uses the generic full-Jacobian rule (for checks).
+    decay_x : float, optional
+        ``α_x`` in ``[0, 1)``, the decay of the input traces (default ``α``).
+    decay_f : float, optional
+        ``α_f`` in ``[0, 1)``, the decay of the output traces and of the bias
+        correction (default ``α``).
+    feedback : {'symmetric', 'random'}, default 'symmetric'
+        The learning signal of hidden layers (see :class:`ETraceVjpAlgorithm`).
+    kappa_filter_decay : float, default 0.0
+        ``κ`` of the filter of the hidden layers' output traces ``ε_f`` (and
+        exact traces); see :class:`ETraceVjpAlgorithm`.
+    random_feedback_key : int or jax PRNG key, optional
+        Seed of the random feedback matrices.
+
+    Raises
+    ------
+    ValueError
+        A bad ``decay_or_rank``, ``decay_x`` or ``decay_f``, neither
+        ``decay_or_rank`` nor both separate decays, or a bad shared option.
 
     Examples
     --------
@@ -107,21 +176,32 @@ class IODimVjpAlgorithm(ETraceVjpAlgorithm):
     def __init__(
         self,
         model: Any,
-        decay_or_rank: float | int,
+        decay_or_rank: float | int | None,
         name: str | None = None,
         vjp_method: str = "single-step",
         fast_solve: bool = True,
+        *,
+        decay_x: float | None = None,
+        decay_f: float | None = None,
+        feedback: str = "symmetric",
+        kappa_filter_decay: float = 0.0,
+        random_feedback_key: Any = None,
     ) -> None:
-        super().__init__(model, name=name, vjp_method=vjp_method)
-        self.decay = decay_from(decay_or_rank)
+        super().__init__(
+            model, name=name, vjp_method=vjp_method, feedback=feedback, kappa_filter_decay=kappa_filter_decay,
+            random_feedback_key=random_feedback_key,
+        )
+        self.decay, self.decay_x, self.decay_f = trace_decays(type(self).__name__, decay_or_rank, decay_x, decay_f)
         self.fast_solve = bool(fast_solve)
         self.exact: ExactTraces | None = None
         self.factored: FactoredTraces | None = None
 
     def on_compile(self, graph: Any) -> None:
         super().on_compile(graph)
-        a = self.decay
-        self.factored = FactoredTraces(graph, a, propagate=True, source_scale=1.0 - a, normaliser=bias_correction(a))
+        ax, af = self.decay_x, self.decay_f
+        self.factored = FactoredTraces(
+            graph, ax, af, propagate=True, source_scale=1.0 - af, normaliser=bias_correction(af)
+        )
         factored = self.factored
 
         def names(r):
@@ -156,7 +236,7 @@ class IODimVjpAlgorithm(ETraceVjpAlgorithm):
         return {**traces, **factored.update(traces, data), **exact.update(traces, data)}
 
     def contributions(self, traces: Mapping[TraceKey, Any], data: StepTraceData, signal: Mapping, count: jax.Array) -> dict:
-        """The exact part's ``δ · ε`` plus ``xy_to_dw(ε_x, Σ_s ε_f / c_k ⊙ δ)`` with ``c_k = 1 - α^{k+1}``."""
+        """The exact part's ``δ · ε`` plus ``xy_to_dw(ε_x, Σ_s ε_f / c_k ⊙ δ)`` with ``c_k = 1 - α_f^{k+1}``."""
         exact, factored = self._parts()
         return add_contributions(
             exact.contributions(traces, data.operands, signal),

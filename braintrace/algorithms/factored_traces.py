@@ -1,18 +1,18 @@
 r"""Factored input/output traces: the part ES_D_RTRL, OSTLFeedforward and OTPE('approx') share.
 
 For a relation ``y = op(x, w)`` reaching group ``g``, the synapse-shaped trace
-is replaced by an input trace and an output trace, both decayed by ``a``:
+is replaced by an input trace and an output trace, decayed by ``a_x`` and ``a_f``:
 
 .. math::
 
-    ε_x^t = a\, ε_x^{t-1} + x^t, \qquad
-    ε_f^t = a\, \tilde D^t ε_f^{t-1} + s\, df^t, \qquad
+    ε_x^t = a_x\, ε_x^{t-1} + x^t, \qquad
+    ε_f^t = a_f\, \tilde D^t ε_f^{t-1} + s\, df^t, \qquad
     c(ε^t, δ) = \mathrm{xy\_to\_dw}\Big(ε_x^t,\ \sum_s \frac{ε_f^t}{n_k} ⊙ δ\Big),
 
 with ``D̃ = D`` (ES_D_RTRL, OSTLFeedforward) or ``D̃ = 1`` (OTPE), a source
 scale ``s`` and a normaliser ``n_k`` of the step count ``k`` since reset:
-``s = 1 - a``, ``n_k = 1 - a^{k+1}`` (ES_D_RTRL's bias correction ``c_k``) or
-``s = 1``, ``n_k = Σ_{j≤k} a^j`` (OTPE). Relations whose outputs are summed
+``s = 1 - a_f``, ``n_k = 1 - a_f^{k+1}`` (ES_D_RTRL's bias correction ``c_k``) or
+``s = 1``, ``n_k = Σ_{j≤k} a^j`` (OTPE, ``a_x = a_f = a``). Relations whose outputs are summed
 before any other use have equal ``df`` (``graph.output_classes``): they share
 one output trace. Memory is ``O(B·(I+O)·S)`` per relation. A primitive whose
 data input is an index (``x_linear=False``, :func:`braintrace.embedding`: a
@@ -83,8 +83,10 @@ class FactoredTraces:
     ----------
     graph : ETraceGraph
         The compiled graph.
-    decay : float
-        ``a``.
+    x_decay : float
+        ``a_x``, the decay of the input trace.
+    f_decay : float
+        ``a_f``, the decay of the output trace.
     propagate : bool
         Whether the output trace is propagated by the step's blocks ``D``
         (``True``) or only decayed (``False``).
@@ -101,7 +103,7 @@ class FactoredTraces:
     >>> cell = braintrace.nn.VanillaRNNCell(2, 3)
     >>> _ = brainstate.nn.init_all_states(cell)
     >>> graph = braintrace.compile_etrace_graph(cell, jnp.zeros(2))
-    >>> part = FactoredTraces(graph, 0.9, propagate=True, source_scale=0.1, normaliser=bias_correction(0.9))
+    >>> part = FactoredTraces(graph, 0.9, 0.9, propagate=True, source_scale=0.1, normaliser=bias_correction(0.9))
     >>> ex = braintrace.ETraceGraphExecutor(graph)
     >>> traces = part.init(ex.trace_data(ex.current_invals(jnp.zeros(2))))
     >>> sorted((k.kind, v[k.kind].shape) for k, v in traces.items())
@@ -109,10 +111,12 @@ class FactoredTraces:
     """
 
     def __init__(
-        self, graph: Any, decay: float, *, propagate: bool, source_scale: float, normaliser: Normaliser
+        self, graph: Any, x_decay: float, f_decay: float, *, propagate: bool, source_scale: float,
+        normaliser: Normaliser,
     ) -> None:
         self.graph = graph
-        self.decay = float(decay)
+        self.x_decay = float(x_decay)
+        self.f_decay = float(f_decay)
         self.propagate = propagate
         self.source_scale = float(source_scale)
         self.normaliser = normaliser
@@ -157,19 +161,19 @@ class FactoredTraces:
         return out
 
     def update(self, traces: Mapping[TraceKey, Any], data: StepTraceData) -> dict[TraceKey, Any]:
-        a, s = self.decay, self.source_scale
+        ax, af, s = self.x_decay, self.f_decay, self.source_scale
         out: dict[TraceKey, Any] = {}
         for r in self.relations:
             key = self.x_key(r)
             x = data.operands[r.index][r.entry.x_invar_index]
-            out[key] = {"x": (a * traces[key]["x"] + x.astype(traces[key]["x"].dtype)).astype(traces[key]["x"].dtype)}
+            out[key] = {"x": (ax * traces[key]["x"] + x.astype(traces[key]["x"].dtype)).astype(traces[key]["x"].dtype)}
             for gi in r.hidden_groups:
                 fkey = self.f_key(r, gi)
                 if fkey in out:  # advanced by another member of its class
                     continue
                 f = traces[fkey]["f"]
                 prev = apply_block(data.D[gi], f) if self.propagate else f
-                out[fkey] = {"f": (a * prev + s * data.df[(r.index, gi)]).astype(f.dtype)}
+                out[fkey] = {"f": (af * prev + s * data.df[(r.index, gi)]).astype(f.dtype)}
         return out
 
     def _dy(self, relation: Any, f_of: Callable[[int], jax.Array], signal: Mapping, scale: jax.Array) -> jax.Array:

@@ -12,15 +12,20 @@ single definition) and a stateful :meth:`update` for hand-written loops:
   ``(n_target, n_layer)`` and its projection :math:`y B` (e-prop with random
   feedback, OSTTP).
 
-The module also holds what the signal-replacing learners (e-prop with random
-feedback, OSTTP) share: how an output-sized vector is mapped onto a hidden
-group's positions and states (:func:`project_to_group`).
+The module also holds what the signal-replacing learners (random feedback,
+available on every learner, and OSTTP) share: which hidden groups are hidden
+layers (:func:`hidden_layer_groups`), how an output-sized vector is mapped
+onto a hidden group's positions and states (:func:`project_to_group`), and
+the random-feedback learning signal itself (:func:`random_feedback_matrices`,
+:func:`random_feedback_signal`).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import brainstate
@@ -28,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from ..compiler.module_info import path_str
+from ..compiler.outputs import output_groups
 from ..errors import CompilationError
 
 __all__ = [
@@ -41,6 +47,9 @@ __all__ = [
     "layer_size",
     "project_to_group",
     "group_label",
+    "hidden_layer_groups",
+    "random_feedback_matrices",
+    "random_feedback_signal",
 ]
 
 
@@ -312,3 +321,113 @@ def project_to_group(matrix: jax.Array, y: jax.Array, group, dtype: Any) -> jax.
 def group_label(group) -> str:
     """The group's member paths, for messages (```h`, `c```)."""
     return ", ".join("`" + path_str(p) + "`" for p in group.hidden_paths)
+
+
+def hidden_layer_groups(graph) -> tuple[int, ...]:
+    """The hidden groups learned online that are not output groups, in graph order.
+
+    These are the groups whose learning signal random feedback (and OSTTP's
+    target projection) replaces, and whose traces the κ filter acts on; an
+    output group (:func:`~braintrace.compiler.outputs.output_groups`) keeps
+    its true signal and its own traces.
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp
+    >>> import braintrace
+    >>> from braintrace.algorithms.feedback import hidden_layer_groups
+    >>> net = brainstate.nn.Sequential(braintrace.nn.Linear(3, 4), braintrace.nn.LIF(4, tau=10., dt=1.),
+    ...                                braintrace.nn.LeakyRateReadout(4, 2, decay=0.8))
+    >>> _ = brainstate.nn.init_all_states(net)
+    >>> graph = braintrace.compile_etrace_graph(net, jnp.zeros(3))
+    >>> [graph.hidden_groups[gi].hidden_paths for gi in hidden_layer_groups(graph)]
+    [(('layers', 1, 'v'),)]
+    """
+    outputs = output_groups(graph)
+    online = sorted({gi for r in graph.hidden_param_op_relations for gi in r.hidden_groups})
+    return tuple(gi for gi in online if gi not in outputs)
+
+
+def random_feedback_matrices(graph, key: Any, owner: str) -> tuple[tuple[int, ...], dict[int, FixedRandomFeedback]]:
+    """``(b, {group: B_g})``: the outputs' batch axes and one frozen matrix per hidden layer group.
+
+    ``B_g`` has shape ``(n_out, prod(V_g[len(b):])·S_g)``, entries
+    ``N(0, 0.1²)`` drawn from ``key`` (split once per group). Warns
+    when no group receives random feedback (every group learned online is an
+    output group) and when a group's old value is returned (its bypass term
+    is then not added, see :func:`random_feedback_signal`).
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp
+    >>> import braintrace
+    >>> from braintrace.algorithms.feedback import random_feedback_matrices
+    >>> net = brainstate.nn.Sequential(braintrace.nn.Linear(3, 4), braintrace.nn.LIF(4, tau=10., dt=1.),
+    ...                                braintrace.nn.LeakyRateReadout(4, 2, decay=0.8))
+    >>> _ = brainstate.nn.init_all_states(net)
+    >>> graph = braintrace.compile_etrace_graph(net, jnp.zeros(3))
+    >>> batch, mats = random_feedback_matrices(graph, 0, "D_RTRL")
+    >>> batch, [m.matrix.shape for m in mats.values()]
+    ((), [(2, 4)])
+    """
+    groups = hidden_layer_groups(graph)
+    if not groups:
+        warnings.warn(
+            f"{owner}(feedback='random'): every hidden group learned online reaches a model output directly "
+            "(an output group, e.g. a state read out by a plain JAX product or a leaky readout), and output groups "
+            "keep their true learning signal: no group receives random feedback, the gradient is the "
+            "symmetric one. Read the hidden states out through an ETP primitive (braintrace.matmul, "
+            "braintrace.nn.Linear) for the random feedback to apply.",
+            UserWarning,
+            stacklevel=4,
+        )
+        return (), {}
+    batch, n_out = output_batch_shape(graph, owner)
+    sizes = [layer_size(graph.hidden_groups[gi], batch, owner) for gi in groups]
+    keys = jax.random.split(as_key(key), len(groups))
+    mats = {gi: FixedRandomFeedback(n_out, n, k) for gi, n, k in zip(groups, sizes, keys)}
+    replaced = [p for gi in mats for p in graph.hidden_groups[gi].hidden_paths if p in graph.bypass_paths]
+    if replaced:
+        warnings.warn(
+            f"{owner}(feedback='random'): the model returns the old value of "
+            f"{', '.join('`' + path_str(p) + '`' for p in replaced)} (read before the write); the random "
+            "learning signal of those neurons is credited to their current trace, and the bypass term "
+            "dL[t]/dh[t-1] · trace[t-1] is not added for them.",
+            UserWarning,
+            stacklevel=4,
+        )
+    return batch, mats
+
+
+def random_feedback_signal(
+    graph, matrices: Mapping[int, FixedRandomFeedback], batch: tuple[int, ...], delta: Mapping, delta_prev: Mapping,
+    out_cts: Any,
+) -> tuple[dict, dict]:
+    """``(signal, signal_prev)`` with ``reshape(e^t B_g)`` for every group of ``matrices``.
+
+    ``e^t`` is the output error (:func:`output_error`); the other groups keep
+    ``delta``. The random signal stands in for the whole error of the step:
+    the bypass signal ``delta_prev`` of those groups is set to zero.
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp
+    >>> import braintrace
+    >>> from braintrace.algorithms.feedback import random_feedback_matrices, random_feedback_signal
+    >>> net = brainstate.nn.Sequential(braintrace.nn.Linear(3, 4), braintrace.nn.LIF(4, tau=10., dt=1.),
+    ...                                braintrace.nn.LeakyRateReadout(4, 2, decay=0.8))
+    >>> _ = brainstate.nn.init_all_states(net)
+    >>> graph = braintrace.compile_etrace_graph(net, jnp.zeros(3))
+    >>> batch, mats = random_feedback_matrices(graph, 0, "D_RTRL")
+    >>> delta = {g.index: jnp.zeros(g.varshape + (g.num_state,)) for g in graph.hidden_groups}
+    >>> sig, _ = random_feedback_signal(graph, mats, batch, delta, {}, (jnp.ones(2),))
+    >>> [tuple(v.shape) for v in sig.values()]
+    [(4, 1), (2, 1)]
+    """
+    out, prev = dict(delta), dict(delta_prev)
+    err = output_error(out_cts, batch)
+    for gi, fb in matrices.items():
+        out[gi] = project_to_group(fb.matrix, err, graph.hidden_groups[gi], delta[gi].dtype)
+        if gi in prev:
+            prev[gi] = jnp.zeros_like(prev[gi])
+    return out, prev

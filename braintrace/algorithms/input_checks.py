@@ -14,10 +14,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+import brainstate
+
 from ..compiler.module_info import path_str
+from ..data import MultiStepData, unwrap_step_args
 from ..errors import CompilationError
 
-__all__ = ["spec_of", "state_spec", "check_example_args", "check_call_args", "check_states"]
+__all__ = [
+    "spec_of", "state_spec", "check_example_args", "check_call_args", "check_states", "one_step", "weight_path",
+]
 
 
 def spec_of(args: Any) -> tuple:
@@ -105,3 +110,35 @@ def check_states(owner: str, graph: Any, spec: dict) -> None:
                 "`batch_size`, a different precision) needs a new compile: call `learner.compile_graph(...)` "
                 "again after initialising the states."
             )
+
+
+def one_step(example_args: tuple) -> tuple:
+    """The example inputs of one step (wrappers unwrapped; a window contributes its first step).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import braintrace
+    >>> from braintrace.algorithms.input_checks import one_step
+    >>> one_step((braintrace.MultiStepData(jnp.zeros((4, 2))), jnp.ones(3)))[0].shape
+    (2,)
+    """
+    firsts = tuple(jax.tree.map(lambda x: x[0], a.data) if isinstance(a, MultiStepData) else a for a in example_args)
+    return unwrap_step_args(firsts)[0]
+
+
+def weight_path(model: Any, weight: Any) -> str | None:
+    """The path (``'a.b'``) of ``weight``: a ``ParamState`` of ``model``, a path tuple or a string.
+
+    Examples
+    --------
+    >>> from braintrace.algorithms.input_checks import weight_path
+    >>> weight_path(None, ("Wz", "weight")), weight_path(None, "Wz.weight")
+    ('Wz.weight', 'Wz.weight')
+    """
+    if isinstance(weight, brainstate.State):
+        paths = [p for p, s in model.states().items() if s is weight]
+        return path_str(tuple(paths[0])) if paths else None
+    if isinstance(weight, str):
+        return weight
+    return path_str(tuple(weight))

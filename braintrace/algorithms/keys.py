@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from ..compiler.module_info import path_str
 
-__all__ = ["TraceKey", "keys_of_relations", "EPS", "INPUT", "OUTPUT", "FILTERED", "PRESYNAPTIC"]
+__all__ = ["TraceKey", "keys_of_relations", "filtered_key", "EPS", "INPUT", "OUTPUT", "FILTERED", "PRESYNAPTIC"]
 
 #: The exact (parameter-dimension) trace of one relation for one hidden group.
 EPS = "eps"
@@ -22,7 +22,7 @@ EPS = "eps"
 INPUT = "x"
 #: The output (postsynaptic) trace of a class of relations for one hidden group.
 OUTPUT = "f"
-#: A κ-filtered copy of an exact trace (e-prop).
+#: A κ-filtered copy of an exact trace (``'kappa'``; of another kind ``k``: ``'kappa_k'``).
 FILTERED = "kappa"
 #: OTTT's presynaptic trace of a relation's diagonal (broadcast) inputs.
 PRESYNAPTIC = "diag"
@@ -35,8 +35,9 @@ class TraceKey(NamedTuple):
     ----------
     kind : str
         ``'eps'`` (exact trace), ``'x'`` (input trace), ``'f'`` (output
-        trace), ``'kappa'`` (filtered trace) or ``'diag'`` (presynaptic trace
-        of broadcast inputs).
+        trace), ``'diag'`` (presynaptic trace of broadcast inputs), or a
+        κ-filtered copy of one of them (:func:`filtered_key`: ``'kappa'`` for
+        an exact trace, ``'kappa_f'``, ``'kappa_x'``, ``'kappa_diag'``).
     relations : tuple of int
         The indices (``relation.index``) of the relations sharing the trace.
     group : int
@@ -80,3 +81,16 @@ def keys_of_relations(keys: Iterable[TraceKey], relations: Iterable[int]) -> lis
     """
     wanted = set(relations)
     return [k for k in keys if wanted.intersection(k.relations)]
+
+
+def filtered_key(key: TraceKey) -> TraceKey:
+    """The key of the κ-filtered copy of ``key`` (same relations and group; the kind says what is filtered).
+
+    Examples
+    --------
+    >>> from braintrace.algorithms.keys import TraceKey, filtered_key
+    >>> filtered_key(TraceKey("eps", (0,), 1)).kind, filtered_key(TraceKey("f", (0,), 1)).kind
+    ('kappa', 'kappa_f')
+    """
+    kind = FILTERED if key.kind == EPS else f"{FILTERED}_{key.kind}"
+    return TraceKey(kind, key.relations, key.group)

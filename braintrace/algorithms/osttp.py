@@ -17,10 +17,11 @@ import jax.numpy as jnp
 from .. import data as braintrace_data
 
 from ..compiler.module_info import path_str
-from ..compiler.outputs import output_groups
 from ..errors import CompilationError
 from .d_rtrl import ParamDimVjpAlgorithm
-from .feedback import FixedRandomFeedback, group_label, layer_size, output_batch_shape, project_to_group
+from .feedback import (
+    FixedRandomFeedback, group_label, hidden_layer_groups, layer_size, output_batch_shape, project_to_group,
+)
 
 __all__ = ["OSTTP"]
 
@@ -157,9 +158,7 @@ class OSTTP(ParamDimVjpAlgorithm):
     # -- compile: match B_list with the hidden groups ---------------------------
     def on_compile(self, graph: Any) -> None:
         super().on_compile(graph)
-        outputs = output_groups(graph)
-        online = sorted({gi for r in graph.hidden_param_op_relations for gi in r.hidden_groups})
-        hidden = [gi for gi in online if gi not in outputs]
+        hidden = list(hidden_layer_groups(graph))
         groups = graph.hidden_groups
         names = "; ".join(f"({group_label(groups[gi])})" for gi in hidden) or "none"
         self.batch_axes, _ = output_batch_shape(graph, "OSTTP")
@@ -202,7 +201,7 @@ class OSTTP(ParamDimVjpAlgorithm):
         self.n_target = n_targets.pop() if n_targets else None
 
     # -- running ----------------------------------------------------------------
-    def update(self, x: Any, y_target: Any = None) -> Any:
+    def update(self, x: Any, y_target: Any = None, *, modulator: Any = None) -> Any:  # type: ignore[override]
         """One step (or a ``MultiStepData`` window) with an optional target.
 
         Parameters
@@ -212,11 +211,29 @@ class OSTTP(ParamDimVjpAlgorithm):
         y_target : array, optional
             ``(*b, n_target)`` for a step (and for a window under ``'end'``),
             ``(K, *b, n_target)`` for a window under ``'per-step'``.
+        modulator : scalar, array or mapping, optional
+            Three-factor learning: replaces the learning signal (the projected
+            target included); see :meth:`ETraceVjpAlgorithm.update`.
+
+        Returns
+        -------
+        The model's output.
+
+        Examples
+        --------
+        >>> import brainstate, jax.numpy as jnp
+        >>> import braintrace
+        >>> net = brainstate.nn.Sequential(braintrace.nn.Linear(3, 4), braintrace.nn.LIF(4, tau=10., dt=1.),
+        ...                                braintrace.nn.LeakyRateReadout(4, 2, decay=0.8))
+        >>> _ = brainstate.nn.init_all_states(net)
+        >>> learner = braintrace.OSTTP(net, [jnp.ones((2, 4))]).compile_graph(jnp.zeros(3))
+        >>> learner(jnp.ones(3), jnp.array([1.0, 0.0])).shape
+        (2,)
         """
         self.check_compiled()
         multi = isinstance(x, braintrace_data.MultiStepData)
         steps = x.num_steps if multi else 1
-        return self.run((x,), signal=self._signal(y_target, multi, steps))
+        return self.run((x,), signal=self._signal(y_target, multi, steps), modulator=modulator)
 
     def _signal(self, y_target: Any, multi: bool, steps: int) -> Any:
         if y_target is None:
@@ -243,6 +260,16 @@ class OSTTP(ParamDimVjpAlgorithm):
             return {"y": y, "on": jnp.ones((steps,), y.dtype)}
         on = jnp.zeros((steps,), y.dtype).at[-1].set(1.0)
         return {"y": jnp.broadcast_to(y, (steps,) + y.shape), "on": on}
+
+    def replaces_signal(self, signal: Any) -> bool:
+        """``True``: the hidden layers' signal is the projected target.
+
+        Parameters
+        ----------
+        signal : pytree
+            The call's target (not used).
+        """
+        return True
 
     def learning_signal(
         self, delta: Mapping, delta_prev: Mapping, *, out_cts: Any, signal: Any, count: jax.Array

@@ -85,6 +85,14 @@ class OTPE(ETraceVjpAlgorithm):
     fast_solve : bool, default True
         'full' mode: the primitive's compact trace rule (``False``: the generic
         full-Jacobian rule).
+    feedback : {'symmetric', 'random'}, default 'symmetric'
+        The learning signal of hidden layers: the true ``δ`` or a fixed random
+        projection of the output error (see :class:`~braintrace.ETraceVjpAlgorithm`).
+    kappa_filter_decay : float, default 0.0
+        ``κ`` in ``[0, 1)`` of the filter of the hidden layers' traces
+        (``E`` in 'full' mode, the postsynaptic traces ``F`` in 'approx' mode; see :class:`~braintrace.ETraceVjpAlgorithm`).
+    random_feedback_key : int or jax PRNG key, optional
+        Seed of the random feedback matrices.
 
     Raises
     ------
@@ -127,8 +135,11 @@ class OTPE(ETraceVjpAlgorithm):
         name: str | None = None,
         vjp_method: str = "single-step",
         fast_solve: bool = True,
+        feedback: str = "symmetric",
+        kappa_filter_decay: float = 0.0,
+        random_feedback_key: Any = None,
     ) -> None:
-        super().__init__(model, name=name, vjp_method=vjp_method)
+        super().__init__(model, name=name, vjp_method=vjp_method, feedback=feedback, kappa_filter_decay=kappa_filter_decay, random_feedback_key=random_feedback_key)
         if mode not in _MODES:
             raise ValueError(f"OTPE: mode must be one of {_MODES}, got {mode!r}.")
         if leak is None:
@@ -145,7 +156,7 @@ class OTPE(ETraceVjpAlgorithm):
         lam = self.leak
         factored = None
         if self.mode == "approx":
-            factored = FactoredTraces(graph, lam, propagate=False, source_scale=1.0, normaliser=leaky_count(lam))
+            factored = FactoredTraces(graph, lam, lam, propagate=False, source_scale=1.0, normaliser=leaky_count(lam))
 
         def names(r):
             diag, other = split_names(r)

@@ -8,7 +8,7 @@ signal of the current step.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -76,6 +76,14 @@ class OTTT(ETraceVjpAlgorithm):
         with. ``MultiStepData`` windows run step by step. For the same reason a
         model that returns (or spikes from) a hidden state's old value is
         refused at compile time (:class:`~braintrace.NotSupportedError`).
+    feedback : {'symmetric', 'random'}, default 'symmetric'
+        The learning signal of hidden layers: the true ``δ`` or a fixed random
+        projection of the output error (see :class:`~braintrace.ETraceVjpAlgorithm`).
+    kappa_filter_decay : float, default 0.0
+        ``κ`` in ``[0, 1)`` of the filter of the hidden layers' traces
+        (the presynaptic traces ``â``: the filter of ``â ⊗ df`` with ``df`` of the current step; see :class:`~braintrace.ETraceVjpAlgorithm`).
+    random_feedback_key : int or jax PRNG key, optional
+        Seed of the random feedback matrices.
 
     Raises
     ------
@@ -107,6 +115,8 @@ class OTTT(ETraceVjpAlgorithm):
 
     #: The contribution pairs the trace with the *current* step's ``df``.
     credits_previous_traces: bool = False
+    #: The κ filter acts on the presynaptic traces (the postsynaptic factor is the current ``df``).
+    filtered_kinds: ClassVar[tuple[str, ...]] = (INPUT, PRESYNAPTIC)
 
     def __init__(
         self,
@@ -116,12 +126,15 @@ class OTTT(ETraceVjpAlgorithm):
         leak: float,
         name: str | None = None,
         vjp_method: str = "single-step",
+        feedback: str = "symmetric",
+        kappa_filter_decay: float = 0.0,
+        random_feedback_key: Any = None,
     ) -> None:
         if mode not in _MODES:
             raise ValueError(f"OTTT: mode must be one of {_MODES}, got {mode!r}.")
         if leak is None:
             raise TypeError("OTTT: `leak` is required (the membrane decay per step, a float in [0, 1]).")
-        super().__init__(model, name=name, vjp_method=vjp_method)
+        super().__init__(model, name=name, vjp_method=vjp_method, feedback=feedback, kappa_filter_decay=kappa_filter_decay, random_feedback_key=random_feedback_key)
         self.leak = check_decay("OTTT", "leak", leak, closed_top=True)
         self.mode = mode
 

@@ -273,12 +273,10 @@ def target_projections(model: Any, example: Any, n_target: int, seed: int) -> li
     [(2, 4)]
     """
     import braintrace
-    from braintrace.algorithms.feedback import layer_size, output_batch_shape
-    from braintrace.compiler.outputs import output_groups
+    from braintrace.algorithms.feedback import hidden_layer_groups, layer_size, output_batch_shape
 
     graph = braintrace.compile_etrace_graph(model, example)
-    outputs = output_groups(graph)
-    online = sorted({gi for r in graph.hidden_param_op_relations for gi in r.hidden_groups} - outputs)
+    online = hidden_layer_groups(graph)
     batch, _ = output_batch_shape(graph, "OSTTP")
     return [
         braintrace.FixedRandomFeedback(n_target, layer_size(graph.hidden_groups[gi], batch, "OSTTP"), key=seed + gi)

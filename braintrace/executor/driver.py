@@ -232,7 +232,9 @@ class OnlineDriver:
         run.defvjp(fwd, bwd)
         return run
 
-    def _transpose(self, lin, param_vals, args, out_cts, state_cts, *, window: bool):
+    def _transpose(self, lin, param_vals, args, out_cts, state_cts, *, window: bool, per_step: bool = False):
+        """Transpose the step(s); over a window ``state_cts`` reach the last step's new states only, or with
+        ``per_step`` they are every step's (a leading axis ``K``)."""
         layout, ex = self.layout, self.executor
         avals = [param_vals[pos] for pos in layout.uncovered_pos]
         if not window:
@@ -240,7 +242,7 @@ class OnlineDriver:
         K = int(jnp.shape(args[0])[0])
         last = jnp.arange(K) == K - 1
         # single-step rule: a step's new states get no cotangent from the next step
-        state_ct_seq = tuple(
+        state_ct_seq = tuple(state_cts) if per_step else tuple(
             jnp.where(last.reshape((K,) + (1,) * jnp.ndim(c)), c[None], jnp.zeros_like(c)[None])
             if c is not None and jnp.issubdtype(jnp.result_type(c), jnp.inexact) else None
             for c in state_cts
@@ -257,8 +259,8 @@ class OnlineDriver:
     ):
         layout, rule = self.layout, self.rule
         if self.influence:
-            return self._influence_grads(lin, data, before, after, aux, count, param_vals, args, out_cts, state_cts,
-                                         window=window)
+            return self._influence_grads(lin, data, before, after, aux, count, param_vals, args, signal, out_cts,
+                                         state_cts, window=window)
         g_imm, d_paths, dp_paths = self._transpose(lin, param_vals, args, out_cts, state_cts, window=window)
         delta, delta_prev = self._pack(d_paths), self._pack(dp_paths)
         if window:
@@ -298,7 +300,7 @@ class OnlineDriver:
         )
 
     def _influence_grads(
-        self, lin, data, before, after, aux, count, param_vals, args, out_cts, state_cts, *, window: bool
+        self, lin, data, before, after, aux, count, param_vals, args, signal, out_cts, state_cts, *, window: bool
     ):
         r"""The influence learners' gradient, :math:`g = \bar\theta_{\rm imm} + \sum_t c(P^{t-1}, λ^t)`.
 
@@ -309,14 +311,52 @@ class OnlineDriver:
         included). The rule contracts it with the influence of the previous step,
         ``λ^t · P^{t-1}`` (over a window, with the stacked traces ``aux``), and
         returns the flat gradient of ``θ``.
+
+        When the rule replaces the learning signal (``rule.replaces_signal``: a
+        modulator ``m``, which then covers every hidden group), ``m^t`` takes the
+        place of the loss: the step is transposed again with ``m^t`` as the
+        cotangent of the new hidden values and none on the outputs, giving the
+        covered leaves :math:`m^t \cdot P^t = m^t \cdot M^t + (J^{t\top} m^t) \cdot P^{t-1}`
+        (the instantaneous part exact, the history through the traces, as for
+        the loss); the other leaves keep their instantaneous gradient of the loss.
         """
-        g_imm, _, dp_paths, old_paths = self._transpose(lin, param_vals, args, out_cts, state_cts, window=window)
+        g_imm, d_paths, dp_paths, old_paths = self._transpose(lin, param_vals, args, out_cts, state_cts, window=window)
         lam = self._pack({p: v + dp_paths[p] if p in dp_paths else v for p, v in old_paths.items()})
+        rule, flat_layout = self.rule, self.executor.influence_layout
+        if rule.replaces_signal(signal):
+            delta, delta_prev = _full(self._pack(d_paths), lam), self._pack(dp_paths)
+            sig = _full(self._signals(delta, delta_prev, count, signal, out_cts, window=window), lam)
+            g_imm, lam = self._modulated_transpose(lin, param_vals, args, out_cts, sig, g_imm, window=window)
         if window:
-            flat = self.rule.window_contributions(before, after, aux, data, lam, count)
+            flat = rule.window_contributions(before, after, aux, data, lam, count)
         else:
-            flat = self.rule.contributions(before, data, lam, count - 1)
-        return self.executor.influence_layout.add_to(g_imm, flat)
+            flat = rule.contributions(before, data, lam, count - 1)
+        return flat_layout.add_to(g_imm, flat)
+
+    def _signals(self, delta, delta_prev, count, signal, out_cts, *, window: bool) -> dict:
+        """The rule's learning signals of a step (vmapped over a window's steps)."""
+        rule = self.rule
+        if not window:
+            return rule.learning_signal(delta, delta_prev, out_cts=tuple(out_cts), signal=signal, count=count)[0]
+        K = jax.tree.leaves(delta)[0].shape[0]
+        counts = count + jnp.arange(K, dtype=jnp.result_type(count))
+        return jax.vmap(
+            lambda d, dp, o, s, c: rule.learning_signal(d, dp, out_cts=o, signal=s, count=c)[0]
+        )(delta, delta_prev, tuple(out_cts), signal, counts)
+
+    def _modulated_transpose(self, lin, param_vals, args, out_cts, sig, g_imm, *, window: bool):
+        """``(gradients, λ)`` with ``sig`` as the new hidden values' cotangent and no output cotangent: the
+        covered leaves' instantaneous part ``m · M`` and ``λ = J^T m``; the other leaves keep ``g_imm``."""
+        layout = self.layout
+        state_cts: list[Any] = [None] * len(layout.state_outvars)
+        for g in layout.groups:
+            for p, v in g.unpack(sig[g.index]).items():
+                state_cts[layout.hidden_state_pos[p]] = v
+        zeros = tuple(jnp.zeros_like(o) for o in out_cts)
+        g_m, _, _, old = self._transpose(lin, param_vals, args, zeros, state_cts, window=window, per_step=True)
+        covered = set(self.executor.influence_layout.theta_pos)
+        grads = tuple(g_m[k] if k in covered else g_imm[k] for k in range(len(g_imm)))
+        return grads, self._pack(old)
 
     def _pack(self, paths: Mapping) -> dict:
         """``{group: (…, *V, S)}`` from ``{hidden path: value}``; groups none of whose members
