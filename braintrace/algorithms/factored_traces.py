@@ -225,8 +225,8 @@ class FactoredTraces:
             names = split_names(r)[1]
             ops = tuple(seq.operands[r.index])
             if before is not None and r.entry.event_driven and r.index in seq.x:
-                decay = np.power(self.decay, np.arange(K, dtype=np.float64))
-                carry = jnp.asarray(self.decay * decay, dy.dtype)  # a^{k+1}
+                decay = np.power(self.x_decay, np.arange(K, dtype=np.float64))
+                carry = jnp.asarray(self.x_decay * decay, dy.dtype)  # a^{k+1}
                 lag = np.subtract.outer(np.arange(K), np.arange(K))  # k - s
                 filt = jnp.asarray(np.where(lag >= 0, decay[np.abs(lag)], 0.0).T, dy.dtype)  # [s, k]
                 first = r.entry.xy_to_dw(

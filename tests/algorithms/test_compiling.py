@@ -63,8 +63,8 @@ def test_states_are_initialised_when_missing_and_kept_otherwise():
 
 def test_errors():
     m = cell()
-    with pytest.raises(ValueError, match=r"unknown learner 'rtrl'; valid names: 'es_d_rtrl', 'd_rtrl'"):
-        braintrace.compile(m, "rtrl", jnp.zeros(2))
+    with pytest.raises(ValueError, match=r"unknown learner 'rtlr'; valid names: 'es_d_rtrl', 'd_rtrl'"):
+        braintrace.compile(m, "rtlr", jnp.zeros(2))
     with pytest.raises(ValueError, match=r"'bptt' is not an online learner.*bptt_gradients"):
         braintrace.compile(m, "BPTT", jnp.zeros(2))
     with pytest.raises(TypeError, match=r"GRUCell is not a learner"):

@@ -102,16 +102,21 @@ class LeakyEvent(brainstate.nn.Module):
         return self.h.value @ self.w_out.value
 
 
-def test_es_d_rtrl_window_contraction_of_raw_inputs_equals_the_recurrence(f64):  # noqa: F811
+@pytest.mark.parametrize("ax,af", [(0.6, 0.6), (0.5, 0.8)])
+def test_es_d_rtrl_window_contraction_of_raw_inputs_equals_the_recurrence(f64, ax, af):  # noqa: F811
     rng = np.random.default_rng(1)
-    n_in, n_h, lam, a, K, steps = 6, 5, 0.7, 0.6, 4, 8
+    n_in, n_h, lam, K, steps = 6, 5, 0.7, 4, 8
     m = (rng.random((n_in, n_h)) < 0.6) * rng.normal(size=(n_in, n_h))
     m[:, 0] = 1.0
     csr = u.sparse.CSR.fromdense(jnp.asarray(m))
     model = LeakyEvent(csr, lam)
     xs = jnp.asarray((rng.random((steps, n_in)) < 0.4) * rng.normal(size=(steps, n_in)))
     ys = jnp.asarray(rng.normal(size=(steps, 2)))
-    learner = braintrace.ES_D_RTRL(model, a).compile_graph(xs[0])
+    if ax == af:
+        learner = braintrace.ES_D_RTRL(model, ax)
+    else:  # separate decays: the input trace's a_x is the one the raw inputs are filtered with
+        learner = braintrace.ES_D_RTRL(model, None, decay_x=ax, decay_f=af)
+    learner.compile_graph(xs[0])
     got = braintrace.online_gradients(learner, xs, ys, loss, window=K)[0][("rec", "weight")]["weight"]
     assert got.dtype == jnp.float64
 
@@ -124,8 +129,8 @@ def test_es_d_rtrl_window_contraction_of_raw_inputs_equals_the_recurrence(f64): 
         x = np.asarray(xs[t])
         h = lam * h + x @ np.asarray(csr.todense())
         delta = 2 * (h @ w_out - np.asarray(ys[t])) @ w_out.T
-        ex = a * ex + x
-        ef = a * lam * ef + (1 - a)
-        c = 1 - a ** (t + 1)
+        ex = ax * ex + x
+        ef = af * lam * ef + (1 - af)
+        c = 1 - af ** (t + 1)
         want += ex[rows] * (ef / c * delta)[cols]
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-10, atol=1e-10 * np.abs(want).max())
