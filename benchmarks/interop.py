@@ -237,7 +237,11 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     p.add_argument("--readout", choices=("linear", "leaky"), default="leaky")
     p.add_argument("--rounds", type=int, default=15, help="alternating timed calls (and graph compiles) per build")
     a = p.parse_args(argv)
-    brainstate.environ.set(dt=1.0)
+    with brainstate.environ.context(dt=1.0):  # not set globally: a caller's environment is left as it was
+        return _run(a)
+
+
+def _run(a: argparse.Namespace) -> list[dict]:
     spec = ModelSpec("lif", a.size, a.T, batch=a.batch)
     info = machine_info()
     print(f"brainpy {brainpy.__version__}, braintools {braintools.__version__}, braintrace {braintrace.__version__}, "
