@@ -276,11 +276,9 @@ class OnlineDriver:
             first = tuple(a[0] for a in args)
         else:
             sig, sig_prev = rule.learning_signal(delta, delta_prev, out_cts=tuple(out_cts), signal=signal, count=count)
-            if rule.traces_in_scan:
-                contrib = rule.contributions(after, data, sig, count)
-            else:  # a window of one step: contracted from the traces before it (no second pass over them)
-                one = {g: v[None] for g, v in sig.items()}
-                contrib = rule.window_contributions(before, after, None, self._as_window(data), one, count)
+            # from the new traces: contracting the old ones instead (a window of one step) makes XLA
+            # copy every trace, as the loop's update overwrites them in place
+            contrib = rule.contributions(after, data, sig, count)
             step0, prev0, like, first = data, sig_prev, sig, args
         if prev0:
             contrib = add_contributions(contrib, rule.contributions(before, step0, _full(prev0, like), count - 1))
@@ -288,16 +286,6 @@ class OnlineDriver:
         # computed with the true δ, whatever signal the rule uses for its traces
         imm = self._instantaneous(data, delta, window=window) if layout.uncovered else {}
         return layout.pull_back(first, param_vals, state_vals, contrib, imm, g_imm)
-
-    def _as_window(self, data: StepTraceData) -> WindowTraceData:
-        """One step's trace data as a window of one step."""
-        return WindowTraceData(
-            operands=data.operands,
-            x={r.index: data.operands[r.index][r.entry.x_invar_index][None]
-               for r in self.layout.relations if r.entry.x_invar_index is not None},
-            D={g: v[None] for g, v in data.D.items()},
-            df={k: v[None] for k, v in data.df.items()},
-        )
 
     def _influence_grads(
         self, lin, data, before, after, aux, count, param_vals, args, signal, out_cts, state_cts, *, window: bool

@@ -225,11 +225,19 @@ def apply_block(D: Array, eps: Array, extra_axes: int = 0, at: int | None = None
     return jnp.sum(D * eps[..., None, :], axis=-1)
 
 
+#: Up to this many batch elements, :func:`contract_weight_layout` sums over the batch
+#: as one element-wise pass on a CPU (see there).
+UNROLLED_BATCH_MAX = 64
+
+
 def contract_weight_layout(eps: Array, delta: Array) -> Array:
     r"""``Σ_{b,s} ε[b, i, o, s] δ[b, o, s]`` for a trace in weight layout ``(*B, I, O, S)``.
 
-    An ``einsum`` (a batched matrix product on the backend); measured faster on
-    CPU than an explicit multiply-and-reduce.
+    On a CPU with at most :data:`UNROLLED_BATCH_MAX` batch elements, the sum over
+    ``b`` is written out as ``Σ_b ε[b] ⊙ δ[b]``: XLA fuses it into one pass that
+    reads the trace once. As a batched matrix product (an ``einsum``, used
+    otherwise) the batch axes ``o, s`` are minor, so XLA first transposes the
+    whole trace: on a CPU GRU-128 at batch 16 the contraction took 4x as long.
 
     Examples
     --------
@@ -238,6 +246,14 @@ def contract_weight_layout(eps: Array, delta: Array) -> Array:
     >>> contract_weight_layout(jnp.ones((2, 3, 4, 1)), jnp.ones((2, 4, 1))).shape
     (3, 4)
     """
+    n = math.prod(eps.shape[:-3])
+    if 1 < n <= UNROLLED_BATCH_MAX and jax.default_backend() == "cpu":
+        e = eps.reshape((n,) + eps.shape[-3:])
+        d = delta.reshape((n,) + delta.shape[-2:])
+        acc = e[0] * d[0][None]
+        for b in range(1, n):
+            acc = acc + e[b] * d[b][None]
+        return jnp.sum(acc, axis=-1)
     return jnp.einsum("...ios,...os->io", eps, delta)
 
 
