@@ -28,8 +28,10 @@ class Embedding(brainstate.nn.Module):
     dense layer fed one-hot vectors, with the rows looked up receiving each
     step's source: see :class:`~braintrace.primitives.EmbeddingRule`).
 
-    .. math:: y_{\ldots e} = m_{\ldots}\, T_{\mathrm{idx}_{\ldots},\, e}, \qquad
-              m_{\ldots} = [\mathrm{idx}_{\ldots} \ne \mathrm{padding\_idx}]
+    .. math::
+
+        y_{\ldots e} = m_{\ldots}\, T_{\mathrm{idx}_{\ldots},\, e}, \qquad
+        m_{\ldots} = [\mathrm{idx}_{\ldots} \ne \mathrm{padding\_idx}]
 
     Parameters
     ----------

@@ -154,8 +154,10 @@ def embedding(indices: Any, table: Any) -> Any:
     the trace's per-step source touch only the rows looked up (see
     :class:`EmbeddingRule` for the trace and its memory).
 
-    .. math:: y_{\ldots e} = T_{\mathrm{idx}_{\ldots},\, e}
-              = \sum_r [\mathrm{idx}_{\ldots} = r]\, T_{re}
+    .. math::
+
+        y_{\ldots e} = T_{\mathrm{idx}_{\ldots},\, e}
+        = \sum_r [\mathrm{idx}_{\ldots} = r]\, T_{re}
 
     Parameters
     ----------
