@@ -103,7 +103,26 @@ class Embedding(brainstate.nn.Module):
         return layer_label(self, num_embeddings=self.num_embeddings, embedding_size=self.embedding_size)
 
     def update(self, indices: Any) -> Any:
-        """Look up ``indices`` (an integer array of any shape); the output has shape ``(*indices.shape, d)``."""
+        """Look up the rows of ``indices``.
+
+        Parameters
+        ----------
+        indices : integer array_like
+            Row numbers in ``[-N, N)``, any shape (every axis a batch or
+            sequence axis; negative ones count from the end). An index outside
+            that range gives a row of NaN.
+
+        Returns
+        -------
+        jax.Array or Quantity
+            The rows (with the table's unit), shape ``(*indices.shape, d)``;
+            zeros where the index is ``padding_idx``.
+
+        Raises
+        ------
+        TypeError
+            ``indices`` is not an integer array.
+        """
         indices = jnp.asarray(indices)
         dtype = indices.dtype
         if not jnp.issubdtype(dtype, jnp.integer):

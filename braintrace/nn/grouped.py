@@ -100,7 +100,24 @@ class GroupedLinear(brainstate.nn.Module):
         return layer_label(self, num_groups=self.num_groups, in_size=self.in_size[1], out_size=self.out_size[1])
 
     def update(self, x: Any) -> Any:
-        """One forward pass; ``x`` has shape ``(..., G, I)``, the output ``(..., G, O)``."""
+        """One forward pass, group by group.
+
+        Parameters
+        ----------
+        x : array_like
+            The input, shape ``(..., G, I)``: any leading (batch) axes, then the
+            group axis and each group's inputs.
+
+        Returns
+        -------
+        jax.Array or Quantity
+            ``y_g = x_g W_g + b_g``, shape ``(..., G, O)``.
+
+        Raises
+        ------
+        ValueError
+            ``x``'s trailing axes are not ``(G, I)``.
+        """
         check_trailing(self._label, x, self.in_size)
         params = self.weight.value
         return grouped_matmul(x, params["weight"], params.get("bias"))

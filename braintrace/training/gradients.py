@@ -239,10 +239,57 @@ def bptt_gradients(
 ) -> tuple[dict, Any]:
     r"""Backpropagation-through-time gradients of the same sequence loss.
 
-    Parameters and return values as :func:`online_gradients`, with the plain
-    model in place of a learner (no ``window``). With a mask, the hidden
-    states of a batch element stand still at its masked steps, as in
-    :func:`online_gradients`. Memory grows with the sequence length.
+    The plain model in place of a learner (no ``window``): the loss of the
+    ``T`` steps is differentiated through the unrolled ``scan``, so memory
+    grows with the sequence length. With a mask, the hidden states of a batch
+    element stand still at its masked steps, as in :func:`online_gradients`.
+
+    Parameters
+    ----------
+    model : brainstate.nn.Module
+        The model; ``model(x_t)`` advances one time step. Its states must be
+        initialised (``brainstate.nn.init_all_states``).
+    inputs : pytree of arrays
+        Time-major inputs, leading axis ``T``.
+    targets : pytree of arrays
+        Time-major targets (anything ``loss_fn`` needs), leading axis ``T``.
+    loss_fn : callable
+        ``loss_fn(output_t, target_t)``: the loss of one step, as for
+        :func:`online_gradients` (a scalar or an array; one loss per batch
+        element with a ``(T, B)`` mask; a pair ``(loss, aux)`` with ``has_aux``).
+    mask : array of shape (T,) or (T, B), optional
+        Which steps count (``1``/``True``) and which are padding (``0``); a
+        masked step adds nothing to the loss and the hidden states of its
+        batch element stay as they were (:mod:`braintrace.training.masking`).
+    reduction : {'sum', 'mean'}, default 'sum'
+        ``'mean'`` divides by the number of loss entries that count, as in
+        :func:`online_gradients`.
+    has_aux : bool, default False
+        ``loss_fn`` returns ``(loss, aux)``; the ``aux`` of every step is
+        returned stacked over time.
+    reset : bool, default True
+        Reset the model's states before the sequence (every module's
+        ``reset_state``). A state that no module resets raises
+        :class:`~braintrace.NotSupportedError`; pass ``reset=False`` and set
+        it yourself.
+    batch_size : int, optional
+        Batch size used by the reset (``None`` for unbatched models).
+
+    Returns
+    -------
+    grads : dict
+        ``{ParamState path: gradient}`` of the sequence loss.
+    loss : scalar, or (scalar, aux)
+        The sequence loss; with ``has_aux``, the pair ``(loss, aux)``, ``aux``
+        stacked over the ``T`` steps.
+
+    Raises
+    ------
+    ValueError
+        If inputs, targets and mask disagree on the sequence length, or the
+        loss of a step does not fit the mask.
+    NotSupportedError
+        With ``reset``, a state of the model that no module resets.
 
     Examples
     --------
