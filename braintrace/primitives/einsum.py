@@ -178,7 +178,35 @@ class EinsumRule:
         names: tuple[str, ...],
         u_seq: Array,
     ) -> dict[str, Array]:
-        """``Σ_k a_k ⊗ u_k`` per position: one batched matrix product over the window."""
+        """``Σ_k a_k ⊗ u_k`` per position: one batched matrix product over the window.
+
+        Parameters
+        ----------
+        entry : ETPPrimitive
+            The primitive's record.
+        template : dict
+            ``{'weight': trace}``, a trace in this rule's layout ``(*V, *W_c, S)``;
+            only its shape and dtype are read.
+        operands : sequence of arrays
+            The equation's operands ``(x, weight[, bias])`` at the window's
+            first step; only the weight's shape is read.
+        x_seq : array
+            The window's data inputs stacked, shape ``(K, *x.shape)``.
+        params : mapping
+            The equation's parameters; ``params['subscripts']`` is read.
+        names : tuple of str
+            The trainable inputs to accumulate, ``('weight',)`` (a bias keeps the
+            diagonal trace).
+        u_seq : array
+            Every step's source ``u_k = Φ_{K,k} df_k`` (``df_k`` carried to the
+            window's end by the later steps' ``D``), shape ``(K, *V, S)``.
+
+        Returns
+        -------
+        dict
+            ``{'weight': (*V, *W_c, S)}``, the window's summed sources, of the
+            template's dtype.
+        """
         s = _Spec.parse(params["subscripts"])
         K, varshape, S = u_seq.shape[0], u_seq.shape[1:-1], u_seq.shape[-1]
         wc = _wc_shape(s, operands[1])
@@ -209,7 +237,29 @@ class EinsumRule:
     def diagonal_to_param(
         self, entry: ETPPrimitive, operands: Sequence[Array], params: Mapping[str, Any], name: str, g: Array
     ) -> Array:
-        """Sum a hidden-shaped ``g`` to the bias: over the leading axes and the output letters not in ``W``."""
+        """Sum a hidden-shaped ``g`` to the bias: over the leading axes and the output letters not in ``W``.
+
+        Parameters
+        ----------
+        entry : ETPPrimitive
+            The primitive's record.
+        operands : sequence of arrays
+            The equation's operands ``(x, weight, bias)`` (not read: the
+            subscripts give the shapes).
+        params : mapping
+            The equation's parameters; ``params['subscripts']`` is read.
+        name : str
+            The trainable input ``g`` belongs to, ``'bias'``.
+        g : array
+            ``Σ_s δ[v, s] ε[v, s]``, shape ``(..., *Y)``: any leading (batch,
+            window) axes, then the output's letters.
+
+        Returns
+        -------
+        array
+            The bias's gradient, shape: the sizes of ``W_y`` (the output letters
+            the weight has, in output order).
+        """
         s = _Spec.parse(params["subscripts"])
         g = sum_leading(g, g.ndim - len(s.y))
         drop = tuple(i for i, c in enumerate(s.y) if c not in s.w)

@@ -128,7 +128,34 @@ class EmbeddingRule(DenseRule):
         names: tuple[str, ...],
         u_seq: Array,
     ) -> dict[str, Array]:
-        """``Σ_k [idx_k = r] u_k`` per position: one scatter of the window's ``K·|P|`` rows."""
+        """``Σ_k [idx_k = r] u_k`` per position: one scatter of the window's ``K·|P|`` rows.
+
+        Parameters
+        ----------
+        entry : ETPPrimitive
+            The primitive's record.
+        template : dict
+            ``{'weight': trace}``, a trace in this rule's layout ``(*P, N, d, S)``;
+            only its shape and dtype are read.
+        operands : sequence of arrays
+            The equation's operands ``(indices, table)`` at the window's first
+            step; only the table's row count ``N`` is read.
+        x_seq : integer array
+            The window's indices stacked, shape ``(K, *indices.shape)``.
+        params : mapping
+            The equation's parameters (not read: the lookup has none).
+        names : tuple of str
+            The trainable inputs to accumulate, ``('weight',)``.
+        u_seq : array
+            Every step's source ``u_k = Φ_{K,k} df_k`` (``df_k`` carried to the
+            window's end by the later steps' ``D``), shape ``(K, *P, d, S)``.
+
+        Returns
+        -------
+        dict
+            ``{'weight': (*P, N, d, S)}``, the window's summed sources, of the
+            template's dtype.
+        """
         assert x_seq is not None  # the indices are the data input
         positions = u_seq.shape[1:-2]
         n = operands[1].shape[0]
