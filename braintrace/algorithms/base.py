@@ -178,7 +178,13 @@ class ETraceAlgorithm(brainstate.nn.Module):
 
     def on_compile(self, graph: ETraceGraph) -> None:
         """Called once per new graph, before the traces are created (override to check the
-        model or build per-graph data; raise :class:`~braintrace.CompilationError` to refuse)."""
+        model or build per-graph data; raise :class:`~braintrace.CompilationError` to refuse).
+
+        Parameters
+        ----------
+        graph : ETraceGraph
+            The graph :meth:`compile_graph` has just compiled (also :attr:`graph`).
+        """
 
     def check_compiled(self) -> None:
         """Raise :class:`~braintrace.NotCompiledError` if :meth:`compile_graph` has not run."""
@@ -238,6 +244,12 @@ class ETraceAlgorithm(brainstate.nn.Module):
         States whose module defines ``reset_state`` are reset by it (with
         ``batch_size``); states no module resets are restored to their values
         at compile time.
+
+        Parameters
+        ----------
+        batch_size : int, optional
+            The batch size the modules' ``reset_state`` gives the states
+            (``None``: unbatched states).
         """
         reset_model(self.model, batch_size, self._snapshot, owner=f"{type(self).__name__}.reset")
         self.reset_state(batch_size)
@@ -460,13 +472,48 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
 
     # -- the rule protocol ----------------------------------------------------------------
     def update_traces(self, traces: Mapping[TraceKey, Any], data: StepTraceData, count: jax.Array) -> dict:
-        """The traces after one step (``count``: time steps since reset, before this one)."""
+        """The traces after one step.
+
+        Parameters
+        ----------
+        traces : mapping
+            ``{TraceKey: pytree}``, every trace before the step (those
+            :meth:`init_traces` created and the copies the shared options add).
+        data : StepTraceData
+            The step's trace data: the Jacobian blocks ``D``, the factors
+            ``df``, the relations' operands (and, for influence learners, the
+            step's linearisation ``tangent``).
+        count : jax.Array
+            Integer scalar, the number of time steps since the last reset,
+            before this one.
+
+        Returns
+        -------
+        dict
+            ``{TraceKey: pytree}``, every key of ``traces`` with its new value.
+        """
         raise NotImplementedError
 
     def window_update(self, traces: Mapping[TraceKey, Any], seq: WindowTraceData, count: jax.Array) -> dict:
         """The traces after a window of ``K`` steps (used when ``traces_in_scan`` is False).
 
         The default applies :meth:`update_traces` step by step.
+
+        Parameters
+        ----------
+        traces : mapping
+            ``{TraceKey: pytree}``, the traces before the window.
+        seq : WindowTraceData
+            The window's trace data: ``D``, ``df`` and the data inputs ``x``
+            stacked over the ``K`` steps, the other operands of the first step.
+        count : jax.Array
+            Integer scalar, the number of time steps since the last reset,
+            before the window's first step.
+
+        Returns
+        -------
+        dict
+            ``{TraceKey: pytree}``, the traces after the window's last step.
         """
         assert self.graph is not None
         relations = self.graph.hidden_param_op_relations
@@ -478,8 +525,32 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
 
     def contributions(self, traces: Mapping[TraceKey, Any], data: StepTraceData, signal: Mapping, count: jax.Array) -> dict:
         """``{relation index: {trainable name: gradient}}``: ``signal`` contracted with the traces
-        of step ``count`` (``data``: that step's trace data; its ``operands`` give the
-        trainable inputs)."""
+        of step ``count``.
+
+        Parameters
+        ----------
+        traces : mapping
+            ``{TraceKey: pytree}``, the traces to contract: those after step
+            ``count``, or, for the bypass term and the influence learners, those
+            before it (``count`` is then one less than the step's).
+        data : StepTraceData
+            The step's trace data; its ``operands`` give the trainable inputs
+            (the shapes of the gradients).
+        signal : mapping
+            ``{group index: (*V, S)}``, the learning signal of every hidden
+            group (from :meth:`learning_signal`, or a modulator; for influence
+            learners the adjoint ``λ``).
+        count : jax.Array
+            Integer scalar, the time step (since the last reset) the traces
+            belong to.
+
+        Returns
+        -------
+        dict
+            ``{relation index: {trainable name: gradient}}``, each gradient
+            shaped like its trainable input (influence learners: the flat
+            gradient of ``θ``, ``(|θ|,)``).
+        """
         raise NotImplementedError
 
     def window_contributions(
@@ -493,9 +564,32 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
     ) -> dict:
         """``Σ_k contributions(ε_k, signal_k)`` over a window.
 
-        ``before``/``after``: the traces before and after the window; ``aux``:
-        every step's traces stacked (``traces_in_scan`` learners, else
-        ``None``). The default sums :meth:`contributions` over the steps.
+        The default sums :meth:`contributions` over the steps (it needs ``aux``).
+
+        Parameters
+        ----------
+        before : mapping
+            ``{TraceKey: pytree}``, the traces before the window.
+        after : mapping
+            ``{TraceKey: pytree}``, the traces after the window.
+        aux : mapping or None
+            Every step's traces stacked on a leading axis ``K``
+            (``traces_in_scan`` learners, or with the κ filter); else ``None``.
+        seq : WindowTraceData
+            The window's trace data (see :meth:`window_update`).
+        signal_seq : mapping
+            ``{group index: (K, *V, S)}``, every step's learning signal (step
+            ``k``'s with the bypass signal of step ``k + 1`` added); for
+            influence learners the adjoints ``λ``.
+        count : jax.Array
+            Integer scalar, the number of time steps since the last reset,
+            before the window's first step.
+
+        Returns
+        -------
+        dict
+            ``{relation index: {trainable name: gradient}}`` summed over the
+            window (influence learners: the flat gradient of ``θ``).
         """
         assert self.graph is not None
         relations = self.graph.hidden_param_op_relations
@@ -515,11 +609,30 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
     ) -> tuple[dict, dict]:
         """``(signal, signal_prev)`` contracted with the traces, from one step's true signals.
 
-        ``delta``: ``{group: ∂L^t/∂h^t}``; ``delta_prev``: ``{group: ∂L^t/∂h^{t-1}}`` for the groups
-        read before they are written; ``out_cts``: the output leaves' cotangents (the output error);
-        ``signal``: what the caller passed besides the inputs (e.g. a target); ``count``: the step.
         Default: the true signals, or for hidden layers the random projection of the output error
-        (``feedback='random'``). A call's modulator replaces it.
+        (``feedback='random'``). A call's modulator replaces it. Over a window it is mapped over
+        the steps (the shapes below are one step's).
+
+        Parameters
+        ----------
+        delta : mapping
+            ``{group index: (*V, S)}``, ``δ^t = ∂L^t/∂h^t`` of every hidden group.
+        delta_prev : mapping
+            ``{group index: (*V, S)}``, ``δ_prev^t = ∂L^t/∂h^{t-1}`` of the groups read before
+            they are written (the others absent).
+        out_cts : tuple of arrays
+            The cotangents of the model's output leaves, ``∂L^t/∂o^t`` (the output error).
+        signal : pytree
+            What the call passed besides the inputs (:meth:`run`'s ``signal``, e.g. OSTTP's
+            target; ``()`` for none).
+        count : jax.Array
+            Integer scalar, the step's number of time steps since the last reset.
+
+        Returns
+        -------
+        signal, signal_prev : dict
+            The signals contracted with the step's traces and with the previous
+            step's (bypass), keyed and shaped as ``delta`` and ``delta_prev``.
         """
         if not self.feedback_matrices:  # filled at compile time: self.graph is set
             return dict(delta), dict(delta_prev)

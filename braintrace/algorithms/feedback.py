@@ -218,6 +218,8 @@ class FixedRandomFeedback(brainstate.nn.Module):
         Standard deviation ``s`` of the entries.
     dtype : dtype, optional
         Default ``brainstate.environ.dftype()``.
+    name : str, optional
+        The module's name.
 
     Attributes
     ----------
@@ -263,7 +265,14 @@ class FixedRandomFeedback(brainstate.nn.Module):
         self.matrix: jax.Array = self.init_scale * jax.random.normal(as_key(key), (self.n_target, self.n_layer), dtype)
 
     def project(self, y: Any) -> jax.Array:
-        """``y B``: ``y`` of shape ``(..., n_target)`` to ``(..., n_layer)``."""
+        """``y B``: ``y`` of shape ``(..., n_target)`` to ``(..., n_layer)``.
+
+        Parameters
+        ----------
+        y : array_like
+            The vector(s) to project (an output error or a target), shape
+            ``(..., n_target)``; a non-floating ``y`` is cast to the matrix's dtype.
+        """
         y = jnp.asarray(y)
         if y.ndim == 0 or y.shape[-1] != self.n_target:
             raise ValueError(

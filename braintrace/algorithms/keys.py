@@ -61,7 +61,13 @@ class TraceKey(NamedTuple):
     group: int = -1
 
     def label(self, graph: Any) -> str:
-        """A readable name, e.g. ``'Wz.weight#0->g0'`` (weight path, relation index, group)."""
+        """A readable name, e.g. ``'Wz.weight#0->g0'`` (weight path, relation index, group).
+
+        Parameters
+        ----------
+        graph : ETraceGraph
+            The compiled graph whose relation indices the key holds (``learner.graph``).
+        """
         rels = graph.hidden_param_op_relations
         who = "&".join(f"{path_str(rels[i].weight_path)}#{i}" for i in self.relations)
         where = f"->g{self.group}" if self.group >= 0 else ""

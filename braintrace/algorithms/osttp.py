@@ -274,7 +274,30 @@ class OSTTP(ParamDimVjpAlgorithm):
     def learning_signal(
         self, delta: Mapping, delta_prev: Mapping, *, out_cts: Any, signal: Any, count: jax.Array
     ) -> tuple[dict, dict]:
-        """The true signal for output groups, the projected target (or zero) for the others."""
+        """The true signal for output groups, the projected target (or zero) for the others.
+
+        Parameters
+        ----------
+        delta : mapping
+            ``{group index: (*V, S)}``, ``∂L^t/∂h^t`` of every hidden group (kept for
+            output groups).
+        delta_prev : mapping
+            ``{group index: (*V, S)}``, ``∂L^t/∂h^{t-1}`` of the groups read before they are
+            written (zeroed for the groups that get the projected target).
+        out_cts : tuple of arrays
+            The cotangents of the model's outputs (not read: the target stands for the error).
+        signal : dict or tuple
+            ``{'y': target, 'on': flag}`` as :meth:`update` builds it (the target of shape
+            ``(*b, n_target)``, ``on`` 1 where it applies at this step, else 0), or ``()``
+            for a step called without a target (``target_timing='end'``).
+        count : jax.Array
+            The step's number (not read).
+
+        Returns
+        -------
+        signal, signal_prev : dict
+            Keyed and shaped as ``delta`` and ``delta_prev``.
+        """
         assert self.graph is not None  # the learner calls its hooks after compile_graph
         out, prev = dict(delta), dict(delta_prev)
         for gi, m in self.feedback_matrices.items():

@@ -185,7 +185,26 @@ class OTPE(ETraceVjpAlgorithm):
         return out
 
     def contributions(self, traces: Mapping[TraceKey, Any], data: StepTraceData, signal: Mapping, count: jax.Array) -> dict:
-        """``δ · E`` ('full'), or ``xy_to_dw(â, Σ_s F / n_k ⊙ δ)`` with ``n_k = Σ_{j≤k} λ^j`` ('approx')."""
+        """``δ · E`` ('full'), or ``xy_to_dw(â, Σ_s F / n_k ⊙ δ)`` with ``n_k = Σ_{j≤k} λ^j`` ('approx').
+
+        Parameters
+        ----------
+        traces : mapping
+            ``{TraceKey: pytree}``: the traces ``E`` (and, in 'approx' mode, ``â`` and ``F``)
+            to contract.
+        data : StepTraceData
+            The step's trace data; its operands give the trainable inputs.
+        signal : mapping
+            ``{group index: (*V, S)}``, the learning signal ``δ`` of every hidden group.
+        count : jax.Array
+            Integer scalar, the step the traces belong to, counted from 0 at the last
+            reset (``k`` of the normaliser ``n_k``, 'approx' mode).
+
+        Returns
+        -------
+        dict
+            ``{relation index: {trainable name: gradient}}``.
+        """
         out = self._exact().contributions(traces, data.operands, signal)
         if self.factored is not None:
             out = add_contributions(out, self.factored.contributions(traces, data.operands, signal, count))

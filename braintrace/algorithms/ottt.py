@@ -181,7 +181,26 @@ class OTTT(ETraceVjpAlgorithm):
         return out
 
     def contributions(self, traces: Mapping[TraceKey, Any], data: StepTraceData, signal: Mapping, count: jax.Array) -> dict:
-        """``xy_to_dw(â, Σ_g Σ_s df ⊙ δ)`` with the current step's ``df`` (and the diagonal inputs' trace)."""
+        """``xy_to_dw(â, Σ_g Σ_s df ⊙ δ)`` with the current step's ``df`` (and the diagonal inputs' trace).
+
+        Parameters
+        ----------
+        traces : mapping
+            ``{TraceKey: pytree}``: the presynaptic traces ``â`` of the data inputs and of
+            the diagonal inputs (mode 'A'; mode 'O' keeps none and reads the step's inputs).
+        data : StepTraceData
+            The step's trace data: its ``df`` and operands (the trainable inputs and, in
+            mode 'O', the data inputs).
+        signal : mapping
+            ``{group index: (*V, S)}``, the learning signal ``δ`` of every hidden group.
+        count : jax.Array
+            The step's number (not read).
+
+        Returns
+        -------
+        dict
+            ``{relation index: {trainable name: gradient}}``.
+        """
         assert self.graph is not None  # the learner calls its hooks after compile_graph
         out = {}
         for r in self.graph.hidden_param_op_relations:
