@@ -630,9 +630,11 @@ class ETraceVjpAlgorithm(ETraceAlgorithm):
 
         Returns
         -------
-        signal, signal_prev : dict
-            The signals contracted with the step's traces and with the previous
-            step's (bypass), keyed and shaped as ``delta`` and ``delta_prev``.
+        signal : dict
+            The signal contracted with the step's traces, keyed and shaped as ``delta``.
+        signal_prev : dict
+            The signal contracted with the previous step's traces (the bypass term),
+            keyed and shaped as ``delta_prev``.
         """
         if not self.feedback_matrices:  # filled at compile time: self.graph is set
             return dict(delta), dict(delta_prev)

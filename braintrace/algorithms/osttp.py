@@ -295,8 +295,10 @@ class OSTTP(ParamDimVjpAlgorithm):
 
         Returns
         -------
-        signal, signal_prev : dict
-            Keyed and shaped as ``delta`` and ``delta_prev``.
+        signal : dict
+            Keyed and shaped as ``delta``: the projected target (or zero) for hidden layers.
+        signal_prev : dict
+            Keyed and shaped as ``delta_prev``: zero for hidden layers.
         """
         assert self.graph is not None  # the learner calls its hooks after compile_graph
         out, prev = dict(delta), dict(delta_prev)
