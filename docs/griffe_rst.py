@@ -19,7 +19,8 @@ import griffe
 _ROLE = re.compile(r":(?:py:)?(?:func|class|meth|mod|attr|data|obj|exc|ref|doc):`~?([^`]+)`")
 _MATH_ROLE = re.compile(r":math:`([^`]+)`")
 # `.. math:: TEX` on one line, or `.. math::` and an indented block (blank lines inside it included)
-_MATH_LINE = re.compile(r"^([ \t]*)\.\. math::[ \t]*(\S.*)$", re.M)
+# ".. math:: <tex>", its continuation lines indented deeper than the directive
+_MATH_LINE = re.compile(r"^([ \t]*)\.\. math::[ \t]*(\S.*(?:\n\1[ \t]+\S.*)*)$", re.M)
 _MATH_BLOCK = re.compile(r"^([ \t]*)\.\. math::[ \t]*\n((?:(?:\1[ \t]+\S.*)?\n)*(?:\1[ \t]+\S.*\n?))", re.M)
 _DIRECTIVE = re.compile(r"^(\s*)\.\. (warning|note|seealso)::\s*", re.M)
 _CITATION = re.compile(r"^(\s*)\.\. \[(\w+)\]\s*", re.M)
@@ -36,6 +37,11 @@ def _split_shared(text: str) -> str:
         return "".join(f"{m.group('indent')}{name}\n{desc}" for name in m.group("names").split(", "))
 
     return _SHARED.sub(repl, text)
+
+
+def _dedent_continuation(tex: str) -> str:
+    """The first line and its continuation lines, stripped, one per line (TeX reads them as one)."""
+    return "\n".join(line.strip() for line in tex.splitlines())
 
 
 def _display(indent: str, tex: str) -> str:
@@ -67,7 +73,8 @@ def rst_to_markdown(text: str) -> str:
     """The Markdown rendering of the reStructuredText constructs used in braintrace's docstrings."""
     text = _MATH_ROLE.sub(lambda m: f"\\({m.group(1)}\\)", text)
     text = _split_shared(_ROLE.sub(r"`\1`", text))
-    text = _MATH_LINE.sub(lambda m: _display(m.group(1), _equation(m.group(2))).rstrip("\n"), text)
+    text = _MATH_LINE.sub(lambda m: _display(m.group(1), _equation(_dedent_continuation(m.group(2)))).rstrip("\n"),
+                          text)
     text = _MATH_BLOCK.sub(_math_block, text)
     text = _DIRECTIVE.sub(lambda m: f"{m.group(1)}**{m.group(2).capitalize()}:** ", text)
     text = _CITATION.sub(lambda m: f"{m.group(1)}[{m.group(2)}] ", text)
