@@ -19,7 +19,6 @@ import braintrace
 
 from .helpers import REQUIRED, assert_signature
 
-LEARNER_REFACTOR = "0.2.0 helper API not yet matched (braintrace/algorithms, learner refactor)"
 PRIMITIVES = "0.2.0 register_primitive API not yet matched (braintrace/primitives)"
 LEGACY = "0.2.0 legacy signature not yet matched (braintrace/legacy.py)"
 
@@ -39,7 +38,6 @@ def test_presynaptic_trace_update_and_leak_range():
         braintrace.PresynapticTrace(jnp.zeros(()), 1.5)
 
 
-@pytest.mark.xfail(strict=True, reason=LEARNER_REFACTOR)
 def test_presynaptic_trace_is_a_short_term_state_with_open_leak_range():
     assert issubclass(braintrace.PresynapticTrace, brainstate.ShortTermState)
     for leak in (0.0, 1.0):
@@ -47,7 +45,6 @@ def test_presynaptic_trace_is_a_short_term_state_with_open_leak_range():
             braintrace.PresynapticTrace(jnp.zeros(()), leak)
 
 
-@pytest.mark.xfail(strict=True, reason=LEARNER_REFACTOR)
 def test_presynaptic_trace_reset_takes_a_batch_size():
     tr = braintrace.PresynapticTrace(jnp.zeros((6, 3)), 0.5)
     tr.update(jnp.ones((6, 3)))
@@ -67,7 +64,6 @@ def test_kappa_filter_attribute_and_range():
         braintrace.KappaFilter(jnp.zeros(()), -0.1)
 
 
-@pytest.mark.xfail(strict=True, reason=LEARNER_REFACTOR)
 def test_kappa_filter_is_a_convex_low_pass_with_kappa_below_one():
     f = braintrace.KappaFilter(jnp.zeros(()), 0.5)
     assert float(f.update(2.0)) == 1.0  # (1 - kappa) x + kappa v
@@ -86,7 +82,6 @@ def test_fixed_random_feedback_sizes_and_projection():
     assert fb.project(jnp.ones((2, 3))).shape == (2, 4)
 
 
-@pytest.mark.xfail(strict=True, reason=LEARNER_REFACTOR)
 def test_fixed_random_feedback_matrix_is_called_B():
     fb = braintrace.FixedRandomFeedback(3, 4, jax.random.PRNGKey(0))
     assert fb.B.shape == (3, 4)
@@ -94,7 +89,6 @@ def test_fixed_random_feedback_matrix_is_called_B():
 
 # ----------------------------------------------------------------- GradExpon
 
-@pytest.mark.xfail(strict=True, reason=LEARNER_REFACTOR)
 def test_grad_expon_020_signature_and_state():
     assert_signature(braintrace.GradExpon, [("grad_shape", REQUIRED), ("tau_or_decay", REQUIRED)])
     acc = braintrace.GradExpon({"w": jnp.zeros(2)}, 0.5)
