@@ -19,7 +19,6 @@ import braintrace
 
 from .helpers import REQUIRED, assert_signature
 
-PRIMITIVES = "0.2.0 register_primitive API not yet matched (braintrace/primitives)"
 LEGACY = "0.2.0 legacy signature not yet matched (braintrace/legacy.py)"
 
 
@@ -121,13 +120,47 @@ def test_etp_operator_signatures():
     assert float(braintrace.lora_matmul(x, B, A, alpha=0.5)[0, 0]) == 0.5 * 6.0  # alpha * x @ B @ A
 
 
-@pytest.mark.xfail(strict=True, reason=PRIMITIVES)
 def test_register_primitive_020_signature():
     assert_signature(braintrace.register_primitive, [("name", REQUIRED), ("impl_fn", REQUIRED)])
     prim = braintrace.register_primitive("compat_020_probe", lambda x, w: x @ w)
     for method in ("register_yw_to_w", "register_xy_to_dw", "register_init_drtrl", "register_init_pp",
                    "register_etp_rules"):
         assert callable(getattr(prim, method))
+
+
+def test_register_primitive_020_rules_are_derived_and_the_gradient_is_exact():
+    """The 0.2.0 form learns like braintrace.matmul; registered rules warn that they are not called."""
+    prim = braintrace.register_primitive("compat_020_mv", lambda x, w: x @ w)
+    with pytest.warns(UserWarning, match="derives the yw_to_w, xy_to_dw rule"):
+        prim.register_etp_rules(yw_to_w=lambda *a: None, xy_to_dw=lambda *a: None)
+    with pytest.warns(UserWarning, match="init_pp"):
+        assert prim.register_init_pp(jnp.zeros_like) is jnp.zeros_like
+    with pytest.raises(TypeError, match="must be callable"):
+        prim.register_yw_to_w(3)
+    assert set(prim.rules) == {"yw_to_w", "xy_to_dw", "init_pp"}
+
+    class RNN(brainstate.nn.Module):
+        def __init__(self, op):
+            super().__init__()
+            self.op = op
+            self.w = brainstate.ParamState(0.3 * jax.random.normal(jax.random.PRNGKey(0), (4, 4)))
+            self.h = brainstate.HiddenState(jnp.zeros(4))
+
+        def update(self, x):
+            self.h.value = jnp.tanh(x + self.op(self.h.value, self.w.value))
+            return self.h.value
+
+    grads = []
+    for op in (prim.bind, braintrace.matmul):
+        model = RNN(op)
+        brainstate.nn.init_all_states(model)
+        learner = braintrace.D_RTRL(model)
+        learner.compile_graph(jnp.ones(4))
+        params = model.states(brainstate.ParamState)
+        step = brainstate.transform.grad(lambda x, lr=learner: jnp.sum(lr(x) ** 2), params)
+        grads.append([step(x) for x in jnp.linspace(-1.0, 1.0, 12).reshape(3, 4)][-1])
+    assert float(jnp.abs(grads[1][("w",)]).sum()) > 0
+    assert jnp.allclose(grads[0][("w",)], grads[1][("w",)], atol=1e-6)
 
 
 # ----------------------------------------------------------------- legacy classes (deprecated)
