@@ -1,11 +1,5 @@
-"""braintrace 0.2.0 drop-in: the helpers of compat-0.2.0.md §9.
-
-Facts that do not hold yet are marked ``xfail(strict=True)`` with the reason:
-they live in ``braintrace/algorithms``, ``braintrace/primitives`` and
-``braintrace/legacy.py`` (outside the ``nn``/``data`` compat work) and are left
-to the learner refactor. A strict xfail turns into a failure once the fact
-holds, so the marker is then removed.
-"""
+"""braintrace 0.2.0 drop-in: the helpers of compat-0.2.0.md §9 (the legacy classes' behaviour:
+``tests/test_legacy.py``)."""
 
 import inspect
 
@@ -19,7 +13,6 @@ import braintrace
 
 from .helpers import REQUIRED, assert_signature
 
-LEGACY = "0.2.0 legacy signature not yet matched (braintrace/legacy.py)"
 
 
 def test_eligibility_trace_is_a_short_term_state():
@@ -175,7 +168,6 @@ def test_register_primitive_020_rules_are_derived_and_the_gradient_is_exact():
     ("FakeETraceParam", [("value", REQUIRED), ("op", REQUIRED)]),
     ("FakeElemWiseParam", [("weight", REQUIRED), ("op", "any"), ("name", None)]),
 ])
-@pytest.mark.xfail(strict=True, reason=LEGACY)
 def test_legacy_020_signatures(name, expected):
     cls = getattr(braintrace, name)
     params = [p for p in inspect.signature(cls.__init__).parameters.values() if p.name != "self"]
