@@ -25,11 +25,17 @@ class              ``weights`` keys                 forwards to
 ``LoraOp``         ``B``, ``A``, ``bias`` (optional) ``lora_matmul(x, B, A, alpha=..., bias=...)``
 =================  ===============================  =====================================================
 
-Parameter classes are :class:`brainstate.ParamState` subclasses holding the
-value and an operator; ``param.execute(x)`` applies the operator to ``x`` and
-the current value. ``ETraceParam`` and ``ElemWiseParam`` bind ETP primitives,
-so their weight learns online; ``NonTempParam`` applies a plain JAX callable,
-so its weight receives only its instantaneous gradient.
+The constructors take braintrace 0.2.0's arguments, in its order.
+
+The parameter classes live in :mod:`braintrace.legacy_params` (served from
+here too). ``ETraceParam``, ``ElemWiseParam`` and ``NonTempParam`` are
+:class:`brainstate.ParamState` subclasses holding the value and an operator;
+``param.execute(x)`` applies the operator to ``x`` and the current value.
+``ETraceParam`` and ``ElemWiseParam`` bind ETP primitives, so their weight
+learns online; ``NonTempParam`` applies a plain JAX callable, so its weight
+receives only its instantaneous gradient. ``FakeETraceParam`` and
+``FakeElemWiseParam`` hold a constant (not a state): their operator runs in
+plain JAX and the value is never trained.
 
 Deprecation
 -----------
@@ -60,8 +66,6 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar
 
-import brainstate
-
 from .primitives import conv, element_wise, lora_matmul, matmul, sparse_matmul
 
 __all__ = [
@@ -71,10 +75,16 @@ __all__ = [
     "ConvOp",
     "SpMatMulOp",
     "LoraOp",
-    "ETraceParam",
-    "ElemWiseParam",
-    "NonTempParam",
+    # served by __getattr__ from braintrace.legacy_params
+    "ETraceParam",  # noqa: F822
+    "ElemWiseParam",  # noqa: F822
+    "NonTempParam",  # noqa: F822
+    "FakeETraceParam",  # noqa: F822
+    "FakeElemWiseParam",  # noqa: F822
 ]
+
+#: The names defined in :mod:`braintrace.legacy_params` (imported on first access).
+_PARAM_NAMES = frozenset({"ETraceParam", "ElemWiseParam", "NonTempParam", "FakeETraceParam", "FakeElemWiseParam"})
 
 #: Old v0.1 name -> its v0.2 replacement. The one table every legacy name resolves through.
 DEPRECATIONS: Mapping[str, str] = MappingProxyType(
@@ -88,6 +98,8 @@ DEPRECATIONS: Mapping[str, str] = MappingProxyType(
         "(braintrace.matmul, braintrace.conv, ...) applied to its value",
         "ElemWiseParam": "a brainstate.ParamState plus braintrace.element_wise(param.value, fn)",
         "NonTempParam": "a brainstate.ParamState plus plain JAX ops on its value (e.g. x @ param.value)",
+        "FakeETraceParam": "a constant array (not a ParamState) plus plain JAX ops on it (e.g. x @ w)",
+        "FakeElemWiseParam": "a constant array (not a ParamState) plus a plain JAX function of it (e.g. jnp.exp(w))",
     }
 )
 
@@ -153,9 +165,20 @@ def resolve(name: str, module: str = "braintrace") -> Any:
     >>> resolve("MatMulOp").__name__
     'MatMulOp'
     """
+    if name in _PARAM_NAMES:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__package__}.legacy_params"), name)
     if name in DEPRECATIONS:
         return globals()[name]
     raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+
+def __getattr__(name: str) -> Any:
+    """The parameter classes of :mod:`braintrace.legacy_params`, imported on first access."""
+    if name in _PARAM_NAMES:
+        return resolve(name, __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _WarnOnce:
@@ -183,6 +206,24 @@ def _as_weights(weights: Any, op: str) -> dict[str, Any]:
     return {"weight": weights}
 
 
+def _check_fn(fn: Any, op: str, arg: str) -> Any:
+    """``fn`` if it is ``None`` or callable; ``TypeError`` naming ``op`` and ``arg`` otherwise."""
+    if fn is not None and not callable(fn):
+        raise TypeError(f"braintrace.{op}: `{arg}` must be callable, got {type(fn).__name__}.")
+    return fn
+
+
+def _masked(weight: Any, mask: Any, fn: Any, fn_first: bool) -> Any:
+    """``fn(weight * mask)`` (``fn(weight) * mask`` if ``fn_first``); ``None`` mask/fn are skipped."""
+    if fn is not None and (fn_first or mask is None):
+        weight = fn(weight)
+    if mask is not None:
+        weight = weight * mask
+        if fn is not None and not fn_first:
+            weight = fn(weight)
+    return weight
+
+
 def _require(weights: Mapping[str, Any], key: str, op: str) -> Any:
     if key not in weights:
         raise KeyError(
@@ -203,16 +244,20 @@ class MatMulOp(_LegacyOp):
     r"""Deprecated: use :func:`braintrace.matmul`.
 
     ``op(x, {'weight': W, 'bias': b})`` returns ``braintrace.matmul(x, W', b)``
-    with :math:`W' = f(W) \odot M` for the optional ``weight_fn`` :math:`f` and
-    ``weight_mask`` :math:`M` (plain JAX applied to the weight before the
-    primitive, as in :class:`braintrace.nn.Linear`).
+    with :math:`W' = f(W \odot M)` for the optional ``weight_fn`` :math:`f` and
+    ``weight_mask`` :math:`M`, or :math:`W' = f(W) \odot M` with
+    ``apply_weight_fn_before_mask=True`` (plain JAX applied to the weight
+    before the primitive, as in :class:`braintrace.nn.Linear`).
 
     Parameters
     ----------
     weight_mask : array, shape ``(I, O)``, optional
         Fixed mask multiplied into the weight.
     weight_fn : callable, optional
-        Transform of the weight, e.g. ``jnp.abs``.
+        Transform of the weight, e.g. ``jnp.abs``; default identity.
+    apply_weight_fn_before_mask : bool, default False
+        Apply ``weight_fn`` to the weight, then the mask (default: to the
+        masked weight).
 
     Examples
     --------
@@ -229,21 +274,30 @@ class MatMulOp(_LegacyOp):
 
     _legacy_name = "MatMulOp"
 
-    def __init__(self, weight_mask: Any = None, weight_fn: Callable[[Any], Any] | None = None) -> None:
+    def __init__(
+        self,
+        weight_mask: Any = None,
+        weight_fn: Callable[[Any], Any] | None = None,
+        apply_weight_fn_before_mask: bool = False,
+    ) -> None:
         self._warn_deprecated()
-        if weight_fn is not None and not callable(weight_fn):
-            raise TypeError(f"braintrace.MatMulOp: `weight_fn` must be callable, got {type(weight_fn).__name__}.")
         self.weight_mask = weight_mask
-        self.weight_fn = weight_fn
+        self.weight_fn = _check_fn(weight_fn, "MatMulOp", "weight_fn")
+        self.apply_weight_fn_before_mask = bool(apply_weight_fn_before_mask)
 
     def __call__(self, x: Any, weights: Any) -> Any:
-        """``braintrace.matmul(x, weight, bias)``; ``weights`` as in the class docstring."""
+        """``braintrace.matmul(x, weight, bias)``; ``weights`` as in the class docstring.
+
+        Parameters
+        ----------
+        x : array
+            Input, shape ``(..., I)``.
+        weights : dict or array
+            ``{'weight': W, 'bias': b}`` (``bias`` optional) or a bare ``W``.
+        """
         w = _as_weights(weights, "MatMulOp")
-        weight = _require(w, "weight", "MatMulOp")
-        if self.weight_fn is not None:
-            weight = self.weight_fn(weight)
-        if self.weight_mask is not None:
-            weight = weight * self.weight_mask
+        weight = _masked(_require(w, "weight", "MatMulOp"), self.weight_mask, self.weight_fn,
+                         self.apply_weight_fn_before_mask)
         return matmul(x, weight, w.get("bias"))
 
 
@@ -297,12 +351,21 @@ class ConvOp(_LegacyOp):
     """Deprecated: use :func:`braintrace.conv`.
 
     ``op(x, {'weight': K, 'bias': b})`` returns
-    ``braintrace.conv(x, K', b, **options)`` with ``K' = K * weight_mask`` when a
-    mask is given.
+    ``braintrace.conv(x, K', b, strides=window_strides, padding=padding, ...)``
+    with ``K' = K * weight_mask`` when a mask is given. The signature is
+    braintrace 0.2.0's.
 
     Parameters
     ----------
-    strides, padding, lhs_dilation, rhs_dilation, feature_group_count, dimension_numbers
+    xinfo : jax.ShapeDtypeStruct, array or None
+        Description of the input (0.2.0 derived the layout from it). Kept as
+        the attribute ``xinfo``; :func:`braintrace.conv` reads the input's
+        shape from ``x`` at each call, so ``None`` is accepted too.
+    window_strides : int or sequence of int
+        The strides (``strides`` of :func:`braintrace.conv`).
+    padding : str, int or sequence of (low, high) pairs
+        ``'SAME'``, ``'VALID'``, or explicit padding.
+    lhs_dilation, rhs_dilation, feature_group_count, batch_group_count, dimension_numbers
         Forwarded to :func:`braintrace.conv` (same meaning and defaults).
     weight_mask : array, optional
         Fixed mask of the kernel's shape multiplied into the kernel.
@@ -310,12 +373,12 @@ class ConvOp(_LegacyOp):
     Examples
     --------
     >>> import warnings
-    >>> import jax.numpy as jnp
+    >>> import jax, jax.numpy as jnp
     >>> import braintrace
+    >>> x, k = jnp.ones((1, 5, 5, 2)), jnp.ones((3, 3, 2, 4))
     >>> with warnings.catch_warnings():
     ...     warnings.simplefilter("ignore", DeprecationWarning)
-    ...     op = braintrace.ConvOp(padding="VALID")
-    >>> x, k = jnp.ones((1, 5, 5, 2)), jnp.ones((3, 3, 2, 4))
+    ...     op = braintrace.ConvOp(jax.ShapeDtypeStruct(x.shape, x.dtype), 1, "VALID")
     >>> op(x, {"weight": k}).shape
     (1, 3, 3, 4)
     >>> bool(jnp.all(op(x, k) == braintrace.conv(x, k, padding="VALID")))
@@ -326,27 +389,44 @@ class ConvOp(_LegacyOp):
 
     def __init__(
         self,
-        strides: Any = 1,
-        padding: Any = "SAME",
+        xinfo: Any,
+        window_strides: Any,
+        padding: Any,
         lhs_dilation: Any = None,
         rhs_dilation: Any = None,
         feature_group_count: int = 1,
+        batch_group_count: int = 1,
         dimension_numbers: Any = None,
         weight_mask: Any = None,
     ) -> None:
         self._warn_deprecated()
-        self.options = dict(
-            strides=strides,
-            padding=padding,
-            lhs_dilation=lhs_dilation,
-            rhs_dilation=rhs_dilation,
-            feature_group_count=feature_group_count,
-            dimension_numbers=dimension_numbers,
-        )
+        if xinfo is not None and not hasattr(xinfo, "shape"):
+            raise TypeError(
+                "braintrace.ConvOp: `xinfo` must describe the input (a jax.ShapeDtypeStruct or an array), "
+                f"got {type(xinfo).__name__}."
+            )
+        self.xinfo = xinfo
+        self.options = {
+            "strides": window_strides,
+            "padding": padding,
+            "lhs_dilation": lhs_dilation,
+            "rhs_dilation": rhs_dilation,
+            "feature_group_count": feature_group_count,
+            "batch_group_count": batch_group_count,
+            "dimension_numbers": dimension_numbers,
+        }
         self.weight_mask = weight_mask
 
     def __call__(self, x: Any, weights: Any) -> Any:
-        """``braintrace.conv(x, weight, bias, **options)``."""
+        """``braintrace.conv(x, weight, bias, **options)``.
+
+        Parameters
+        ----------
+        x : array
+            Input, e.g. ``(N, H, W, C_in)``.
+        weights : dict or array
+            ``{'weight': K, 'bias': b}`` (``bias`` optional) or a bare ``K``.
+        """
         w = _as_weights(weights, "ConvOp")
         kernel = _require(w, "weight", "ConvOp")
         if self.weight_mask is not None:
@@ -358,13 +438,15 @@ class SpMatMulOp(_LegacyOp):
     """Deprecated: use :func:`braintrace.sparse_matmul`.
 
     ``op(x, {'weight': data, 'bias': b})`` returns
-    ``braintrace.sparse_matmul(x, data, sparse_mat=sparse_mat, bias=b)``; ``data``
-    holds one value per nonzero of ``sparse_mat``, in its data order.
+    ``braintrace.sparse_matmul(x, f(data), sparse_mat=sparse_mat, bias=b)``;
+    ``data`` holds one value per nonzero of ``sparse_mat``, in its data order.
 
     Parameters
     ----------
     sparse_mat : saiunit.sparse.CSR, CSC or COO
         The connectivity; its own values are not used.
+    weight_fn : callable, optional
+        Transform ``f`` of the nonzero values, e.g. ``jnp.abs``; default identity.
 
     Examples
     --------
@@ -382,14 +464,23 @@ class SpMatMulOp(_LegacyOp):
 
     _legacy_name = "SpMatMulOp"
 
-    def __init__(self, sparse_mat: Any) -> None:
+    def __init__(self, sparse_mat: Any, weight_fn: Callable[[Any], Any] | None = None) -> None:
         self._warn_deprecated()
         self.sparse_mat = sparse_mat
+        self.weight_fn = _check_fn(weight_fn, "SpMatMulOp", "weight_fn")
 
     def __call__(self, x: Any, weights: Any) -> Any:
-        """``braintrace.sparse_matmul(x, weight, sparse_mat=..., bias=...)``."""
+        """``braintrace.sparse_matmul(x, weight_fn(weight), sparse_mat=..., bias=...)``.
+
+        Parameters
+        ----------
+        x : array
+            Input, shape ``(..., I)``.
+        weights : dict or array
+            ``{'weight': data, 'bias': b}`` (``bias`` optional) or a bare ``data``.
+        """
         w = _as_weights(weights, "SpMatMulOp")
-        data = _require(w, "weight", "SpMatMulOp")
+        data = _masked(_require(w, "weight", "SpMatMulOp"), None, self.weight_fn, False)
         return sparse_matmul(x, data, sparse_mat=self.sparse_mat, bias=w.get("bias"))
 
 
@@ -403,8 +494,8 @@ class LoraOp(_LegacyOp):
 
     Parameters
     ----------
-    alpha : float, default 1.0
-        Static scale.
+    alpha : float, optional
+        Static scale; ``None`` (the default) is 1.
 
     Examples
     --------
@@ -420,12 +511,20 @@ class LoraOp(_LegacyOp):
 
     _legacy_name = "LoraOp"
 
-    def __init__(self, alpha: float = 1.0) -> None:
+    def __init__(self, alpha: float | None = None) -> None:
         self._warn_deprecated()
         self.alpha = alpha
 
     def __call__(self, x: Any, weights: Any) -> Any:
-        """``braintrace.lora_matmul(x, B, A, alpha=alpha, bias=bias)``."""
+        """``braintrace.lora_matmul(x, B, A, alpha=alpha, bias=bias)``.
+
+        Parameters
+        ----------
+        x : array
+            Input, shape ``(..., I)``.
+        weights : dict
+            ``{'B': B, 'A': A, 'bias': b}`` (``bias`` optional).
+        """
         if not isinstance(weights, Mapping):
             raise TypeError(
                 "braintrace.LoraOp: `weights` must be a dict with keys 'B' (I, r) and 'A' (r, O) "
@@ -433,159 +532,4 @@ class LoraOp(_LegacyOp):
             )
         B = _require(weights, "B", "LoraOp")
         A = _require(weights, "A", "LoraOp")
-        return lora_matmul(x, B, A, alpha=self.alpha, bias=weights.get("bias"))
-
-
-class _LegacyParam(_WarnOnce, brainstate.ParamState):
-    """Base of the v0.1 parameter shims: a ``ParamState`` holding an operator."""
-
-    op: Any
-
-    def __init__(self, value: Any, op: Any, name: str | None = None) -> None:
-        # stacklevel 4: _warn_deprecated <- _LegacyParam.__init__ <- subclass __init__ <- user
-        self._warn_deprecated(stacklevel=4)
-        super().__init__(value, name=name, op=op)
-
-
-class ETraceParam(_LegacyParam):
-    """Deprecated: use a :class:`brainstate.ParamState` plus an ETP primitive function.
-
-    A ``ParamState`` holding the value (a dict of named arrays, or one array)
-    and a legacy operator; ``param.execute(x)`` is ``op(x, param.value)``,
-    which binds the operator's ETP primitive, so the weight learns online.
-
-    Parameters
-    ----------
-    value : array or dict of arrays
-        The parameter, e.g. ``{'weight': W, 'bias': b}``.
-    op : MatMulOp, ConvOp, SpMatMulOp, LoraOp or ElemWiseOp
-        The operator.
-    name : str, optional
-        State name.
-
-    Examples
-    --------
-    >>> import warnings
-    >>> import brainstate, jax.numpy as jnp
-    >>> import braintrace
-    >>> with warnings.catch_warnings():
-    ...     warnings.simplefilter("ignore", DeprecationWarning)
-    ...     param = braintrace.ETraceParam({"weight": jnp.ones((3, 2))}, braintrace.MatMulOp())
-    >>> isinstance(param, brainstate.ParamState)
-    True
-    >>> param.execute(jnp.ones(3)).tolist()
-    [3.0, 3.0]
-    """
-
-    _legacy_name = "ETraceParam"
-
-    def __init__(self, value: Any, op: Any, name: str | None = None) -> None:
-        if not isinstance(op, _LegacyOp):
-            raise TypeError(
-                "braintrace.ETraceParam: `op` must be a legacy operator (MatMulOp, ElemWiseOp, ConvOp, "
-                f"SpMatMulOp or LoraOp), got {type(op).__name__}. For a plain JAX function of the weight "
-                "use NonTempParam, or better a brainstate.ParamState with braintrace.matmul & co."
-            )
-        super().__init__(value, op, name=name)
-
-    def execute(self, x: Any = None) -> Any:
-        """``op(x, self.value)``; ``x`` stays ``None`` for an :class:`ElemWiseOp`."""
-        return self.op(x, self.value)
-
-
-class ElemWiseParam(_LegacyParam):
-    """Deprecated: use a :class:`brainstate.ParamState` plus :func:`braintrace.element_wise`.
-
-    ``param.execute()`` is ``braintrace.element_wise(weight, fn)``.
-
-    Parameters
-    ----------
-    value : array or dict with key ``'weight'``
-        The parameter, e.g. a vector of time constants.
-    op : ElemWiseOp or callable, optional
-        The operator, or directly its element-wise function (default identity).
-    name : str, optional
-        State name.
-
-    Examples
-    --------
-    >>> import warnings
-    >>> import jax, jax.numpy as jnp
-    >>> import braintrace
-    >>> with warnings.catch_warnings():
-    ...     warnings.simplefilter("ignore", DeprecationWarning)
-    ...     tau = braintrace.ElemWiseParam(jnp.zeros(2), jax.nn.sigmoid)
-    >>> tau.execute().tolist()
-    [0.5, 0.5]
-    """
-
-    _legacy_name = "ElemWiseParam"
-
-    def __init__(self, value: Any, op: Any = None, name: str | None = None) -> None:
-        if op is not None and not isinstance(op, ElemWiseOp) and not callable(op):
-            raise TypeError(
-                f"braintrace.ElemWiseParam: `op` must be an ElemWiseOp or a callable, got {type(op).__name__}."
-            )
-        super().__init__(value, op, name=name)
-
-    def execute(self, x: Any = None) -> Any:
-        """``braintrace.element_wise(weight, fn)``; ``x`` must be ``None`` (element-wise ops take no input)."""
-        if x is not None:
-            raise TypeError("braintrace.ElemWiseParam.execute: an element-wise parameter takes no input `x`.")
-        if isinstance(self.op, ElemWiseOp):
-            return self.op(self.value)
-        weight = _require(_as_weights(self.value, "ElemWiseParam"), "weight", "ElemWiseParam")
-        return element_wise(weight) if self.op is None else element_wise(weight, self.op)
-
-
-class NonTempParam(_LegacyParam):
-    """Deprecated: use a :class:`brainstate.ParamState` plus plain JAX ops.
-
-    ``param.execute(x)`` is ``op(x, param.value)`` with a plain JAX callable, so
-    the weight is not learned online: it receives its instantaneous gradient
-    only.
-
-    Parameters
-    ----------
-    value : array or dict of arrays
-        The parameter.
-    op : callable
-        ``op(x, value) -> y`` in plain JAX, e.g. ``lambda x, w: x @ w``.
-    name : str, optional
-        State name.
-
-    Raises
-    ------
-    TypeError
-        ``op`` is a legacy ETP operator (``MatMulOp`` & co.): it would bind an
-        ETP primitive and make the weight learn online; use
-        :class:`ETraceParam` for that.
-
-    Examples
-    --------
-    >>> import warnings
-    >>> import jax.numpy as jnp
-    >>> import braintrace
-    >>> with warnings.catch_warnings():
-    ...     warnings.simplefilter("ignore", DeprecationWarning)
-    ...     readout = braintrace.NonTempParam(jnp.ones((3, 2)), lambda x, w: x @ w)
-    >>> readout.execute(jnp.ones(3)).tolist()
-    [3.0, 3.0]
-    """
-
-    _legacy_name = "NonTempParam"
-
-    def __init__(self, value: Any, op: Callable[[Any, Any], Any], name: str | None = None) -> None:
-        if isinstance(op, _LegacyOp):
-            raise TypeError(
-                f"braintrace.NonTempParam: `op` is a {type(op).__name__}, which binds an ETP primitive and "
-                "would make this weight learn online. Pass a plain JAX callable op(x, value) (e.g. "
-                "lambda x, w: x @ w), or use ETraceParam for an online-learned weight."
-            )
-        if not callable(op):
-            raise TypeError(f"braintrace.NonTempParam: `op` must be callable, got {type(op).__name__}.")
-        super().__init__(value, op, name=name)
-
-    def execute(self, x: Any) -> Any:
-        """``op(x, self.value)``."""
-        return self.op(x, self.value)
+        return lora_matmul(x, B, A, alpha=1.0 if self.alpha is None else self.alpha, bias=weights.get("bias"))

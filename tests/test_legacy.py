@@ -60,7 +60,7 @@ def _ops():
          (x, {"weight": w}), braintrace.matmul(x, jnp.abs(w) * mask)),
         ("ElemWiseOp", "braintrace.element_wise", lambda: braintrace.ElemWiseOp(jax.nn.softplus),
          (None, {"weight": b}), braintrace.element_wise(b, jax.nn.softplus)),
-        ("ConvOp", "braintrace.conv", lambda: braintrace.ConvOp(strides=2, padding="VALID"),
+        ("ConvOp", "braintrace.conv", lambda: braintrace.ConvOp(jax.ShapeDtypeStruct(xi.shape, xi.dtype), 2, "VALID"),
          (xi, {"weight": kern, "bias": b}), braintrace.conv(xi, kern, b, strides=2, padding="VALID")),
         ("SpMatMulOp", "braintrace.sparse_matmul", lambda: braintrace.SpMatMulOp(csr),
          (x, {"weight": data}), braintrace.sparse_matmul(x, data, sparse_mat=csr)),
@@ -223,3 +223,93 @@ def test_import_does_not_warn():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == braintrace.__version__
+
+
+# -- braintrace 0.2.0 signatures and options --------------------------------------------
+
+
+def _quiet(make):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return make()
+
+
+def test_020_operator_options():
+    k1, k2 = jax.random.split(jax.random.PRNGKey(3))
+    x, w = jax.random.normal(k1, (2, 3)), jax.random.normal(k2, (3, 4))
+    mask = jnp.array([[1.0, 0.0, 1.0, 1.0]] * 3)
+    masked_first = _quiet(lambda: braintrace.MatMulOp(mask, jnp.exp))
+    fn_first = _quiet(lambda: braintrace.MatMulOp(mask, jnp.exp, apply_weight_fn_before_mask=True))
+    np.testing.assert_allclose(masked_first(x, w), braintrace.matmul(x, jnp.exp(w * mask)), rtol=1e-6)
+    np.testing.assert_allclose(fn_first(x, w), braintrace.matmul(x, jnp.exp(w) * mask), rtol=1e-6)
+    csr = u.sparse.CSR.fromdense(jnp.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]))
+    data = jnp.array([-1.0, 2.0, -3.0])
+    sp = _quiet(lambda: braintrace.SpMatMulOp(csr, jnp.abs))
+    np.testing.assert_array_equal(sp(jnp.ones(2), data), braintrace.sparse_matmul(jnp.ones(2), jnp.abs(data),
+                                                                                  sparse_mat=csr))
+    B, A = jnp.ones((3, 2)), jnp.ones((2, 4))
+    assert _quiet(braintrace.LoraOp).alpha is None
+    np.testing.assert_array_equal(_quiet(braintrace.LoraOp)(x, {"B": B, "A": A}), braintrace.lora_matmul(x, B, A))
+    xi, kern = jnp.ones((1, 6, 6, 2)), jnp.ones((3, 3, 2, 4))
+    conv = _quiet(lambda: braintrace.ConvOp(None, (1, 2), "SAME", rhs_dilation=2))
+    np.testing.assert_array_equal(conv(xi, kern), braintrace.conv(xi, kern, strides=(1, 2), rhs_dilation=2))
+    with pytest.raises(TypeError, match="xinfo"):
+        _quiet(lambda: braintrace.ConvOp(3, 1, "SAME"))
+
+
+def test_etrace_param_020_arguments():
+    w = {"weight": jnp.ones((3, 2))}
+    param = _quiet(lambda: braintrace.ETraceParam(weight=w, op=braintrace.MatMulOp(), grad=None, name="w"))
+    assert param.name == "w"
+    elem = _quiet(lambda: braintrace.ElemWiseParam(weight=jnp.zeros(2), op=jnp.exp))
+    np.testing.assert_array_equal(elem.execute(), jnp.ones(2))
+    for exc in (AssertionError, ValueError, braintrace.errors.InvalidArgumentError):
+        with pytest.raises(exc, match="`grad`='full' is not supported"):
+            _quiet(lambda: braintrace.ETraceParam(w, braintrace.MatMulOp(), "full"))
+
+
+def test_fake_params_are_constants_computed_in_plain_jax():
+    w = jnp.arange(6.0).reshape(3, 2)
+    op = _quiet(braintrace.MatMulOp)
+    fake, _ = _first_and_second(lambda: braintrace.FakeETraceParam({"weight": w}, op), "a constant array")
+    assert not isinstance(fake, brainstate.State) and fake.value["weight"] is w
+    x = jnp.ones((4, 3))
+    np.testing.assert_array_equal(fake.execute(x), braintrace.matmul(x, w))
+    assert not any(braintrace.primitives.is_etp_primitive(e.primitive)
+                   for e in jax.make_jaxpr(fake.execute)(x).jaxpr.eqns)
+    plain = _quiet(lambda: braintrace.FakeETraceParam(w, lambda x, w: x @ w))
+    np.testing.assert_array_equal(plain.execute(x), x @ w)
+    tau, _ = _first_and_second(lambda: braintrace.FakeElemWiseParam(jnp.zeros(3), jax.nn.sigmoid, name="tau"),
+                               "a plain JAX function")
+    assert tau.name == "tau" and not isinstance(tau, brainstate.State)
+    np.testing.assert_array_equal(tau.execute(), jnp.full(3, 0.5))
+    via_op = _quiet(lambda: braintrace.FakeElemWiseParam({"weight": jnp.zeros(3)}, braintrace.ElemWiseOp(jnp.exp)))
+    np.testing.assert_array_equal(via_op.execute(), jnp.ones(3))
+    assert not any(braintrace.primitives.is_etp_primitive(e.primitive)
+                   for e in jax.make_jaxpr(via_op.execute)().jaxpr.eqns)
+    with pytest.raises(TypeError, match="no input"):
+        tau.execute(jnp.ones(3))
+    with pytest.raises(TypeError, match="callable"):
+        _quiet(lambda: braintrace.FakeETraceParam(w, None))
+
+
+def test_a_fake_param_in_a_learned_model_is_a_silent_constant():
+    class Net(brainstate.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = brainstate.ParamState(0.3 * jnp.ones((3, 3)))
+            self.fixed = _quiet(lambda: braintrace.FakeETraceParam(jnp.ones((2, 3)), braintrace.MatMulOp()))
+            self.h = brainstate.HiddenState(jnp.zeros(3))
+
+        def update(self, x):
+            self.h.value = jnp.tanh(self.fixed.execute(x) + braintrace.matmul(self.h.value, self.w.value))
+            return self.h.value
+
+    net = Net()
+    brainstate.nn.init_all_states(net)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        learner = braintrace.D_RTRL(net)
+        learner.compile_graph(jnp.ones(2))
+    assert [r.weight_path for r in learner.graph.hidden_param_op_relations] == [("w",)]
+    assert set(net.states(brainstate.ParamState)) == {("w",)}

@@ -9,8 +9,8 @@ notation of DESIGN.md §3 the eligibility vector of e-prop is the D_RTRL trace
 and the gradient contribution at step ``t`` is :math:`L^t \cdot \bar ε_w^t`
 with :math:`L^t` the true signal ``δ^t`` (``'symmetric'``) or a fixed random
 projection of the output error (``'random'``), and :math:`\bar ε` the
-κ-filtered trace
-(:class:`~braintrace.KappaFilter`). See :class:`EProp`.
+κ-filtered trace, the leaky sum :math:`\bar ε^t = κ\, \bar ε^{t-1} + ε^t`
+(:func:`~braintrace.algorithms.feedback.leaky_sum`). See :class:`EProp`.
 """
 
 from __future__ import annotations

@@ -1,13 +1,15 @@
 r"""Trace helpers of the SNN online-learning rules.
 
-Three small public pieces, each a ``brainstate.nn.Module`` with one pure
-rule that the learners call inside their ``custom_vjp`` (so the rule has a
-single definition) and a stateful :meth:`update` for hand-written loops:
+Three small public pieces, as in braintrace 0.2.0. Two are
+``brainstate.ShortTermState`` objects with a stateful ``update`` for hand-written
+loops; the learners use the pure rules (:func:`leaky_sum`) inside their
+``custom_vjp``:
 
 * :class:`PresynapticTrace` — :math:`\hat a^t = λ\, \hat a^{t-1} + x^t`
-  (OTTT, OTPE);
-* :class:`KappaFilter` — :math:`\bar e^t = κ\, \bar e^{t-1} + e^t`
-  (e-prop's low-pass filter of the eligibility traces);
+  (OTTT, OTPE; :func:`leaky_sum` is also the learners' κ filter of their
+  eligibility traces, e-prop's :math:`\bar e^t = κ\, \bar e^{t-1} + e^t`);
+* :class:`KappaFilter` — the convex low-pass filter
+  :math:`\bar v^t = (1 - κ)\, x^t + κ\, \bar v^{t-1}`;
 * :class:`FixedRandomFeedback` — a frozen matrix :math:`B` of shape
   ``(n_target, n_layer)`` and its projection :math:`y B` (e-prop with random
   feedback, OSTTP).
@@ -37,60 +39,102 @@ from ..compiler.outputs import output_groups
 from ..errors import CompilationError
 
 __all__ = [
-    "PresynapticTrace",
-    "KappaFilter",
     "FixedRandomFeedback",
-    "check_decay",
+    "KappaFilter",
+    "PresynapticTrace",
     "as_key",
-    "output_batch_shape",
-    "output_error",
-    "layer_size",
-    "project_to_group",
+    "check_decay",
     "group_label",
     "hidden_layer_groups",
+    "layer_size",
+    "leaky_sum",
+    "output_batch_shape",
+    "output_error",
+    "project_to_group",
     "random_feedback_matrices",
     "random_feedback_signal",
 ]
 
 
-def check_decay(owner: str, arg: str, value: Any, closed_top: bool) -> float:
+def check_decay(owner: str, arg: str, value: Any, closed_top: bool, open_bottom: bool = False) -> float:
+    """``value`` as a float in ``[0, 1]`` (``closed_top``) or ``[0, 1)``; ``(0, …`` with ``open_bottom``.
+
+    Raises a ``ValueError`` naming ``owner``, ``arg`` and the interval otherwise.
+    """
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
     if ok:
         value = float(value)
-        ok = 0.0 <= value <= 1.0 if closed_top else 0.0 <= value < 1.0
+        ok = (0.0 < value if open_bottom else 0.0 <= value) and (value <= 1.0 if closed_top else value < 1.0)
     if not ok:
-        interval = "[0, 1]" if closed_top else "[0, 1)"
+        interval = ("(" if open_bottom else "[") + "0, 1" + ("]" if closed_top else ")")
         raise ValueError(f"{owner}: `{arg}` must be a real number in {interval}, got {value!r}.")
     return value
 
 
-class _Leaky(brainstate.nn.Module):
-    """``value = decay * value + x`` held in a ``ShortTermState`` (any pytree)."""
+def leaky_sum(prev: Any, x: Any, decay: Any) -> Any:
+    """The pure recurrence ``decay * prev + x`` (leaf-wise, in ``prev``'s dtype).
 
-    _arg = "decay"
+    The presynaptic trace of OTTT and OTPE, and the κ filter the learners apply
+    to their eligibility traces (Bellec et al., 2020, eq. 11).
 
-    def __init__(self, init_value: Any, decay: float, name: str | None = None) -> None:
-        super().__init__(name=name)
-        self._decay = check_decay(type(self).__name__, self._arg, decay, closed_top=True)
-        self._init = jax.tree.map(jnp.asarray, init_value)
-        self.trace = brainstate.ShortTermState(self._init)
-
-    @staticmethod
-    def rule(prev: Any, x: Any, decay: Any) -> Any:
-        """The pure recurrence ``decay * prev + x`` (leaf-wise, in ``prev``'s dtype)."""
-        return jax.tree.map(lambda p, v: (decay * p + v).astype(jnp.result_type(p)), prev, x)
-
-    def update(self, x: Any) -> Any:
-        """Advance one step with input ``x`` and return the new value."""
-        self.trace.value = self.rule(self.trace.value, x, self._decay)
-        return self.trace.value
-
-    def reset_state(self, *args: Any, **kwargs: Any) -> None:
-        """Back to the initial value (same state object)."""
-        self.trace.value = self._init
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from braintrace.algorithms.feedback import leaky_sum
+    >>> leaky_sum(jnp.ones(2), jnp.ones(2), 0.5).tolist()
+    [1.5, 1.5]
+    """
+    return jax.tree.map(lambda p, v: (decay * p + v).astype(jnp.result_type(p)), prev, x)
 
 
-class PresynapticTrace(_Leaky):
+def _zeros_like_init(shapes: Any, batch_size: int | None) -> Any:
+    """Zeros shaped like the initial value, the first axis replaced by ``batch_size`` (added to a 0-d leaf)."""
+    if batch_size is not None and (
+        not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1
+    ):
+        raise ValueError(f"reset_state: `batch_size` must be a positive int or None, got {batch_size!r}.")
+
+    def zeros(leaf: jax.ShapeDtypeStruct) -> jax.Array:
+        shape = tuple(leaf.shape)
+        if batch_size is not None:
+            shape = (int(batch_size),) + shape[1:]
+        return jnp.zeros(shape, leaf.dtype)
+
+    return jax.tree.map(zeros, shapes)
+
+
+class _TraceState(brainstate.ShortTermState):
+    """A ``ShortTermState`` advanced by :meth:`update` and zeroed by :meth:`reset_state`."""
+
+    _arg: str = "decay"
+
+    def __init__(self, init_value: Any, rate: Any, name: str | None = None, **metadata: Any) -> None:
+        value = jax.tree.map(jnp.asarray, init_value)
+        shapes = jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype), value)
+        metadata[self._arg] = rate
+        super().__init__(value, name=name, _init_shapes=shapes, **metadata)
+
+    @property
+    def trace(self) -> _TraceState:
+        """The state itself (the helper was a module holding a ``trace`` state before 0.2.0 compatibility)."""
+        return self
+
+    def reset_state(self, batch_size: int | None = None, **kwargs: Any) -> None:
+        """Zeros of the initial shape; with ``batch_size`` the first axis becomes ``batch_size``.
+
+        Parameters
+        ----------
+        batch_size : int, optional
+            Size of the leading (batch) axis: an initial value of shape
+            ``(n, *rest)`` becomes ``(batch_size, *rest)``, a 0-d one
+            ``(batch_size,)``. ``None`` keeps the initial shape.
+        **kwargs
+            Ignored (accepted as by ``brainstate.nn.Module.reset_state``).
+        """
+        self.value = _zeros_like_init(vars(self)["_init_shapes"], batch_size)
+
+
+class PresynapticTrace(_TraceState):
     r"""Presynaptic trace, a leaky sum of the inputs of a synapse.
 
     .. math:: \hat a^t = λ\, \hat a^{t-1} + x^t
@@ -98,30 +142,37 @@ class PresynapticTrace(_Leaky):
     This is the trace OTTT keeps instead of the eligibility trace (Xiao et
     al., 2022); for a neuron whose membrane decays by exactly ``λ`` per step
     and integrates ``x W`` without a gain, :math:`\hat a^t \otimes 1` *is* the
-    eligibility trace of ``W``. The learners call :meth:`rule` inside their
-    step; the module form is for hand-written loops.
+    eligibility trace of ``W``. It is a ``brainstate.ShortTermState`` (its
+    ``value`` is :math:`\hat a`); the learners call :meth:`rule` inside their
+    step, the state form is for hand-written loops.
 
     Parameters
     ----------
     init_value : array or pytree
         Initial trace, shaped like the input ``x`` (batch axes included).
     leak : float
-        ``λ`` in ``[0, 1]``.
+        ``λ`` in the open interval ``(0, 1)``; ``ValueError`` otherwise.
     name : str, optional
+        Name of the state.
 
     Attributes
     ----------
-    trace : brainstate.ShortTermState
-        :math:`\hat a`; ``reset_state`` puts ``init_value`` back.
+    leak : float
+        ``λ``.
 
     Examples
     --------
-    >>> import jax.numpy as jnp
+    >>> import brainstate, jax.numpy as jnp
     >>> import braintrace
     >>> tr = braintrace.PresynapticTrace(jnp.zeros(2), leak=0.5)
+    >>> isinstance(tr, brainstate.ShortTermState)
+    True
     >>> _ = tr.update(jnp.array([1.0, 0.0]))
     >>> tr.update(jnp.array([0.0, 1.0])).tolist()
     [0.5, 1.0]
+    >>> tr.reset_state(batch_size=3)
+    >>> tr.value.shape
+    (3,)
 
     References
     ----------
@@ -130,45 +181,57 @@ class PresynapticTrace(_Leaky):
     """
 
     _arg = "leak"
+    leak: float
+    rule = staticmethod(leaky_sum)
 
     def __init__(self, init_value: Any, leak: float, name: str | None = None) -> None:
+        leak = check_decay("PresynapticTrace", "leak", leak, closed_top=False, open_bottom=True)
         super().__init__(init_value, leak, name=name)
 
-    @property
-    def leak(self) -> float:
-        return self._decay
+    def update(self, x: Any) -> Any:
+        """Advance one step, ``v = leak * v + x``, and return the new value.
+
+        Parameters
+        ----------
+        x : array or pytree
+            The input of the step, shaped like the trace.
+        """
+        self.value = leaky_sum(self.value, x, self.leak)
+        return self.value
 
 
-class KappaFilter(_Leaky):
-    r"""e-prop's low-pass filter of eligibility traces.
+class KappaFilter(_TraceState):
+    r"""A low-pass filter: the convex average of the input and the filtered value.
 
-    .. math:: \bar e^t = κ\, \bar e^{t-1} + e^t
+    .. math:: \bar v^t = (1 - κ)\, x^t + κ\, \bar v^{t-1}
 
-    With ``κ`` the decay of a leaky readout, :math:`\sum_t δ^t \cdot \bar e^t`
-    credits a hidden neuron for the readout's memory of its past activity
-    (Bellec et al., 2020, eq. 11). :class:`~braintrace.EProp` applies
-    :meth:`rule` to its traces in the forward pass.
+    It is a ``brainstate.ShortTermState`` (its ``value`` is :math:`\bar v`).
+    The learners' ``kappa_filter_decay`` (:class:`~braintrace.EProp`) filters
+    their eligibility traces with the leaky sum :math:`κ\, \bar e + e`
+    instead (Bellec et al., 2020, eq. 11), which is :math:`1/(1-κ)` times
+    this average.
 
     Parameters
     ----------
     init_value : array or pytree
         Initial filtered value.
     kappa : float
-        ``κ`` in ``[0, 1]``.
+        ``κ`` in ``[0, 1)``; ``ValueError`` otherwise.
     name : str, optional
+        Name of the state.
 
     Attributes
     ----------
-    trace : brainstate.ShortTermState
-        :math:`\bar e`.
+    kappa : float
+        ``κ``.
 
     Examples
     --------
     >>> import jax.numpy as jnp
     >>> import braintrace
-    >>> f = braintrace.KappaFilter(jnp.zeros(()), kappa=0.9)
-    >>> [round(float(f.update(1.0)), 3) for _ in range(3)]
-    [1.0, 1.9, 2.71]
+    >>> f = braintrace.KappaFilter(jnp.zeros(()), kappa=0.5)
+    >>> [float(f.update(2.0)) for _ in range(3)]
+    [1.0, 1.5, 1.75]
 
     References
     ----------
@@ -178,13 +241,37 @@ class KappaFilter(_Leaky):
     """
 
     _arg = "kappa"
+    kappa: float
 
     def __init__(self, init_value: Any, kappa: float, name: str | None = None) -> None:
+        kappa = check_decay("KappaFilter", "kappa", kappa, closed_top=False)
         super().__init__(init_value, kappa, name=name)
 
-    @property
-    def kappa(self) -> float:
-        return self._decay
+    @staticmethod
+    def rule(prev: Any, x: Any, kappa: Any) -> Any:
+        """The pure filter ``(1 - kappa) * x + kappa * prev`` (leaf-wise, in ``prev``'s dtype).
+
+        Parameters
+        ----------
+        prev : array or pytree
+            The filtered value of the previous step.
+        x : array or pytree
+            The input of the step, shaped like ``prev``.
+        kappa : float
+            ``κ``.
+        """
+        return jax.tree.map(lambda p, v: ((1 - kappa) * v + kappa * p).astype(jnp.result_type(p)), prev, x)
+
+    def update(self, x: Any) -> Any:
+        """Advance one step, ``v = (1 - kappa) * x + kappa * v``, and return the new value.
+
+        Parameters
+        ----------
+        x : array or pytree
+            The input of the step, shaped like the filtered value.
+        """
+        self.value = self.rule(self.value, x, self.kappa)
+        return self.value
 
 
 def as_key(key: Any) -> jax.Array:
@@ -223,15 +310,19 @@ class FixedRandomFeedback(brainstate.nn.Module):
 
     Attributes
     ----------
-    matrix : jax.Array
-        ``B``, shape ``(n_target, n_layer)``.
+    B : jax.Array
+        The matrix, shape ``(n_target, n_layer)``; ``matrix`` is the same array.
+    n_target, n_layer : int
+        Its sizes.
+    init_scale : float
+        ``s``.
 
     Examples
     --------
     >>> import jax.numpy as jnp
     >>> import braintrace
     >>> fb = braintrace.FixedRandomFeedback(2, 3, key=0)
-    >>> fb.matrix.shape, fb.project(jnp.ones((4, 2))).shape
+    >>> fb.B.shape, fb.project(jnp.ones((4, 2))).shape
     ((2, 3), (4, 3))
 
     References
@@ -262,7 +353,12 @@ class FixedRandomFeedback(brainstate.nn.Module):
         self.n_layer: int = int(n_layer)
         self.init_scale: float = float(init_scale)
         dtype = brainstate.environ.dftype() if dtype is None else dtype
-        self.matrix: jax.Array = self.init_scale * jax.random.normal(as_key(key), (self.n_target, self.n_layer), dtype)
+        self.B: jax.Array = self.init_scale * jax.random.normal(as_key(key), (self.n_target, self.n_layer), dtype)
+
+    @property
+    def matrix(self) -> jax.Array:
+        """``B`` (the name before 0.2.0 compatibility)."""
+        return self.B
 
     def project(self, y: Any) -> jax.Array:
         """``y B``: ``y`` of shape ``(..., n_target)`` to ``(..., n_layer)``.
@@ -279,8 +375,8 @@ class FixedRandomFeedback(brainstate.nn.Module):
                 f"FixedRandomFeedback.project: the last axis of `y` must have size n_target={self.n_target}, "
                 f"got shape {y.shape}."
             )
-        dtype = jnp.result_type(y) if jnp.issubdtype(jnp.result_type(y), jnp.floating) else self.matrix.dtype
-        return y.astype(dtype) @ self.matrix.astype(dtype)
+        dtype = jnp.result_type(y) if jnp.issubdtype(jnp.result_type(y), jnp.floating) else self.B.dtype
+        return y.astype(dtype) @ self.B.astype(dtype)
 
 
 def output_batch_shape(graph, owner: str) -> tuple[tuple[int, ...], int]:
@@ -376,7 +472,7 @@ def random_feedback_matrices(graph, key: Any, owner: str) -> tuple[tuple[int, ..
     >>> _ = brainstate.nn.init_all_states(net)
     >>> graph = braintrace.compile_etrace_graph(net, jnp.zeros(3))
     >>> batch, mats = random_feedback_matrices(graph, 0, "D_RTRL")
-    >>> batch, [m.matrix.shape for m in mats.values()]
+    >>> batch, [m.B.shape for m in mats.values()]
     ((), [(2, 4)])
     """
     groups = hidden_layer_groups(graph)
@@ -436,7 +532,7 @@ def random_feedback_signal(
     out, prev = dict(delta), dict(delta_prev)
     err = output_error(out_cts, batch)
     for gi, fb in matrices.items():
-        out[gi] = project_to_group(fb.matrix, err, graph.hidden_groups[gi], delta[gi].dtype)
+        out[gi] = project_to_group(fb.B, err, graph.hidden_groups[gi], delta[gi].dtype)
         if gi in prev:
             prev[gi] = jnp.zeros_like(prev[gi])
     return out, prev

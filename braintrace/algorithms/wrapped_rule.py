@@ -27,7 +27,7 @@ import jax
 
 from ..errors import InvalidArgumentError
 from ..executor import StepTraceData, WindowTraceData
-from .feedback import KappaFilter, hidden_layer_groups
+from .feedback import hidden_layer_groups, leaky_sum
 from .keys import TraceKey, filtered_key
 from .modulation import apply_modulator
 
@@ -166,7 +166,7 @@ class WrappedRule:
         for key in list(out):
             if self.filtered(key):
                 fkey = filtered_key(key)
-                out[fkey] = KappaFilter.rule(traces[fkey], out[key], self.kappa)
+                out[fkey] = leaky_sum(traces[fkey], out[key], self.kappa)
         return out
 
     def window_update(self, traces: Mapping[TraceKey, Any], seq: WindowTraceData, count: jax.Array) -> dict:

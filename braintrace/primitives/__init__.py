@@ -37,6 +37,7 @@ from .conv import (
 from .conv import (
     etp_conv_p as etp_conv_p,
 )
+from .definition import RegisteredPrimitive as RegisteredPrimitive
 from .definition import register_primitive as register_primitive
 from .dense import etp_mm_p as etp_mm_p
 from .dense import etp_mv_p as etp_mv_p
@@ -139,6 +140,7 @@ __all__ = [
     "get_etp_primitive",
     "is_etp_primitive",
     "register_primitive",
+    "RegisteredPrimitive",
     "TraceRule",
     "DiagonalRule",
     "FullJacobianRule",

@@ -10,8 +10,9 @@ built-in primitives and :func:`register_primitive` both call it.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +23,7 @@ from .record import ETPPrimitive, TrainableFn, default_trainable_invars
 from .registry import REGISTRY
 from .trace_rules import FullJacobianRule, TraceRule
 
-__all__ = ["define_primitive", "register_primitive"]
+__all__ = ["RegisteredPrimitive", "define_primitive", "register_primitive"]
 
 
 def _is_float(x: Any) -> bool:
@@ -159,6 +160,7 @@ def define_primitive(
     batched_partner: ETPPrimitive | None = None,
     transpose_impl: Callable[..., jax.Array] | None = None,
     event_driven: bool = False,
+    primitive_type: type[Primitive] = Primitive,
 ) -> ETPPrimitive:
     """Create a JAX primitive with every rule, register it, return its entry.
 
@@ -166,14 +168,16 @@ def define_primitive(
     primitives and :func:`register_primitive` both call it. ``transpose_impl``
     (default ``impl``) computes the same values as ``impl`` with ordinary
     operations linear in each operand; the transpose rule uses it.
-    ``event_driven``: see :attr:`ETPPrimitive.event_driven`.
+    ``event_driven``: see :attr:`ETPPrimitive.event_driven`. ``primitive_type``
+    is the class of the JAX primitive (:class:`RegisteredPrimitive` for
+    :func:`register_primitive`).
     """
     if y_outvar_index != 0:
         raise ValueError(
             f"ETP primitive {name!r}: y_outvar_index={y_outvar_index}, but ETP primitives have a "
             "single output; use y_outvar_index=0."
         )
-    prim = Primitive(name)
+    prim = primitive_type(name)
     _install_rules(prim, impl, transpose_impl)
     partner = batched_partner.primitive if batched_partner is not None else None
     _install_batching(prim, impl, x_invar_index, partner, batched, gradient_enabled)
@@ -195,9 +199,148 @@ def define_primitive(
     return entry
 
 
+_RULES = ("yw_to_w", "xy_to_dw", "init_drtrl", "init_pp")
+
+
+class RegisteredPrimitive(Primitive):
+    """The JAX primitive :func:`register_primitive` returns.
+
+    Bind it (``prim.bind(x, w, ...)``) like any JAX primitive. It also has the
+    rule-registration methods of braintrace 0.2.0 (``register_yw_to_w``,
+    ``register_xy_to_dw``, ``register_init_drtrl``, ``register_init_pp``,
+    ``register_etp_rules``), so code written for 0.2.0 runs unchanged.
+    braintrace does not need these rules: it derives every one of them from
+    ``impl_fn``, exactly (``xy_to_dw`` is the VJP of ``impl_fn``, the traces
+    of D_RTRL and ES_D_RTRL come from its derivatives, their initial values
+    are zeros), so the primitive learns correctly whether or not rules were
+    registered. A registered function is kept in :attr:`rules` but never
+    called, and registering one warns (``UserWarning``) saying so: if the
+    gradient you want is not the derivative of ``impl_fn`` (a
+    straight-through estimator, say), write that derivative into ``impl_fn``
+    with ``jax.custom_jvp``.
+
+    Parameters
+    ----------
+    name : str
+        Primitive name (made by :func:`register_primitive`, not directly).
+
+    Attributes
+    ----------
+    rules : dict
+        ``{rule name: function}`` of the functions registered (not used).
+    entry : ETPPrimitive
+        The primitive's record in the registry.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import jax.numpy as jnp
+    >>> import braintrace
+    >>> prim = braintrace.register_primitive('doc_registered_mv', lambda x, w: x @ w)
+    >>> prim.bind(jnp.ones(3), jnp.ones((3, 2))).tolist()
+    [3.0, 3.0]
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter('ignore', UserWarning)
+    ...     prim.register_etp_rules(xy_to_dw=lambda x, dy, w: {'weight': jnp.outer(x, dy)})
+    >>> sorted(prim.rules), prim.entry.name
+    (['xy_to_dw'], 'doc_registered_mv')
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.rules: dict[str, Callable[..., Any]] = {}
+
+    @property
+    def entry(self) -> ETPPrimitive:
+        """The registry record (:class:`~braintrace.primitives.ETPPrimitive`) of this primitive."""
+        entry = REGISTRY.get(self)
+        if entry is None:
+            raise LookupError(f"primitive {self.name!r} is not registered; create it with register_primitive().")
+        return entry
+
+    def _register(self, rules: dict[str, Any]) -> None:
+        given = {k: fn for k, fn in rules.items() if fn is not None}
+        for rule, fn in given.items():
+            if not callable(fn):
+                raise TypeError(f"{self.name}.register_{rule}: the rule must be callable, got {type(fn).__name__}.")
+        if not given:
+            return
+        self.rules.update(given)
+        names = ", ".join(given)
+        warnings.warn(
+            f"ETP primitive {self.name!r}: braintrace derives the {names} rule(s) from impl_fn, exactly (the VJP "
+            "of impl_fn, the D_RTRL / ES_D_RTRL traces from its derivatives, zero initial traces); the function(s) "
+            "registered are kept in `.rules` but not called. If the gradient you want is not the derivative of "
+            "impl_fn (e.g. a straight-through estimator), write it into impl_fn with jax.custom_jvp.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+    def register_yw_to_w(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Record 0.2.0's ``yw_to_w`` rule (not called; see the class docstring); returns ``fn``.
+
+        Parameters
+        ----------
+        fn : callable
+            The rule.
+        """
+        self._register({"yw_to_w": fn})
+        return fn
+
+    def register_xy_to_dw(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Record 0.2.0's ``xy_to_dw`` rule (not called; see the class docstring); returns ``fn``.
+
+        Parameters
+        ----------
+        fn : callable
+            The rule.
+        """
+        self._register({"xy_to_dw": fn})
+        return fn
+
+    def register_init_drtrl(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Record 0.2.0's ``init_drtrl`` rule (not called; see the class docstring); returns ``fn``.
+
+        Parameters
+        ----------
+        fn : callable
+            The rule.
+        """
+        self._register({"init_drtrl": fn})
+        return fn
+
+    def register_init_pp(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Record 0.2.0's ``init_pp`` rule (not called; see the class docstring); returns ``fn``.
+
+        Parameters
+        ----------
+        fn : callable
+            The rule.
+        """
+        self._register({"init_pp": fn})
+        return fn
+
+    def register_etp_rules(
+        self,
+        *,
+        yw_to_w: Callable[..., Any] | None = None,
+        xy_to_dw: Callable[..., Any] | None = None,
+        init_drtrl: Callable[..., Any] | None = None,
+        init_pp: Callable[..., Any] | None = None,
+    ) -> None:
+        """Record several of 0.2.0's rules at once (not called; see the class docstring).
+
+        Parameters
+        ----------
+        yw_to_w, xy_to_dw, init_drtrl, init_pp : callable, optional
+            The rules; ``None`` leaves a rule unregistered.
+        """
+        self._register({"yw_to_w": yw_to_w, "xy_to_dw": xy_to_dw, "init_drtrl": init_drtrl, "init_pp": init_pp})
+
+
 def register_primitive(
     name: str,
-    impl: Callable[..., jax.Array],
+    impl_fn: Callable[..., jax.Array],
     *,
     batched: bool = False,
     gradient_enabled: bool = False,
@@ -207,10 +350,10 @@ def register_primitive(
     diagonal_names: tuple[str, ...] = ("bias",),
     trace_rule: TraceRule | None = None,
     x_linear: bool = True,
-) -> Primitive:
+) -> RegisteredPrimitive:
     r"""Register a custom ETP primitive and return the JAX primitive to bind.
 
-    The primitive computes ``y = impl(*operands, **params)``. ``impl`` must be
+    The primitive computes ``y = impl_fn(*operands, **params)``. ``impl_fn`` must be
     written with ordinary JAX operations; it gives the primitive its evaluation,
     shape rule, lowering, JVP and transpose. A weight used through the returned
     primitive participates in online learning exactly like one used through
@@ -220,9 +363,11 @@ def register_primitive(
     ----------
     name : str
         Primitive name (shown in jaxprs and diagnostics).
-    impl : callable
-        ``impl(*operands, **params) -> y``; linear in each trainable input that
-        is not listed in ``diagonal_names``.
+    impl_fn : callable
+        ``impl_fn(*operands, **params) -> y``; linear in each trainable input
+        that is not listed in ``diagonal_names``. Every rule the learners need
+        is derived from it (its derivative is the gradient; give it a
+        ``jax.custom_jvp`` for another one).
     batched : bool, default False
         ``True`` if the data input carries leading batch axes already. For an
         unbatched primitive, a batched partner ``name + '_batched'`` is
@@ -247,15 +392,18 @@ def register_primitive(
         :class:`FullJacobianRule`, is exact for any primitive but stores the
         full per-position Jacobian; give a compact rule for large weights.
     x_linear : bool, default True
-        Whether ``impl`` is linear in the data input. Learners that keep a
+        Whether ``impl_fn`` is linear in the data input. Learners that keep a
         trace of past inputs (ES_D_RTRL, OTTT, OTPE) substitute it for ``x``
         only when this holds; give ``False`` for a primitive whose data input
         is an index or enters non-linearly.
 
     Returns
     -------
-    jax.extend.core.Primitive
-        Bind it with ``prim.bind(x, w, ..., **params)``.
+    RegisteredPrimitive
+        A ``jax.extend.core.Primitive``: bind it with
+        ``prim.bind(x, w, ..., **params)``. Its ``register_*`` methods
+        (braintrace 0.2.0's way of giving the rules) are accepted and not
+        needed: see :class:`RegisteredPrimitive`.
 
     Examples
     --------
@@ -269,12 +417,12 @@ def register_primitive(
     >>> braintrace.primitives.is_etp_primitive(scale_p)
     True
     """
-    if not callable(impl):
-        raise TypeError(f"register_primitive({name!r}): impl must be callable, got {type(impl).__name__}")
+    if not callable(impl_fn):
+        raise TypeError(f"register_primitive({name!r}): impl_fn must be callable, got {type(impl_fn).__name__}")
     if x_invar_index is not None and not batched:
         partner = define_primitive(
             name + "_batched",
-            _leading_vmap(impl, x_invar_index),
+            _leading_vmap(impl_fn, x_invar_index),
             batched=True,
             gradient_enabled=gradient_enabled,
             trainable_invars_fn=trainable_invars_fn,
@@ -288,7 +436,7 @@ def register_primitive(
         partner = None
     entry = define_primitive(
         name,
-        impl,
+        impl_fn,
         batched=batched,
         gradient_enabled=gradient_enabled,
         trainable_invars_fn=trainable_invars_fn,
@@ -298,5 +446,6 @@ def register_primitive(
         trace_rule=trace_rule,
         batched_partner=partner,
         x_linear=x_linear,
+        primitive_type=RegisteredPrimitive,
     )
-    return entry.primitive
+    return cast(RegisteredPrimitive, entry.primitive)

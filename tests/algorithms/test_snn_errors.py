@@ -170,10 +170,12 @@ def test_presynaptic_trace_and_kappa_filter():
     tr.reset_state()
     assert float(jnp.abs(tr.trace.value).max()) == 0.0
     f = braintrace.KappaFilter({"a": jnp.ones(2)}, kappa=0.9)
-    np.testing.assert_allclose(np.asarray(f.update({"a": jnp.ones(2)})["a"]), [1.9, 1.9], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(f.update({"a": 3 * jnp.ones(2)})["a"]), [1.2, 1.2], rtol=1e-6)
     assert f.kappa == 0.9
-    assert isinstance(tr.trace, brainstate.ShortTermState)
-    with pytest.raises(ValueError, match=r"`leak` must be a real number in \[0, 1\]"):
+    assert isinstance(tr, brainstate.ShortTermState) and tr.trace is tr
+    f.reset_state(5)
+    assert f.value["a"].shape == (5,) and float(jnp.abs(f.value["a"]).max()) == 0.0
+    with pytest.raises(ValueError, match=r"`leak` must be a real number in \(0, 1\)"):
         braintrace.PresynapticTrace(jnp.zeros(2), leak=2.0)
     with pytest.raises(ValueError, match=r"`kappa`"):
         braintrace.KappaFilter(jnp.zeros(2), kappa=-1.0)

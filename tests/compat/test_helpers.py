@@ -1,11 +1,5 @@
-"""braintrace 0.2.0 drop-in: the helpers of compat-0.2.0.md §9.
-
-Facts that do not hold yet are marked ``xfail(strict=True)`` with the reason:
-they live in ``braintrace/algorithms``, ``braintrace/primitives`` and
-``braintrace/legacy.py`` (outside the ``nn``/``data`` compat work) and are left
-to the learner refactor. A strict xfail turns into a failure once the fact
-holds, so the marker is then removed.
-"""
+"""braintrace 0.2.0 drop-in: the helpers of compat-0.2.0.md §9 (the legacy classes' behaviour:
+``tests/test_legacy.py``)."""
 
 import inspect
 
@@ -19,9 +13,6 @@ import braintrace
 
 from .helpers import REQUIRED, assert_signature
 
-LEARNER_REFACTOR = "0.2.0 helper API not yet matched (braintrace/algorithms, learner refactor)"
-PRIMITIVES = "0.2.0 register_primitive API not yet matched (braintrace/primitives)"
-LEGACY = "0.2.0 legacy signature not yet matched (braintrace/legacy.py)"
 
 
 def test_eligibility_trace_is_a_short_term_state():
@@ -39,7 +30,6 @@ def test_presynaptic_trace_update_and_leak_range():
         braintrace.PresynapticTrace(jnp.zeros(()), 1.5)
 
 
-@pytest.mark.xfail(strict=True, reason=LEARNER_REFACTOR)
 def test_presynaptic_trace_is_a_short_term_state_with_open_leak_range():
     assert issubclass(braintrace.PresynapticTrace, brainstate.ShortTermState)
     for leak in (0.0, 1.0):
@@ -47,7 +37,6 @@ def test_presynaptic_trace_is_a_short_term_state_with_open_leak_range():
             braintrace.PresynapticTrace(jnp.zeros(()), leak)
 
 
-@pytest.mark.xfail(strict=True, reason=LEARNER_REFACTOR)
 def test_presynaptic_trace_reset_takes_a_batch_size():
     tr = braintrace.PresynapticTrace(jnp.zeros((6, 3)), 0.5)
     tr.update(jnp.ones((6, 3)))
@@ -67,7 +56,6 @@ def test_kappa_filter_attribute_and_range():
         braintrace.KappaFilter(jnp.zeros(()), -0.1)
 
 
-@pytest.mark.xfail(strict=True, reason=LEARNER_REFACTOR)
 def test_kappa_filter_is_a_convex_low_pass_with_kappa_below_one():
     f = braintrace.KappaFilter(jnp.zeros(()), 0.5)
     assert float(f.update(2.0)) == 1.0  # (1 - kappa) x + kappa v
@@ -86,7 +74,6 @@ def test_fixed_random_feedback_sizes_and_projection():
     assert fb.project(jnp.ones((2, 3))).shape == (2, 4)
 
 
-@pytest.mark.xfail(strict=True, reason=LEARNER_REFACTOR)
 def test_fixed_random_feedback_matrix_is_called_B():
     fb = braintrace.FixedRandomFeedback(3, 4, jax.random.PRNGKey(0))
     assert fb.B.shape == (3, 4)
@@ -94,7 +81,6 @@ def test_fixed_random_feedback_matrix_is_called_B():
 
 # ----------------------------------------------------------------- GradExpon
 
-@pytest.mark.xfail(strict=True, reason=LEARNER_REFACTOR)
 def test_grad_expon_020_signature_and_state():
     assert_signature(braintrace.GradExpon, [("grad_shape", REQUIRED), ("tau_or_decay", REQUIRED)])
     acc = braintrace.GradExpon({"w": jnp.zeros(2)}, 0.5)
@@ -127,13 +113,47 @@ def test_etp_operator_signatures():
     assert float(braintrace.lora_matmul(x, B, A, alpha=0.5)[0, 0]) == 0.5 * 6.0  # alpha * x @ B @ A
 
 
-@pytest.mark.xfail(strict=True, reason=PRIMITIVES)
 def test_register_primitive_020_signature():
     assert_signature(braintrace.register_primitive, [("name", REQUIRED), ("impl_fn", REQUIRED)])
     prim = braintrace.register_primitive("compat_020_probe", lambda x, w: x @ w)
     for method in ("register_yw_to_w", "register_xy_to_dw", "register_init_drtrl", "register_init_pp",
                    "register_etp_rules"):
         assert callable(getattr(prim, method))
+
+
+def test_register_primitive_020_rules_are_derived_and_the_gradient_is_exact():
+    """The 0.2.0 form learns like braintrace.matmul; registered rules warn that they are not called."""
+    prim = braintrace.register_primitive("compat_020_mv", lambda x, w: x @ w)
+    with pytest.warns(UserWarning, match="derives the yw_to_w, xy_to_dw rule"):
+        prim.register_etp_rules(yw_to_w=lambda *a: None, xy_to_dw=lambda *a: None)
+    with pytest.warns(UserWarning, match="init_pp"):
+        assert prim.register_init_pp(jnp.zeros_like) is jnp.zeros_like
+    with pytest.raises(TypeError, match="must be callable"):
+        prim.register_yw_to_w(3)
+    assert set(prim.rules) == {"yw_to_w", "xy_to_dw", "init_pp"}
+
+    class RNN(brainstate.nn.Module):
+        def __init__(self, op):
+            super().__init__()
+            self.op = op
+            self.w = brainstate.ParamState(0.3 * jax.random.normal(jax.random.PRNGKey(0), (4, 4)))
+            self.h = brainstate.HiddenState(jnp.zeros(4))
+
+        def update(self, x):
+            self.h.value = jnp.tanh(x + self.op(self.h.value, self.w.value))
+            return self.h.value
+
+    grads = []
+    for op in (prim.bind, braintrace.matmul):
+        model = RNN(op)
+        brainstate.nn.init_all_states(model)
+        learner = braintrace.D_RTRL(model)
+        learner.compile_graph(jnp.ones(4))
+        params = model.states(brainstate.ParamState)
+        step = brainstate.transform.grad(lambda x, lr=learner: jnp.sum(lr(x) ** 2), params)
+        grads.append([step(x) for x in jnp.linspace(-1.0, 1.0, 12).reshape(3, 4)][-1])
+    assert float(jnp.abs(grads[1][("w",)]).sum()) > 0
+    assert jnp.allclose(grads[0][("w",)], grads[1][("w",)], atol=1e-6)
 
 
 # ----------------------------------------------------------------- legacy classes (deprecated)
@@ -148,7 +168,6 @@ def test_register_primitive_020_signature():
     ("FakeETraceParam", [("value", REQUIRED), ("op", REQUIRED)]),
     ("FakeElemWiseParam", [("weight", REQUIRED), ("op", "any"), ("name", None)]),
 ])
-@pytest.mark.xfail(strict=True, reason=LEGACY)
 def test_legacy_020_signatures(name, expected):
     cls = getattr(braintrace, name)
     params = [p for p in inspect.signature(cls.__init__).parameters.values() if p.name != "self"]

@@ -176,7 +176,7 @@ def test_non_etp_lookups():
 
 
 def test_registration_errors():
-    with pytest.raises(TypeError, match="impl must be callable"):
+    with pytest.raises(TypeError, match="impl_fn must be callable"):
         register_primitive("test_registry_bad", 3)
     with pytest.raises(ValueError, match="y_outvar_index=1"):
         register_primitive("test_registry_bad_out", _scaled_impl, y_outvar_index=1)
