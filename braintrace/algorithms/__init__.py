@@ -23,7 +23,8 @@ VanillaRNNCell(...)
 (3,)
 """
 
-from .base import ETraceAlgorithm as ETraceAlgorithm, ETraceVjpAlgorithm as ETraceVjpAlgorithm
+from .base import ETraceAlgorithm as ETraceAlgorithm
+from .rule import ETraceVjpAlgorithm as ETraceVjpAlgorithm
 from .keys import TraceKey as TraceKey
 from .d_rtrl import D_RTRL as D_RTRL, ParamDimVjpAlgorithm as ParamDimVjpAlgorithm
 from .es_d_rtrl import ES_D_RTRL as ES_D_RTRL, IODimVjpAlgorithm as IODimVjpAlgorithm, pp_prop as pp_prop

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from ..executor import StepTraceData, WindowTraceData
-from .base import ETraceVjpAlgorithm
+from .rule import ETraceVjpAlgorithm
 from .exact_traces import ExactTraces, full_rule, split_names, window_adjoints, window_propagators
 from .keys import TraceKey
 

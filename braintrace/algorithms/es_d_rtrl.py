@@ -32,7 +32,7 @@ import jax
 
 from ..errors import InvalidArgumentError
 from ..executor import StepTraceData, WindowTraceData, add_contributions
-from .base import ETraceVjpAlgorithm
+from .rule import ETraceVjpAlgorithm
 from .exact_traces import ExactTraces, full_rule, split_names
 from .factored_traces import FactoredTraces, bias_correction
 from .keys import INPUT, OUTPUT, TraceKey

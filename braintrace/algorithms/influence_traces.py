@@ -38,7 +38,7 @@ from ..compiler import DiagnosticKind
 from ..compiler.module_info import path_str
 from ..errors import CompilationError, NotSupportedError
 from ..executor import InfluenceLayout, StepTraceData, WindowTraceData
-from .base import ETraceVjpAlgorithm
+from .rule import ETraceVjpAlgorithm
 from .keys import TraceKey
 
 __all__ = ["InfluenceVjpAlgorithm", "INFLUENCE", "DEFAULT_MAX_TRACE_SIZE", "RELATION_LEARNER_KINDS"]

@@ -19,7 +19,7 @@ from typing import Any
 import jax
 
 from ..executor import StepTraceData, WindowTraceData, add_contributions
-from .base import ETraceVjpAlgorithm
+from .rule import ETraceVjpAlgorithm
 from .exact_traces import ExactTraces, full_rule, split_names
 from .factored_traces import FactoredTraces, leaky_count
 from .feedback import check_decay

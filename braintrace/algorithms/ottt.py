@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from ..executor import StepTraceData
 from ..primitives.trace_rules import sum_to_shape
-from .base import ETraceVjpAlgorithm
+from .rule import ETraceVjpAlgorithm
 from .exact_traces import split_names
 from .factored_traces import _with_x
 from .feedback import PresynapticTrace, check_decay
