@@ -209,3 +209,11 @@ def __getattr__(name: str) -> object:
 
     legacy = importlib.import_module(f"{__name__}.legacy")
     return legacy if name == "legacy" else legacy.resolve(name, __name__)
+
+
+def __dir__() -> list[str]:
+    """The module's names plus the deprecated v0.1 names it serves lazily (as 0.2.0 listed them)."""
+    import importlib
+
+    legacy = importlib.import_module(f"{__name__}.legacy")
+    return sorted(set(globals()) | set(legacy.DEPRECATIONS))

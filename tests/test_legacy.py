@@ -313,3 +313,13 @@ def test_a_fake_param_in_a_learned_model_is_a_silent_constant():
         learner.compile_graph(jnp.ones(2))
     assert [r.weight_path for r in learner.graph.hidden_param_op_relations] == [("w",)]
     assert set(net.states(brainstate.ParamState)) == {("w",)}
+
+
+def test_dir_lists_the_legacy_names_without_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        names = dir(braintrace)
+    assert set(braintrace.legacy.DEPRECATIONS) <= set(names)
+    assert "matmul" in names and not set(braintrace.legacy.DEPRECATIONS) & set(braintrace.__all__)
