@@ -148,5 +148,6 @@ def test_ci_runs_mypy_codespell_and_the_readme_test_command():
     assert test in ci, f"{test!r} (README) is not a line of .ci/run"
     assert any('-e ".[dev]"' in line for line in ci[: ci.index(test)]), "CI must install the dev extra first"
     assert ci.index("python -m mypy braintrace") < ci.index(test)
+    assert "python -m pytest -n 2 -q -m slow" in ci[ci.index(test):], "CI must also run the tests marked slow"
     assert any(line.startswith("python -m codespell_lib braintrace docs README.md") for line in ci)
     assert (ROOT / "tests" / "test_doctests.py").exists() and (ROOT / "tests" / "test_packaging.py").exists()
