@@ -31,6 +31,7 @@ def result(tmp_path_factory):
         return returned, json.load(f)
 
 
+@pytest.mark.slow
 def test_json_structure(result):
     returned, saved = result
     assert set(saved) == {"meta", "results", "targets"}
@@ -58,6 +59,7 @@ def test_json_structure(result):
     assert returned["results"] == saved["results"]
 
 
+@pytest.mark.slow
 def test_table_rows_and_targets(result):
     _, saved = result
     table = run.format_table(saved["results"])
@@ -95,6 +97,7 @@ def test_method_names():
         parse_method("rtrl")
 
 
+@pytest.mark.slow
 def test_plot(result, tmp_path):
     pytest.importorskip("matplotlib")
     from benchmarks.plot import plot_results
@@ -104,6 +107,7 @@ def test_plot(result, tmp_path):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_merge_splits_and_rejects_overlaps(result, tmp_path):
     from benchmarks.merge import main as merge_main, merge_results
 

@@ -170,6 +170,7 @@ def test_readme_number_is_what_the_default_command_prints(tmp_path):
         assert abs(got - quoted) <= 0.03, message
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers(tmp_path):
     runs = []
     for name in ("a", "b"):
@@ -240,6 +241,7 @@ def test_a_non_finite_loss_stops_training_at_its_step(tmp_path, capsys):
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "task, model, algorithm",
     [("copying", "gru", "d_rtrl"), ("evidence", "alif", "es_d_rtrl"), ("dms", "lif", "bptt"),

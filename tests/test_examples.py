@@ -11,6 +11,8 @@ import pytest
 
 import braintrace
 
+pytestmark = pytest.mark.slow  # end-to-end runs of the example scripts
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 

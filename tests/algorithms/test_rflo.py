@@ -190,6 +190,7 @@ def test_training_lowers_the_loss():
     assert float(jnp.abs(grads[("w_rec",)]).max()) > 0  # the recurrent weights learn too
 
 
+@pytest.mark.slow
 def test_the_command_line_trains_with_rflo(tmp_path):
     """`braintrace train --algorithm rflo` on the LIF network (a hidden LIF layer, a leaky read-out)."""
     import json

@@ -134,6 +134,7 @@ def test_field_packages_bring_no_other_braintrace():
         assert not [r for r in requires if "braintrace" in r.lower() or "brainscale" in r.lower()]
 
 
+@pytest.mark.slow
 def test_benchmark_script_prints_its_table(capsys):
     rows = benchmark_main(["--models", "lif", "--methods", "forward", "--size", "4", "--batch", "2", "--T", "3", "--rounds", "1"])
     out = capsys.readouterr().out
