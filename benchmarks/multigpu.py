@@ -123,8 +123,9 @@ def _relative_difference(a, b) -> float:
 
 def scaling_table(rows: list[dict]) -> str:
     """The rows as a markdown table, with weak-scaling efficiency or strong-scaling speed-up against one device."""
-    lines = ["| model | learner | mode | devices | global batch | per call (s) | sequences/s | vs 1 device | "
-             "compile (s) | temp/device (MiB) | grad diff vs 1 device |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    header = ("| model | learner | mode | devices | global batch | per call (s) | sequences/s | vs 1 device | "
+              "compile (s) | temp/device (MiB) | grad diff vs 1 device |")
+    lines = [header, "|---|---|---|---|---|---|---|---|---|---|---|"]
     ones = {(r["model"], r["learner"], r["mode"]): r for r in rows if r["devices"] == 1}
     for r in rows:
         one = ones.get((r["model"], r["learner"], r["mode"]))

@@ -23,7 +23,7 @@ def test_two_simulated_devices(tmp_path):
     argv = ["--models", "gru-8", "--learners", "es_d_rtrl", "--devices", "1,2,4", "--T", "4", "--per-device", "2",
             "--global-batch", "4", "--repeats", "1", "--out", str(out), "--md", str(md)]
     proc = subprocess.run([sys.executable, "-m", "benchmarks.multigpu", *argv], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
     saved = json.loads(out.read_text())
     assert saved["meta"]["devices_available"] == 2 and saved["meta"]["devices_skipped"] == [4]
