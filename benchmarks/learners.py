@@ -384,12 +384,15 @@ def plot(result: dict, path: str) -> bool:
         return False
     sweep = result.get("sweep", {})
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    styles, markers = ["-", "--", ":", "-."], "os^vDx+*<>"
+    styles, markers = ["-", "--", ":", "-."], "os^vDx+*<>phd"
+    colors = [f"C{i}" for i in range(10)] + ["#556b2f", "#d6278f", "#6b4c9a", "#b8860b"]
     for i, (name, by_T) in enumerate(sweep.items()):
         pts = sorted((int(T), v["hidden"]) for T, v in by_T.items() if isinstance(v, dict))
-        if pts:  # learners with equal gradients overlap: markers and dashes tell them apart
+        if pts and name == BPTT:  # the reference, a thin line under the learners that reach it (RTRL)
+            ax.plot(*zip(*pts), color="k", lw=0.8, zorder=1, label=name)
+        elif pts:  # learners with equal gradients overlap: markers and dashes tell them apart
             ax.plot(*zip(*pts), marker=markers[i % len(markers)], ms=5, mfc="none", ls=styles[i % len(styles)],
-                    label=name)
+                    color=colors[i % len(colors)], label=name)
     ax.set_xscale("log")
     ax.set(xlabel="sequence length T (copying task)", ylabel="cosine with BPTT (recurrent layer)",
            title=f"gradient cosine with BPTT, {result['meta']['sweep_model']}, mean of {result['meta']['seeds']} batches")
