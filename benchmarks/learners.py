@@ -28,7 +28,16 @@ Measurements:
   sweep over ``--sweep-T`` on the GRU for the figure.
 
 Nothing here asserts on the numbers. A learner that refuses a model (or fails)
-gets its message in the JSON instead of a number.
+gets its message in the JSON instead of a number (in the table: ``refused``, or
+``— (influence 1.3e8 entries)`` / ``— (traces 2.5 GiB)`` for a learner skipped by a limit).
+
+``--merge`` adds the learners measured now to the results already in ``--out``
+(the other learners' entries, ``forward`` among them, are kept; this run's settings,
+machine, commit and load average go to ``meta['runs']``) and writes ``--md`` and
+``--plot`` from the merged results::
+
+    python -m benchmarks.learners --learners uoro --out docs/data/learners_cpu.json --merge \
+        --md docs/data/learners_cpu.md --plot docs/img/learners_cosine.png
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ import argparse
 import json
 import math
 import os
+import re
 import resource
 import statistics
 import sys
@@ -62,13 +72,15 @@ from braintrace.cli.train import target_projections
 from benchmarks.measure import machine_info
 from benchmarks.models import GRUNet, ModelSpec, RecurrentLIFNet, build_model, make_data, mse_loss
 
-__all__ = ["learner_options", "build_learner", "time_per_step", "copying_cosine", "format_table", "plot", "main"]
+__all__ = ["learner_options", "build_learner", "time_per_step", "copying_cosine", "format_table", "plot",
+           "merge_results", "main"]
 
 #: reference rows besides the catalog's learners
 BPTT, FORWARD = "bptt", "forward"
-#: learners whose compilation builds a structure of the dense influence's size ``N·|θ|`` (``N`` hidden values,
-#: batch included): skipped above ``--max-influence`` entries (compiling SnAp took 22.8 GB at GRU-128, batch 16,
-#: and 2.5 GB at GRU-64, batch 4: about 700 bytes per entry)
+#: learners that keep (or, for SnAp, push forward) the dense influence ``N·|θ|`` (``N`` hidden values, batch
+#: included), at ``|θ|`` forward passes per step: skipped above ``--max-influence`` entries. On 2 CPU cores,
+#: batch 16: RTRL on GRU-128 (1.3e8 entries) took 2 GB and 7.5 s per step; GRU-64 (1.4e7) and LIF-128 (4.8e7)
+#: under 1 GB for RTRL and SnAp; LIF-1024 has 1.8e10 entries
 DENSE_INFLUENCE = frozenset({"rtrl", "snap"})
 #: the decays of the benchmark models (LIF tau = 20 steps, leaky read-out 0.9)
 LIF_LEAK, READOUT_DECAY = math.exp(-1.0 / 20.0), 0.9
@@ -312,14 +324,31 @@ def _memory(name: str) -> str:
     return next((s.memory for s in LEARNERS if s.name == name), "") or "?"
 
 
+def _why_not(entry: Any) -> str:
+    """The table cell of an entry that is not a number: ``n/a``, the limit that skipped it, or ``refused``.
+
+    Examples
+    --------
+    >>> from benchmarks.learners import _why_not
+    >>> _why_not("MemoryError: the dense influence has 18,119,393,280 entries, over --max-influence")
+    '— (influence 1.8e10 entries)'
+    """
+    if entry is None:
+        return "n/a"
+    m = re.search(r"dense influence has ([\d,]+) entries", entry)
+    if m:
+        mant, exp = f"{int(m.group(1).replace(',', '')):.1e}".split("e")
+        return f"— (influence {mant}e{int(exp)} entries)"
+    m = re.search(r"traces of ([\d.]+) GiB exceed", entry)
+    return f"— (traces {m.group(1)} GiB)" if m else "refused"
+
+
 def _fmt_time(entry: Any) -> str:
-    if not isinstance(entry, dict):
-        return "n/a" if entry is None else "refused"
-    return f"{entry['time_per_step_s'] * 1e3:.2f}"
+    return f"{entry['time_per_step_s'] * 1e3:.2f}" if isinstance(entry, dict) else _why_not(entry)
 
 
 def _fmt_cos(entry: Any) -> str:
-    return f"{entry['hidden']:.3f} ({entry['all']:.3f})" if isinstance(entry, dict) else ("n/a" if entry is None else "refused")
+    return f"{entry['hidden']:.3f} ({entry['all']:.3f})" if isinstance(entry, dict) else _why_not(entry)
 
 
 def format_table(result: dict) -> str:
@@ -340,7 +369,7 @@ def format_table(result: dict) -> str:
         for what in ("time", "cosine"):
             for m, entry in row[what].items():
                 if isinstance(entry, str):
-                    notes.append(f"- `{name}` on {m}: {entry}")
+                    notes.append(f"- `{name}`, {what} on {m}: {entry}")
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
@@ -355,12 +384,15 @@ def plot(result: dict, path: str) -> bool:
         return False
     sweep = result.get("sweep", {})
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    styles, markers = ["-", "--", ":", "-."], "os^vDx+*<>"
+    styles, markers = ["-", "--", ":", "-."], "os^vDx+*<>phd"
+    colors = [f"C{i}" for i in range(10)] + ["#556b2f", "#d6278f", "#6b4c9a", "#b8860b"]
     for i, (name, by_T) in enumerate(sweep.items()):
         pts = sorted((int(T), v["hidden"]) for T, v in by_T.items() if isinstance(v, dict))
-        if pts:  # learners with equal gradients overlap: markers and dashes tell them apart
+        if pts and name == BPTT:  # the reference, a thin line under the learners that reach it (RTRL)
+            ax.plot(*zip(*pts), color="k", lw=0.8, zorder=1, label=name)
+        elif pts:  # learners with equal gradients overlap: markers and dashes tell them apart
             ax.plot(*zip(*pts), marker=markers[i % len(markers)], ms=5, mfc="none", ls=styles[i % len(styles)],
-                    label=name)
+                    color=colors[i % len(colors)], label=name)
     ax.set_xscale("log")
     ax.set(xlabel="sequence length T (copying task)", ylabel="cosine with BPTT (recurrent layer)",
            title=f"gradient cosine with BPTT, {result['meta']['sweep_model']}, mean of {result['meta']['seeds']} batches")
@@ -377,10 +409,61 @@ def _spec(name: str, T: int) -> ModelSpec:
     return ModelSpec(kind, int(size), T)
 
 
-def _save(result: dict, path: str | None) -> None:
+def _save(result: dict, path: str | None, base: dict | None = None) -> None:
     if path:
         with open(path, "w") as f:
-            json.dump(result, f, indent=1)
+            json.dump(result if base is None else merge_results(base, result), f, indent=1)
+
+
+#: settings that must agree between merged runs (for the parts measured)
+_TIME_SETTINGS, _COPY_SETTINGS = ("T",), ("copy_T", "sweep_model", "sweep_T", "seeds", "copy_batch")
+
+
+def _row_order(name: str) -> tuple:
+    order = [s.name for s in LEARNERS] + [BPTT, FORWARD]
+    return (order.index(name), "") if name in order else (len(order), name)
+
+
+def merge_results(base: dict, new: dict) -> dict:
+    """``base`` with the learners measured in ``new`` added or replaced, entry by entry (model by model, T by T).
+
+    Only the learners ``new`` was asked for (``new['meta']['learners']``) are taken: ``forward``, timed in
+    every run as a reference, stays as it is in ``base`` (this run's is in its ``meta['runs']`` record).
+    ``new``'s settings, machine and load average are recorded in ``meta['runs']``; a setting that differs
+    from ``base``'s for a part that was measured raises ``ValueError``.
+    """
+    out = json.loads(json.dumps(base))
+    meta, nmeta = out["meta"], new["meta"]
+    parts = [p for p in ("time", "cosine") if nmeta["measured"][p]]
+    for key in (_TIME_SETTINGS if "time" in parts else ()) + (_COPY_SETTINGS if "cosine" in parts else ()):
+        if key in meta and key in nmeta and meta[key] != nmeta[key]:
+            raise ValueError(f"--merge: {key}={nmeta[key]!r} differs from {meta[key]!r} in the merged results")
+    names = nmeta["learners"]
+    run_key = f"{'+'.join(parts) or 'nothing'}: {','.join(names)}"
+    record = {k: nmeta[k] for k in ("argv", "started", "machine", "load_average", "complete") if k in nmeta}
+    record.update({k: nmeta[k] for k in ("load_average_end",) if k in nmeta})
+    settings = _TIME_SETTINGS + _COPY_SETTINGS + ("time_models", "copy_models", "max_influence", "repeats")
+    record.update({k: nmeta[k] for k in settings if k in nmeta})
+    if FORWARD not in names and new["rows"].get(FORWARD, {}).get("time"):
+        record["forward_time"] = new["rows"][FORWARD]["time"]
+    meta.setdefault("runs", {})[run_key] = record
+    for key, part in (("time_models", "time"), ("copy_models", "cosine")):
+        if part in parts:
+            meta[key] = list(dict.fromkeys(list(meta.get(key, [])) + list(nmeta[key])))
+    meta.setdefault("options", {}).update({n: nmeta["options"][n] for n in names if n in nmeta.get("options", {})})
+    rows = out.setdefault("rows", {})
+    for name in names:
+        row = rows.setdefault(name, {"memory": new["rows"][name]["memory"], "time": {}, "cosine": {}})
+        row["memory"] = new["rows"][name]["memory"]
+        for what in ("time", "cosine"):
+            row.setdefault(what, {}).update(new["rows"][name][what])
+            if new["rows"][name][what]:
+                row.setdefault("runs", {})[what] = run_key
+        if name in new.get("sweep", {}):
+            out.setdefault("sweep", {}).setdefault(name, {}).update(new["sweep"][name])
+    out["rows"] = dict(sorted(rows.items(), key=lambda kv: _row_order(kv[0])))
+    out["sweep"] = dict(sorted(out.get("sweep", {}).items(), key=lambda kv: _row_order(kv[0])))
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -395,8 +478,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seeds", type=int, default=3, help="copying batches averaged (default: %(default)s)")
     p.add_argument("--max-trace-gb", type=float, default=2.0,
                    help="skip a learner whose traces exceed this; a window keeps at most this many bytes of traces")
-    p.add_argument("--max-influence", type=float, default=2**22,
-                   help="skip RTRL/SnAp where the dense influence N·|θ| has more entries (default: %(default)s)")
+    p.add_argument("--max-influence", type=float, default=2**26,
+                   help="skip RTRL/SnAp where the dense influence N·|θ| has more entries (default: %(default)s; "
+                        "GRU-128 at batch 16 has 1.3e8, at 7.5 s per step for RTRL on 2 CPU cores)")
     p.add_argument("--copy-batch", type=int, default=4, help="sequences per copying batch (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="small sizes: GRU-32, LIF-128, T=20, one seed")
     p.add_argument("--skip-time", action="store_true", help="measure the cosines only")
@@ -404,7 +488,16 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", help="JSON file (rewritten after each measurement)")
     p.add_argument("--md", help="markdown table file")
     p.add_argument("--plot", help="PNG of the cosine sweep")
+    p.add_argument("--merge", action="store_true",
+                   help="add the learners measured now to the results in --out (the others kept); --md and --plot "
+                        "are written from the merged results")
     args = p.parse_args(argv)
+    if args.merge and not args.out:
+        p.error("--merge needs --out (the results to merge into)")
+    base = None
+    if args.merge and os.path.exists(args.out):
+        with open(args.out) as f:
+            base = json.load(f)
     if args.quick:
         args.time_models, args.T, args.copy_models = "gru-32,lif-128", 20, "gru-16,lif-32"
         args.copy_T, args.sweep_T, args.seeds, args.repeats = 24, "12,24", 1, 1
@@ -417,37 +510,45 @@ def main(argv: list[str] | None = None) -> dict:
             "machine": machine_info(), "load_average": os.getloadavg(), "argv": sys.argv[1:] if argv is None else argv,
             "time_models": [m.upper() for m in time_models], "T": args.T, "copy_models": copy_models,
             "copy_T": args.copy_T, "sweep_model": copy_models[0], "sweep_T": sweep_T, "seeds": args.seeds,
-            "copy_batch": args.copy_batch, "max_influence": args.max_influence,
+            "copy_batch": args.copy_batch, "max_influence": args.max_influence, "repeats": args.repeats,
+            "learners": names, "measured": {"time": not args.skip_time, "cosine": not args.skip_cosine},
             "started": time.strftime("%Y-%m-%d %H:%M:%S"), "complete": False,
             "options": {n: {k: learner_options(n, k) for k in ("gru", "lif")} for n in names},
         },
         "rows": {n: {"memory": _memory(n), "time": {}, "cosine": {}} for n in names + [FORWARD]},
         "sweep": {},
     }
+    if base is not None:
+        try:  # a setting that differs from the merged results': refused before measuring anything
+            merge_results(base, result)
+        except ValueError as err:
+            p.error(str(err))
     limit = args.max_trace_gb * 2**30
     for model in [] if args.skip_time else time_models:
         spec = _spec(model, args.T)
         for name, entry in time_per_step(names + [FORWARD], spec, args.repeats, limit, args.max_influence).items():
             result["rows"][name]["time"][spec.model_name] = entry
             print(f"{spec.model_name} {name}: {_fmt_time(entry)} ms/step", flush=True)
-        _save(result, args.out)
+        _save(result, args.out, base)
     for model in [] if args.skip_cosine else copy_models:
         kind, size = model.lower().split("-")
         cos = copying_cosine(names, kind, int(size), args.copy_T, args.seeds, args.copy_batch, args.max_influence)
         for name in names:
             result["rows"][name]["cosine"][model] = cos.get(name)
         print(f"copying {model}: " + ", ".join(f"{n} {_fmt_cos(cos.get(n))}" for n in names), flush=True)
-        _save(result, args.out)
+        _save(result, args.out, base)
     kind, size = copy_models[0].lower().split("-")
     for T in [] if args.skip_cosine else sweep_T:
         cos = copying_cosine(names, kind, int(size), T, args.seeds, args.copy_batch, args.max_influence)
         for name in names:
             result["sweep"].setdefault(name, {})[str(T)] = cos.get(name)
         print(f"sweep T={T} done", flush=True)
-        _save(result, args.out)
+        _save(result, args.out, base)
     result["meta"]["complete"] = True
     result["meta"]["load_average_end"] = os.getloadavg()
-    _save(result, args.out)
+    _save(result, args.out, base)
+    if base is not None:
+        result = merge_results(base, result)
     table = format_table(result)
     print(table)
     if args.md:

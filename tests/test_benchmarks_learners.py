@@ -44,3 +44,31 @@ def test_options_and_copying_data():
     assert x.shape == (14, 3, 5) and float(mask[:9].sum()) == 0.0 and float(mask[9:].sum()) == 15.0
     with pytest.raises(ValueError, match="shorter than twice"):
         learners.copying_batch(8, 3, seed=0)
+
+
+def _run(names, time=None, cosine=None, sweep=None, **settings):
+    meta = {"T": 100, "copy_T": 100, "sweep_model": "GRU-4", "sweep_T": [2, 4], "seeds": 3, "copy_batch": 16,
+            "time_models": ["GRU-8"], "copy_models": ["GRU-4"], "learners": names, "argv": [], "started": "now",
+            "measured": {"time": time is not None, "cosine": cosine is not None}, "options": {}, **settings}
+    rows = {n: {"memory": "O(1)", "time": dict(time or {}), "cosine": dict(cosine or {})} for n in names}
+    rows["forward"] = {"memory": "-", "time": {"GRU-8": {"time_per_step_s": 9.0}} if time else {}, "cosine": {}}
+    return {"meta": meta, "rows": rows, "sweep": {n: dict(sweep) for n in names} if sweep else {}}
+
+
+def test_merge_keeps_other_learners_and_forward():
+    base = _run(["bptt"], time={"GRU-8": {"time_per_step_s": 1.0}}, cosine={"GRU-4": {"hidden": 1.0, "all": 1.0}},
+                sweep={"2": {"hidden": 1.0, "all": 1.0}})
+    new = _run(["uoro", "rtrl"], time={"GRU-8": "MemoryError: the dense influence has 2,100,000,000 entries, over"})
+    merged = learners.merge_results(base, new)
+    assert list(merged["rows"]) == ["rtrl", "uoro", "bptt", "forward"]  # catalog order
+    assert merged["rows"]["forward"] == base["rows"]["forward"] and merged["rows"]["bptt"] == base["rows"]["bptt"]
+    assert merged["rows"]["rtrl"]["cosine"] == {} and merged["rows"]["rtrl"]["runs"] == {"time": "time: uoro,rtrl"}
+    assert merged["meta"]["runs"]["time: uoro,rtrl"]["forward_time"] == {"GRU-8": {"time_per_step_s": 9.0}}
+    later = learners.merge_results(merged, _run(["rtrl"], cosine={"GRU-4": {"hidden": 0.5, "all": 0.6}},
+                                                sweep={"4": {"hidden": 0.5, "all": 0.6}}))
+    assert later["rows"]["rtrl"]["time"] == merged["rows"]["rtrl"]["time"]
+    assert later["rows"]["rtrl"]["cosine"]["GRU-4"]["hidden"] == 0.5 and later["sweep"]["rtrl"] == {"4": {"hidden": 0.5, "all": 0.6}}
+    assert "| `rtrl` | O(1) | — (influence 2.1e9 entries) | 0.500 (0.600) |" in learners.format_table(later)
+    with pytest.raises(ValueError, match="copy_batch"):
+        learners.merge_results(base, _run(["rtrl"], cosine={}, copy_batch=4))
+    learners.merge_results(base, _run(["rtrl"], time={}, copy_batch=4))  # the copying settings only matter for cosines

@@ -50,7 +50,8 @@ class LearnerSpec:
     memory : str
         The order of its trace memory (``B`` batch, ``|θ|`` weights learned
         online, ``S`` states per neuron, ``I``/``O`` a layer's input and output
-        sizes, ``N`` hidden units), for tables such as ``docs/learners.md``.
+        sizes, ``N`` hidden units, ``k_w`` the units one entry of weight ``w``
+        reaches within SnAp's ``n`` steps), for tables such as ``docs/learners.md``.
     """
 
     name: str
@@ -76,11 +77,11 @@ LEARNERS: tuple[LearnerSpec, ...] = (
     LearnerSpec("rflo", RFLO, (), "RFLO (Murray, 2019): D_RTRL traces, random feedback of the output error",
                 "O(B|θ|S)"),
     LearnerSpec("rtrl", RTRL, (), "exact RTRL: full influence matrix, O(B n |theta|) memory (small networks)",
-                "O(B·N·|θ|)"),
+                "O(B|θ|N)"),
     LearnerSpec("snap", SnAp, ("snap_n",), "SnAp-n (Menick et al., 2021): influence kept on an n-step sparsity pattern",
-                "Σ_w |w|·k_w, k_w ≤ N (n-step pattern)"),
+                "O(B·Σ_w |w|·k_w), k_w ≤ N"),
     LearnerSpec("uoro", UORO, (), "UORO (Tallec & Ollivier, 2018): unbiased rank-one influence, O(B n + |theta|)",
-                "O(B·N + |θ|)"),
+                "O(BN + |θ|)"),
 )
 
 
