@@ -146,7 +146,9 @@ def test_gru_relations_and_excluded_weight_gets_instantaneous_gradient(x64, gru_
 
 # K = 1 (windows of one step) on the GRU only: the window length changes nothing model-specific
 # (rnn and adaptive run K = 2, uneven windows 2+2+1, and K = T).
-@pytest.mark.parametrize("name,K", [("gru", 1), ("gru", 2), ("gru", 5), ("rnn", 2), ("rnn", 5), ("adaptive", 2), ("adaptive", 5)])
+@pytest.mark.parametrize(
+    "name,K", [("gru", 1), ("gru", 2), ("gru", 5), ("rnn", 2), ("rnn", 5), ("adaptive", 2), ("adaptive", 5)]
+)
 def test_multi_step_equals_hybrid_reference(x64, name, K):
     model = MAKERS[name]()
     xs, loss = make_data()
