@@ -189,7 +189,10 @@ def _without_sharing(monkeypatch):
     monkeypatch.setattr(graph_module, "summed_output_classes", lambda jaxpr, rels: tuple(r.index for r in rels))
 
 
-SHARING_MODELS = {"summed": lambda b: SummedLeaky(batch=b), "three_currents": lambda b: ThreeCurrents(batch=b)}
+SHARING_MODELS = {
+    "summed": lambda b: SummedLeaky(batch=b),
+    "three_currents": lambda b: ThreeCurrents(batch=b),
+}
 
 
 # ES_D_RTRL on SummedLeaky is left out: its shared trace is compared with the rule written out

@@ -294,7 +294,8 @@ def test_osttp_per_step_window_takes_a_target_per_step(f64):
         outs = learner(braintrace.MultiStepData(xs), targets)
         return sum(loss(outs[k], k) for k in range(T))
 
-    got = brainstate.transform.jit(brainstate.transform.grad(window_loss, model.states(brainstate.ParamState)))(xs)
+    params = model.states(brainstate.ParamState)
+    got = brainstate.transform.jit(brainstate.transform.grad(window_loss, params))(xs)
     assert O.tree_max_rel_err(dict(got), want) < 1e-10
 
 
