@@ -129,8 +129,16 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("batch", [None, 2])
-@pytest.mark.parametrize("case", list(CASES))
+# The base primitives run unbatched and batched; the variants (NCHW layout, feature groups, COO
+# format) batched only: they differ from their base in how the trace rule reads its operands, and
+# their rules are checked against the full Jacobian, batched and not, in tests/primitives/
+# (test_conv.py, test_sparse.py: test_trace_rule_equals_full_jacobian).
+CASE_BATCHES = [(c, b) for c in ("conv_nhwc", "sparse_csr", "lora") for b in (None, 2)] + [
+    (c, 2) for c in ("conv_nchw", "conv_groups", "sparse_coo")
+]
+
+
+@pytest.mark.parametrize("case,batch", CASE_BATCHES)
 def test_leaky_models_equal_bptt(x64, case, batch):
     make, xshape = CASES[case]
     model = make(False, batch)
@@ -142,8 +150,7 @@ def test_leaky_models_equal_bptt(x64, case, batch):
     assert O.tree_max_rel_err(got, bptt) < 1e-9
 
 
-@pytest.mark.parametrize("batch", [None, 2])
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case,batch", CASE_BATCHES)
 def test_recurrent_models_equal_diagonal_reference(x64, case, batch):
     make, xshape = CASES[case]
     model = make(True, batch)
@@ -167,7 +174,11 @@ def test_multi_step_windows_equal_hybrid_reference(x64, case):
     assert O.tree_max_rel_err(got, ref) < 1e-9
 
 
-@pytest.mark.parametrize("case", list(CASES))
+# conv_nchw and sparse_coo: the factored rule reaches the primitive through the same
+# xy_to_dw as NHWC / CSR (checked for every layout and format in tests/primitives/test_conv.py
+# and test_sparse.py::test_forward_grad_jvp_vjp_xy_to_dw); ES_D_RTRL's exact windows through
+# conv_groups and conv_nhwc are test_windows::test_window_equals_step_by_step_for_every_primitive.
+@pytest.mark.parametrize("case", [c for c in CASES if c not in ("conv_nchw", "sparse_coo")])
 def test_es_d_rtrl_runs_and_points_the_right_way(x64, case):
     make, xshape = CASES[case]
     model = make(False, None)

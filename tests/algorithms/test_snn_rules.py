@@ -261,12 +261,12 @@ def test_osttp_target_at_the_end_only(f64):
     on[-1] = 1.0
     learner, B = osttp(model, 2, timing="end")
     want = by_hand("osttp", model, xs, targets, B=B, ystar=ystar, on=on)
+    params = model.states(brainstate.ParamState)
+    gfn = brainstate.transform.jit(brainstate.transform.grad(lambda x, t, y: loss(learner(x, y), t), params))
     got = []
-    for t in range(T):  # eager: a step without a target, and one with
+    for t in range(T):  # a step without a target (one program), and one with (another)
         y = jnp.asarray(ystar[t]) if t == T - 1 else None
-        g = brainstate.transform.grad(lambda x, t=t, y=y: loss(learner(x, y), t),
-                                      model.states(brainstate.ParamState))(xs[t])
-        got.append(dict(g))
+        got.append(dict(gfn(xs[t], jnp.asarray(t), y)))
     assert per_step_err(got, want) < 1e-10
     scale = float(np.abs(np.asarray(got[-1][("W",)]["weight"])).max())
     assert scale > 0
@@ -275,13 +275,12 @@ def test_osttp_target_at_the_end_only(f64):
 
     restore(model, h0)
     learner.reset_state()
-    params = model.states(brainstate.ParamState)
 
     def window_loss(xs):
         outs = learner(braintrace.MultiStepData(xs), jnp.asarray(ystar[-1]))
         return sum(loss(outs[k], k) for k in range(T))
 
-    win = brainstate.transform.grad(window_loss, params)(xs)
+    win = brainstate.transform.jit(brainstate.transform.grad(window_loss, params))(xs)
     assert O.tree_max_rel_err(dict(win), total(want)) < 1e-10
 
 
@@ -295,7 +294,8 @@ def test_osttp_per_step_window_takes_a_target_per_step(f64):
         outs = learner(braintrace.MultiStepData(xs), targets)
         return sum(loss(outs[k], k) for k in range(T))
 
-    got = brainstate.transform.grad(window_loss, model.states(brainstate.ParamState))(xs)
+    params = model.states(brainstate.ParamState)
+    got = brainstate.transform.jit(brainstate.transform.grad(window_loss, params))(xs)
     assert O.tree_max_rel_err(dict(got), want) < 1e-10
 
 

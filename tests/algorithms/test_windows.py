@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import oracle as O
 from algorithms.snn_models import LIFNet, f64, hidden, online_sum, restore, window_sum  # noqa: F401
 from algorithms.test_primitive_learning import CASES, data as prim_data
-from learning import online_grads, window_grads, x64  # noqa: F401
+from learning import online_grads, window_grads, x64, x64_mode  # noqa: F401
 
 T = 6
 
@@ -44,29 +44,50 @@ def reset(model, h0):
         st.value = h0[k]
 
 
+_STEPWISE = {}
+
+
+def stepwise_reference(name, learner):
+    """``(gradient, traces after the sequence)`` of the step-by-step ``learner`` on ``ZOO[name](2)``
+    over ``make_data(batch=2)``; computed once per module (several tests compare windows with it)."""
+    if (name, learner) not in _STEPWISE:
+        with x64_mode():
+            model = ZOO[name](2)
+            xs, loss = make_data(batch=2)
+            stepwise_learner = LEARNERS[learner](model).compile_graph(xs[0])
+            grads, _ = online_grads(stepwise_learner, xs, loss)
+            traces = {k: v.value for k, v in stepwise_learner.etraces.items()}
+        _STEPWISE[name, learner] = grads, traces
+    return _STEPWISE[name, learner]
+
+
 @pytest.mark.parametrize("learner", list(LEARNERS))
 @pytest.mark.parametrize(
     "name,K", [("gru", 2), ("gru", 6), ("rnn", 3), ("leaky_decay", 3), ("adaptive_grouped", 2), ("adaptive", 3)]
 )
 def test_window_equals_step_by_step(x64, name, learner, K):
-    model = ZOO[name](2)
+    stepwise, traces_after = stepwise_reference(name, learner)
+    model = ZOO[name](2)  # the same model, from the same start
     xs, loss = make_data(batch=2)
-    h0 = O.get_hidden(model)
-    stepwise_learner = LEARNERS[learner](model).compile_graph(xs[0])
-    stepwise, _ = online_grads(stepwise_learner, xs, loss)
-    traces_after = {k: v.value for k, v in stepwise_learner.etraces.items()}
-    reset(model, h0)
     windowed_learner = LEARNERS[learner](model).compile_graph(xs[0])
     windowed, _ = window_grads(windowed_learner, xs, loss, K)
     assert O.tree_max_rel_err(windowed, stepwise) < 1e-10
     # the traces after the sequence are the same too
+    assert set(windowed_learner.etraces) == set(traces_after)
     for k, v in windowed_learner.etraces.items():
         assert O.tree_max_rel_err(v.value, traces_after[k]) < 1e-10
     assert int(windowed_learner.step_count.value) == T
 
 
+# conv_nchw and sparse_coo are left out here: a window stacks the same per-primitive rule as the
+# single step; the NCHW layout and the COO format reach that rule as NHWC and CSR do (their rules
+# are checked against the full Jacobian in tests/primitives/test_conv.py and test_sparse.py), and
+# NCHW in D_RTRL windows is test_primitive_learning::test_multi_step_windows_equal_hybrid_reference.
+WINDOW_CASES = [c for c in CASES if c not in ("conv_nchw", "sparse_coo")]
+
+
 @pytest.mark.parametrize("learner", list(LEARNERS))
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", WINDOW_CASES)
 def test_window_equals_step_by_step_for_every_primitive(x64, case, learner):
     make, xshape = CASES[case]
     model = make(True, 2)
@@ -116,16 +137,15 @@ def test_unrolled_window_scan_gives_the_same_gradient(x64, monkeypatch, learner)
     from braintrace.algorithms import exact_traces
     from braintrace.executor import driver
 
+    # against the step-by-step gradient (which the rolled window equals: test_window_equals_step_by_step)
+    stepwise, _ = stepwise_reference("gru", learner)
     model = ZOO["gru"](2)
     xs, loss = make_data(batch=2)
-    h0 = O.get_hidden(model)
-    rolled, _ = window_grads(LEARNERS[learner](model).compile_graph(xs[0]), xs, loss, 6)
-    reset(model, h0)
     # 6 steps: one unrolled block of 4, remainder 2 (the forward scan; D_RTRL's propagators and adjoints)
     for module in (driver, exact_traces):
         monkeypatch.setattr(module, "window_unroll", lambda K, **_: min(int(K), 4))
     unrolled, _ = window_grads(LEARNERS[learner](model).compile_graph(xs[0]), xs, loss, 6)
-    assert O.tree_max_rel_err(unrolled, rolled) < 1e-10
+    assert O.tree_max_rel_err(unrolled, stepwise) < 1e-10
 
 
 @pytest.mark.parametrize("learner", list(LEARNERS))
@@ -165,11 +185,10 @@ def test_layout_pinned_window_gives_the_same_gradient(x64, monkeypatch, learner)
 
     from braintrace.executor import driver, loops
 
+    # against the step-by-step gradient (which the unpinned window equals: test_window_equals_step_by_step)
+    stepwise, _ = stepwise_reference("gru", learner)
     model = ZOO["gru"](2)
     xs, loss = make_data(batch=2)
-    h0 = O.get_hidden(model)
-    free, _ = window_grads(LEARNERS[learner](model).compile_graph(xs[0]), xs, loss, 3)
-    reset(model, h0)
     pins = []
     constrain = loops.with_layout_constraint
 
@@ -181,7 +200,7 @@ def test_layout_pinned_window_gives_the_same_gradient(x64, monkeypatch, learner)
     monkeypatch.setattr(driver, "window_local", functools.partial(loops.window_local, pin=True))
     pinned, _ = window_grads(LEARNERS[learner](model).compile_graph(xs[0]), xs, loss, 3)
     assert pins and all(m == tuple(range(len(m))) for m in pins)  # row-major, one per stacked input
-    assert O.tree_max_rel_err(pinned, free) < 1e-10
+    assert O.tree_max_rel_err(pinned, stepwise) < 1e-10
 
 
 def test_window_loops_of_large_steps_are_not_unrolled(monkeypatch):
