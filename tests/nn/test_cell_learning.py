@@ -18,6 +18,7 @@ import saiunit as u
 import braintrace
 import oracle as O
 from braintrace import DiagnosticKind as K
+
 IN, H, T = 3, 4, 4
 
 # cell: (hidden groups, online weights, {excluded weight: kind}, {weight: extra kind})

@@ -122,11 +122,11 @@ def test_float64_equals_csr_product_to_1e10():
             assert_close(y, want, rtol=1e-10)
             ct = normal(rng, y.shape, jnp.float64)
             got = grad(x, w, b, ct)
-            ref = jax.grad(lambda x, w, b: jnp.sum(case.ref(x, w, b) * ct), argnums=(0, 1, 2))(x, w, b)
+            ref = jax.grad(lambda x, w, b, ct=ct: jnp.sum(case.ref(x, w, b) * ct), argnums=(0, 1, 2))(x, w, b)
             for name, g, r in zip(("x", "weight", "bias"), got, ref):
                 assert_close(g, r, rtol=1e-10, err_msg=f"grad {name}")
             dw = xy_to_dw(x, ct)
-            _, vjp = jax.vjp(lambda w, b: case.ref(x, w, b), w, b)
+            _, vjp = jax.vjp(lambda w, b, x=x: case.ref(x, w, b), w, b)
             for name, r in zip(("weight", "bias"), vjp(ct)):
                 assert_close(dw[name], r, rtol=1e-10, err_msg=f"xy_to_dw[{name}]")
 
