@@ -18,7 +18,6 @@ import saiunit as u
 import braintrace
 import oracle as O
 from braintrace import DiagnosticKind as K
-from learning import online_grads
 
 IN, H, T = 3, 4, 4
 
@@ -105,6 +104,29 @@ def sequence(batch=None, seed=2, n_in=IN, n_out=2):
     return xs, loss
 
 
+def stepped_grads(learner, xs, loss):
+    """Σ_t of the learner's online gradient of ``loss(out_t, t)``, one jitted step at a time.
+
+    The step is compiled once for the sequence (``t`` reaches ``loss`` traced), not once per step.
+    Returns ``(grads, total)`` keyed by ParamState path, as the oracle.
+    """
+    params = learner.model.states(brainstate.ParamState)
+    gfn = brainstate.transform.jit(
+        brainstate.transform.grad(lambda x, t: loss(learner(x), t), params, return_value=True))
+    acc, total = None, 0.0
+    for t in range(xs.shape[0]):
+        g, value = gfn(xs[t], jnp.asarray(t))
+        acc = g if acc is None else jax.tree.map(jnp.add, acc, g)
+        total = total + value
+    return {k: acc[k] for k in acc}, total
+
+
+def compiled_oracle(fn):
+    """``fn()`` (an oracle computation on the model's current values) as one compiled program:
+    the oracle's unrolled loop otherwise runs op by op. Same code, same values."""
+    return jax.jit(fn)()
+
+
 def online_spec(graph):
     return {
         (path if key == () else (path, key[0]))
@@ -114,17 +136,31 @@ def online_spec(graph):
     }
 
 
+_RUNS = {}
+
+
+def cell_run(name, batch):
+    """``(diagonal reference, BPTT (LRU only, else None), D_RTRL's online gradients)`` of one cell,
+    float64, computed once per module: the LRU tests share one model, learner and run."""
+    key = (name, batch)
+    if key not in _RUNS:
+        model = CellNet(name, batch)
+        xs, loss = sequence(batch)
+        learner = braintrace.D_RTRL(model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            learner.compile_graph(xs[0])
+        ref, _ = O.rtrl_reference(model, xs, loss, mode="diagonal", online=online_spec(learner.graph))
+        bptt = compiled_oracle(lambda: O.bptt_grads(model, xs, loss))[0] if name == "LRUCell" else None
+        got, _ = stepped_grads(learner, xs, loss)
+        _RUNS[key] = ref, bptt, got
+    return _RUNS[key]
+
+
 @pytest.mark.parametrize("batch", [None, 2])
 @pytest.mark.parametrize("name", list(PROFILES))
 def test_d_rtrl_on_every_cell_equals_the_diagonal_reference(f64, name, batch):
-    model = CellNet(name, batch)
-    xs, loss = sequence(batch)
-    learner = braintrace.D_RTRL(model)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        learner.compile_graph(xs[0])
-    ref, _ = O.rtrl_reference(model, xs, loss, mode="diagonal", online=online_spec(learner.graph))
-    got, _ = online_grads(learner, xs, loss)
+    ref, _, got = cell_run(name, batch)
     for leaf in jax.tree.leaves(got):
         assert leaf.dtype == jnp.float64
     assert O.tree_max_rel_err(got, ref) < 1e-9
@@ -133,14 +169,7 @@ def test_d_rtrl_on_every_cell_equals_the_diagonal_reference(f64, name, batch):
 @pytest.mark.parametrize("batch", [None, 2])
 def test_d_rtrl_on_the_lru_cell_equals_bptt(f64, batch):
     """The LRU recurrence is block-diagonal (one 2x2 rotation per unit): D_RTRL is exact."""
-    model = CellNet("LRUCell", batch)
-    xs, loss = sequence(batch)
-    bptt, _ = O.bptt_grads(model, xs, loss)
-    learner = braintrace.D_RTRL(model)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        learner.compile_graph(xs[0])
-    got, _ = online_grads(learner, xs, loss)
+    _, bptt, got = cell_run("LRUCell", batch)
     assert O.tree_max_rel_err(got, bptt) < 1e-9
     assert float(jnp.abs(got[("cell", "theta_log")]).max()) > 0
 
@@ -171,10 +200,10 @@ class SpikingNet(brainstate.nn.Module):
 def test_spiking_networks_with_feedforward_weights_equal_bptt(f64, neuron, batch):
     model = SpikingNet(neuron, batch)
     xs, loss = sequence(batch)
-    bptt, _ = O.bptt_grads(model, xs, loss)
+    bptt, _ = compiled_oracle(lambda: O.bptt_grads(model, xs, loss))
     learner = braintrace.D_RTRL(model).compile_graph(xs[0])
     assert [r.weight_path for r in learner.graph.hidden_param_op_relations] == [("w_in",)]
-    got, _ = online_grads(learner, xs, loss)
+    got, _ = stepped_grads(learner, xs, loss)
     assert O.tree_max_rel_err(got, bptt) < 1e-9
     assert float(jnp.abs(got[("w_in",)]["weight"]).max()) > 0  # surrogate gradients do flow
 
@@ -206,8 +235,8 @@ def test_lif_with_leaky_readout_equals_the_diagonal_reference(f64):
         learner.compile_graph(xs[0])
     assert sorted(head(r.weight_path) for r in learner.graph.hidden_param_op_relations) == ["inp", "readout"]
     ref, _ = O.rtrl_reference(model, xs, loss, mode="diagonal", online=online_spec(learner.graph))
-    inst, _ = O.instantaneous_grads(model, xs, loss)
-    got, _ = online_grads(learner, xs, loss)
+    inst, _ = compiled_oracle(lambda: O.instantaneous_grads(model, xs, loss))
+    got, _ = stepped_grads(learner, xs, loss)
     assert O.tree_max_rel_err(got, ref) < 1e-9
     # the spiking layer's learning signal passes through the readout: its input
     # weight gets trace credit, not only its instantaneous gradient

@@ -79,19 +79,26 @@ def check_grad(case: OpCase, rng):
         assert_close(g, w, err_msg=f"grad {jax.tree_util.keystr(path)}")
 
 
-def check_jvp_vjp(case: OpCase, rng):
+def check_jvp_vjp(case: OpCase, rng, jit: bool = False):
+    """``jax.jvp`` and ``jax.vjp`` of the op equal the reference's; with ``jit``, the op's are
+    compiled (one program each instead of op-by-op dispatch: cheaper for ops whose eager
+    evaluation runs many small programs; eager values are :func:`check_forward`'s)."""
     args = case.args()
     tangents = jax.tree.map(lambda a: normal(rng, jnp.shape(a), jnp.result_type(a)), args)
     f_op = lambda *a: case.call(case.op, *a)  # noqa: E731
     f_ref = lambda *a: case.call(case.ref, *a)  # noqa: E731
-    y1, t1 = jax.jvp(f_op, args, tangents)
+    jvp_op = jax.jit(lambda a, t: jax.jvp(f_op, a, t)) if jit else lambda a, t: jax.jvp(f_op, a, t)
+    y1, t1 = jvp_op(args, tangents)
     y2, t2 = jax.jvp(f_ref, args, tangents)
     assert_close(y1, y2, err_msg="jvp primal")
     assert_close(t1, t2, err_msg="jvp tangent")
-    y1, vjp1 = jax.vjp(f_op, *args)
     _, vjp2 = jax.vjp(f_ref, *args)
-    ct = normal(rng, y1.shape, y1.dtype)
-    for a, b in zip(jax.tree.leaves(vjp1(ct)), jax.tree.leaves(vjp2(ct))):
+    ct = normal(rng, jnp.shape(y2), jnp.result_type(y2))
+    if jit:
+        got = jax.jit(lambda a, ct: jax.vjp(f_op, *a)[1](ct))(args, ct)
+    else:
+        got = jax.vjp(f_op, *args)[1](ct)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(vjp2(ct))):
         assert_close(a, b, err_msg="vjp")
 
 
@@ -128,13 +135,17 @@ def etp_entries(fn: Callable, *args):
     return [REGISTRY.get(e.primitive) for e in eqns if REGISTRY.get(e.primitive) is not None]
 
 
-def check_xy_to_dw(case: OpCase, rng):
+def check_xy_to_dw(case: OpCase, rng, jit: bool = False):
+    """The registry's ``xy_to_dw`` equals the reference's VJP in the trainables (compiled with ``jit``)."""
     entry, operands, params = bound_equation(lambda *a: case.call(case.op, *a), *case.args())
     names = entry.trainable_invars(params, len(operands))
     assert set(names) == set(case.tr), (names, case.tr)
-    y = entry.call(operands, params)
+    y = jax.eval_shape(lambda: entry.call(operands, params)) if jit else entry.call(operands, params)
     dy = normal(rng, y.shape, y.dtype)
-    got = entry.xy_to_dw(operands, params, dy)
+    if jit:
+        got = jax.jit(lambda dy: entry.xy_to_dw(operands, params, dy))(dy)
+    else:
+        got = entry.xy_to_dw(operands, params, dy)
     x = case.x
     _, vjp = jax.vjp(lambda tr: case.ref(x, **tr), case.tr)
     (want,) = vjp(dy)

@@ -87,25 +87,48 @@ def test_forward_grad_jvp_vjp_xy_to_dw(max_active, sparse_x, batched, rng):
     case = make_case(rng, batched=batched, bias=True, max_active=max_active, sparse_x=sparse_x)
     check_forward(case)
     check_grad(case, rng)
-    check_jvp_vjp(case, rng)
-    entry = check_xy_to_dw(case, rng)
+    check_jvp_vjp(case, rng, jit=True)
+    entry = check_xy_to_dw(case, rng, jit=True)
     assert entry.primitive is (etp_event_sparse_mm_p if batched else etp_event_sparse_mv_p)
     assert entry.event_driven and set(entry.trainable_invars({}, 8)) == {"weight", "bias"}
 
 
+def _fits(case, x):
+    """Whether ``x``'s active blocks fit the capacity (the event path), counted with NumPy."""
+    xf = np.asarray(x).reshape(-1, R)
+    active = np.count_nonzero(xf[:, np.asarray(case.structure.block_row)])
+    return active <= case.structure.capacity * xf.shape[0]
+
+
 @pytest.mark.slow
 def test_float64_equals_csr_product_to_1e10():
+    """Both paths in float64, each compiled program run on two inputs: spikes within the
+    capacity (the event path) and a dense input beyond it (the CSR fallback)."""
     with jax.enable_x64(True):
         rng = np.random.default_rng(1)
-        for max_active, sparse_x in [(0.6, True), (0.05, False)]:  # event path, CSR fallback
-            case = make_case(rng, batched=True, bias=True, max_active=max_active, sparse_x=sparse_x,
-                             dtype=jnp.float64)
-            y = case.op(case.x, **case.tr)
+        case = make_case(rng, batched=True, bias=True, max_active=0.6, sparse_x=True, dtype=jnp.float64)
+        dense = normal(rng, case.x.shape, jnp.float64)
+        assert _fits(case, case.x) and not _fits(case, dense)
+        w, b = case.tr["weight"], case.tr["bias"]
+        entry, operands, params = bound_equation(case.op, case.x, w, b)
+        assert entry.primitive is etp_event_sparse_mm_p
+        op = jax.jit(case.op)
+        grad = jax.jit(jax.grad(lambda x, w, b, ct: jnp.sum(case.op(x, w, b) * ct), argnums=(0, 1, 2)))
+        xy_to_dw = jax.jit(lambda x, dy: entry.xy_to_dw((x,) + tuple(operands[1:]), params, dy))
+        for x in (case.x, dense):
+            y = op(x, w, b)
             assert y.dtype == jnp.float64
-            want = braintrace.sparse_matmul(case.x, case.tr["weight"], sparse_mat=case.csr, bias=case.tr["bias"])
+            want = braintrace.sparse_matmul(x, w, sparse_mat=case.csr, bias=b)
             assert_close(y, want, rtol=1e-10)
-            check_grad(case, rng)
-            check_xy_to_dw(case, rng)
+            ct = normal(rng, y.shape, jnp.float64)
+            got = grad(x, w, b, ct)
+            ref = jax.grad(lambda x, w, b, ct=ct: jnp.sum(case.ref(x, w, b) * ct), argnums=(0, 1, 2))(x, w, b)
+            for name, g, r in zip(("x", "weight", "bias"), got, ref):
+                assert_close(g, r, rtol=1e-10, err_msg=f"grad {name}")
+            dw = xy_to_dw(x, ct)
+            _, vjp = jax.vjp(lambda w, b, x=x: case.ref(x, w, b), w, b)
+            for name, r in zip(("weight", "bias"), vjp(ct)):
+                assert_close(dw[name], r, rtol=1e-10, err_msg=f"xy_to_dw[{name}]")
 
 
 def _probe(case, x):

@@ -71,12 +71,15 @@ def test_update_every_1_equals_a_hand_written_loop(x64, learner):
     p0, h0 = params_of(model), O.get_hidden(model)
     optimizer = optax.adam(0.05)
     params = model.states(brainstate.ParamState)
-    # by hand: call the learner, differentiate the step's loss, update, at every step
+    # by hand: call the learner, differentiate the step's loss, update, at every step (the step
+    # compiled once: the same learner call and gradient, not op by op)
     state = optimizer.init(p0)
     lrn.reset(B)
     hand_losses = []
+    grad_step = brainstate.transform.jit(
+        brainstate.transform.grad(lambda x, y: loss_fn(lrn(x), y), params, return_value=True))
     for t in range(T):
-        g, value = brainstate.transform.grad(lambda: loss_fn(lrn(xs[t]), ys[t]), params, return_value=True)()
+        g, value = grad_step(xs[t], ys[t])
         values = params_of(model)
         updates, state = optimizer.update(g, state, values)
         set_params(model, optax.apply_updates(values, updates))
