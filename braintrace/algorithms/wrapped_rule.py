@@ -9,7 +9,11 @@ the protocol gets them without a line of its own:
   whose kind the learner lists in ``filtered_kinds`` gets a filtered copy
   :math:`\bar ε^t = κ\,\bar ε^{t-1} + ε^t` (advanced in the forward pass, reset
   with the traces), and the learner's contributions see the copy in place of
-  the trace;
+  the trace. Over a window the contributions need every step's filtered trace:
+  a learner that keeps its traces in the window's loop (``traces_in_scan``)
+  stacks them; one that does not (D_RTRL's family, whose traces are one value
+  per synapse) recomputes them in a second loop, so that a window of ``K``
+  steps does not keep ``K`` copies of its traces;
 * **a modulator** (three-factor learning, :mod:`~braintrace.algorithms.modulation`):
   the signal the learner would contract with its traces is replaced by ``m^t``;
 * **random feedback** (``feedback='random'``) is the default
@@ -24,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from ..errors import InvalidArgumentError
 from ..executor import StepTraceData, WindowTraceData
@@ -87,7 +92,10 @@ class WrappedRule:
     Attributes
     ----------
     traces_in_scan : bool
-        The learner's flag, or ``True`` with the κ filter (it needs every step's trace).
+        The learner's flag. With the κ filter a learner that keeps its traces
+        out of the window's loop gets them recomputed, step by step, for the
+        window's contributions (:meth:`window_contributions`) instead of
+        stacked: its memory stays that of one step's traces.
     credits_previous_traces : bool
         The learner's flag.
     influence_traces : bool
@@ -99,7 +107,8 @@ class WrappedRule:
     ``(learner's signal, {group: modulator})`` that
     :meth:`~braintrace.ETraceVjpAlgorithm.run` builds. Over a window the
     learner's :meth:`window_contributions` receives the filtered traces in
-    ``aux`` (every step's traces), which it must read when given.
+    ``aux`` (every step's traces, for learners with ``traces_in_scan``),
+    which it must read when given.
 
     Examples
     --------
@@ -110,7 +119,7 @@ class WrappedRule:
     >>> _ = brainstate.nn.init_all_states(net)
     >>> learner = braintrace.D_RTRL(net, kappa_filter_decay=0.8).compile_graph(jnp.zeros(3))
     >>> type(learner.driver.rule).__name__, learner.driver.rule.traces_in_scan
-    ('WrappedRule', True)
+    ('WrappedRule', False)
     >>> sorted(k.kind for k in learner.etraces)  # the LIF layer's trace has a filtered copy, the readout's not
     ['eps', 'eps', 'kappa']
     """
@@ -119,7 +128,9 @@ class WrappedRule:
         self.rule = rule
         self.graph = graph
         self.kappa = float(rule.kappa)
-        self.traces_in_scan: bool = bool(rule.traces_in_scan) or self.kappa > 0
+        self.traces_in_scan: bool = bool(rule.traces_in_scan)
+        # the filtered traces of a learner that keeps its traces out of the loop: recomputed per window
+        self.recomputes: bool = self.kappa > 0 and not self.traces_in_scan
         self.credits_previous_traces: bool = bool(rule.credits_previous_traces)
         self.influence_traces: bool = bool(rule.influence_traces)
         self.layers = frozenset(hidden_layer_groups(graph)) if self.kappa > 0 else frozenset()
@@ -170,15 +181,43 @@ class WrappedRule:
         return out
 
     def window_update(self, traces: Mapping[TraceKey, Any], seq: WindowTraceData, count: jax.Array) -> dict:
+        if self.recomputes:  # the filtered copies advance with the traces, step by step
+            return self._replay(traces, seq, count, None)[0]
         return self.rule.window_update(traces, seq, count)
 
     def contributions(self, traces: Mapping[TraceKey, Any], data: StepTraceData, signal: Mapping, count: jax.Array) -> dict:
         return self.rule.contributions(self.view(traces), data, signal, count)
 
     def window_contributions(self, before, after, aux, seq: WindowTraceData, signal_seq: Mapping, count) -> dict:
+        if self.recomputes and aux is None:
+            return self._replay(before, seq, count, signal_seq)[1]
         return self.rule.window_contributions(
             self.view(before), self.view(after), self.view(aux), seq, signal_seq, count
         )
+
+    def _replay(self, traces: Mapping[TraceKey, Any], seq: WindowTraceData, count: jax.Array,
+                signal_seq: Mapping | None) -> tuple[dict, dict]:
+        r"""``(traces after the window, Σ_k contributions(\bar ε^k, signal_k))``: the window's steps
+        replayed from ``traces`` (the contributions only with ``signal_seq``), one step's traces
+        alive at a time."""
+        relations = self.graph.hidden_param_op_relations
+
+        def step(tr, k):
+            tr = self.update_traces(tr, seq.step(k, relations), count + k)
+            if signal_seq is None:
+                return tr, {}
+            return tr, self.contributions(tr, seq.step(k, relations), {g: d[k] for g, d in signal_seq.items()},
+                                          count + k)
+
+        def body(carry, k):
+            tr, acc = carry
+            tr, c = step(tr, k)
+            return (tr, jax.tree.map(jnp.add, acc, c)), None
+
+        tr, acc = step(dict(traces), 0)
+        if seq.num_steps > 1:
+            (tr, acc), _ = jax.lax.scan(body, (tr, acc), jnp.arange(1, seq.num_steps))
+        return tr, acc
 
     def replaces_signal(self, signal: Any) -> bool:
         """Whether the signals may differ from the true ones: a modulator, or the learner's own signal."""

@@ -151,7 +151,8 @@ def test_unbatched_models(f64, rule):
 
 @pytest.mark.parametrize("rule", ["es", "d_rtrl"])
 def test_filtered_traces_over_windows(f64, rule):
-    """A window keeps every step's traces for the filter (D_RTRL then contracts them all at once)."""
+    """Over windows the filtered traces equal step by step's: ES_D_RTRL keeps every step's traces in the
+    window's loop, D_RTRL (whose traces are one value per synapse) replays the window to contract them."""
     model = TwoLayer(batch=2)
     xs, targets, loss = data(2)
     h0 = hidden(model)
@@ -160,9 +161,39 @@ def test_filtered_traces_over_windows(f64, rule):
     want = total(step_grads(build(model).compile_graph(xs[0]), xs, loss))
     restore(model, h0)
     learner = build(model).compile_graph(xs[0])
-    assert learner.driver.rule.traces_in_scan
+    assert learner.driver.rule.traces_in_scan == (rule == "es")
+    assert learner.driver.rule.recomputes == (rule == "d_rtrl")
     got, _ = window_sum(learner, xs, loss, 3)
     assert O.tree_max_rel_err(got, want) < 1e-10
+    # the traces after the windows are those after the steps (the filtered copies included)
+    stepwise = build(model)
+    restore(model, h0)
+    stepwise.compile_graph(xs[0])
+    step_grads(stepwise, xs, loss)
+    assert set(learner.etraces) == set(stepwise.etraces)
+    for k, v in learner.etraces.items():
+        assert O.tree_max_rel_err(v.value, stepwise.etraces[k].value) < 1e-10
+
+
+def test_filtered_windows_keep_one_steps_traces():
+    """With the κ filter a D_RTRL window does not stack its per-synapse traces over the window's K steps:
+    its compiled working memory stays near the unfiltered window's (it was about K times larger)."""
+    K, B, n_in, n = 32, 8, 64, 128
+
+    def temp(kappa):
+        net = brainstate.nn.Sequential(
+            braintrace.nn.Linear(n_in, n), braintrace.nn.LIF(n, tau=10.0, dt=1.0),
+            braintrace.nn.LeakyRateReadout(n, 2, decay=0.8))
+        brainstate.nn.init_all_states(net, batch_size=B)
+        learner = braintrace.EProp(net, kappa_filter_decay=kappa).compile_graph(jnp.zeros((B, n_in)))
+        params = net.states(brainstate.ParamState)
+        grad = brainstate.transform.grad(lambda w: learner(braintrace.MultiStepData(w)).sum(), params)
+        win = jnp.ones((K, B, n_in))
+        return brainstate.transform.jit(grad).lower(win).compile().memory_analysis().temp_size_in_bytes
+
+    plain, filtered = temp(0.0), temp(0.8)
+    trace_bytes = B * n_in * n * 4  # one step's per-synapse trace (float32)
+    assert filtered < plain + 8 * trace_bytes, (plain, filtered, trace_bytes)
 
 
 def test_filtered_copies_are_traces_of_the_hidden_layer_only():
