@@ -195,29 +195,30 @@ class WrappedRule:
             self.view(before), self.view(after), self.view(aux), seq, signal_seq, count
         )
 
-    def _replay(self, traces: Mapping[TraceKey, Any], seq: WindowTraceData, count: jax.Array,
-                signal_seq: Mapping | None) -> tuple[dict, dict]:
+    def _replay(
+        self, traces: Mapping[TraceKey, Any], seq: WindowTraceData, count: jax.Array,
+        signal_seq: Mapping | None,
+    ) -> tuple[dict, dict]:
         r"""``(traces after the window, Σ_k contributions(\bar ε^k, signal_k))``: the window's steps
         replayed from ``traces`` (the contributions only with ``signal_seq``), one step's traces
         alive at a time."""
         relations = self.graph.hidden_param_op_relations
 
         def step(tr, k):
-            tr = self.update_traces(tr, seq.step(k, relations), count + k)
+            data = seq.step(k, relations)
+            tr = self.update_traces(tr, data, count + k)
             if signal_seq is None:
                 return tr, {}
-            return tr, self.contributions(tr, seq.step(k, relations), {g: d[k] for g, d in signal_seq.items()},
-                                          count + k)
+            return tr, self.contributions(tr, data, {g: d[k] for g, d in signal_seq.items()}, count + k)
 
         def body(carry, k):
-            tr, acc = carry
-            tr, c = step(tr, k)
-            return (tr, jax.tree.map(jnp.add, acc, c)), None
+            tr, c = step(carry[0], k)
+            return (tr, jax.tree.map(jnp.add, carry[1], c)), None
 
-        tr, acc = step(dict(traces), 0)
+        carry = step(dict(traces), 0)  # the first step outside the loop: it gives the sum its structure
         if seq.num_steps > 1:
-            (tr, acc), _ = jax.lax.scan(body, (tr, acc), jnp.arange(1, seq.num_steps))
-        return tr, acc
+            carry, _ = jax.lax.scan(body, carry, jnp.arange(1, seq.num_steps))
+        return carry
 
     def replaces_signal(self, signal: Any) -> bool:
         """Whether the signals may differ from the true ones: a modulator, or the learner's own signal."""

@@ -155,7 +155,8 @@ def jacobian_pattern(tangent: StepTangent) -> tuple[np.ndarray, np.ndarray]:
         fn = jax.jit(jax.vmap(run))
         bs = chunk_size(N + n, N + n)
         # one chunk of the identity at a time (the whole (N+|θ|)² identity took 16 GB at GRU-128, batch 16)
-        cols = [np.asarray(fn(jnp.eye(min(bs, N + n - s), N + n, k=s, dtype=L.dtype)) != 0) for s in range(0, N + n, bs)]
+        cols = [np.asarray(fn(jnp.eye(min(bs, N + n - s), N + n, k=s, dtype=L.dtype)) != 0)
+                for s in range(0, N + n, bs)]
     except _Unsupported:
         return np.ones((N, N), bool), np.ones((N, n), bool)
     full = np.concatenate(cols, axis=0).T if cols else np.zeros((N, 0), bool)
