@@ -229,11 +229,12 @@ class FactoredTraces:
                 carry = jnp.asarray(self.x_decay * decay, dy.dtype)  # a^{k+1}
                 lag = np.subtract.outer(np.arange(K), np.arange(K))  # k - s
                 filt = jnp.asarray(np.where(lag >= 0, decay[np.abs(lag)], 0.0).T, dy.dtype)  # [s, k]
-                first = r.entry.xy_to_dw(
-                    _with_x(r, ops, before[self.x_key(r)]["x"]), params, jnp.tensordot(carry, dy, 1), names=names
+                x_seq = seq.x[r.index]
+                x0 = before[self.x_key(r)]["x"].astype(x_seq.dtype)
+                out[r.index] = r.entry.xy_to_dw_seq(  # both terms: one product over K + 1 rows
+                    ops, jnp.concatenate([x0[None], x_seq]), params,
+                    jnp.concatenate([jnp.tensordot(carry, dy, 1)[None], jnp.tensordot(filt, dy, 1)]), names=names,
                 )
-                rest = r.entry.xy_to_dw_seq(ops, seq.x[r.index], params, jnp.tensordot(filt, dy, 1), names=names)
-                out[r.index] = {k: first[k] + rest[k] for k in rest}
             else:
                 out[r.index] = r.entry.xy_to_dw_seq(ops, aux[self.x_key(r)]["x"], params, dy, names=names)
         return out

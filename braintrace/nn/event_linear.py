@@ -199,9 +199,9 @@ class EventSparseLinear(brainstate.nn.Module):
         check_trailing(self._label, x, self.in_size)
         params = self.weight.value
         w = params["weight"]
-        if self.w_sign is not None:
+        signed = self.w_sign is not None
+        if signed:
             x = x * self.w_sign
-            w = u.math.abs(w)
-        if self.structure is not None:
-            return event_sparse_matmul(x, w, structure=self.structure, bias=params.get("bias"))
-        return sparse_matmul(x, w, sparse_mat=self.spar_mat, bias=params.get("bias"))
+        if self.structure is not None:  # |w| of the nonzeros each step reads
+            return event_sparse_matmul(x, w, structure=self.structure, bias=params.get("bias"), abs_weight=signed)
+        return sparse_matmul(x, u.math.abs(w) if signed else w, sparse_mat=self.spar_mat, bias=params.get("bias"))

@@ -160,6 +160,7 @@ def define_primitive(
     batched_partner: ETPPrimitive | None = None,
     transpose_impl: Callable[..., jax.Array] | None = None,
     event_driven: bool = False,
+    window_rule: Callable[..., Any] | None = None,
     primitive_type: type[Primitive] = Primitive,
 ) -> ETPPrimitive:
     """Create a JAX primitive with every rule, register it, return its entry.
@@ -168,7 +169,7 @@ def define_primitive(
     primitives and :func:`register_primitive` both call it. ``transpose_impl``
     (default ``impl``) computes the same values as ``impl`` with ordinary
     operations linear in each operand; the transpose rule uses it.
-    ``event_driven``: see :attr:`ETPPrimitive.event_driven`. ``primitive_type``
+    ``event_driven`` and ``window_rule``: see :class:`ETPPrimitive`. ``primitive_type``
     is the class of the JAX primitive (:class:`RegisteredPrimitive` for
     :func:`register_primitive`).
     """
@@ -194,6 +195,7 @@ def define_primitive(
         batched_partner=batched_partner,
         x_linear=x_linear,
         event_driven=event_driven,
+        window_rule=window_rule,
     )
     REGISTRY.add(entry)
     return entry

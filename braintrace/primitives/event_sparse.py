@@ -41,6 +41,7 @@ from jax.custom_derivatives import SymbolicZero
 
 from .definition import define_primitive
 from .sparse import SparseRule, sparse_product
+from .sparse_window import sparse_window_xy_to_dw
 from .units import check_float, mantissa_in, split_unit, unit_product, with_unit
 
 __all__ = ["EventCSR", "event_sparse_matmul", "etp_event_sparse_mv_p", "etp_event_sparse_mm_p"]
@@ -193,9 +194,13 @@ class _Events:
         self.b = b
         self.x = jnp.where(used, xf[b, jnp.take(block_row, blk)], 0)  # (cap,)
 
-    def product(self, weight, cols, n_cols: int, lead: tuple, dtype) -> jax.Array:
-        """``Σ_k x[b, row(k)] weight[k]`` into ``y[b, col(k)]`` over the active blocks' nonzeros."""
-        val = jnp.where(self.valid, self.x[:, None].astype(dtype) * jnp.take(weight, self.k).astype(dtype), 0)
+    def gather(self, values) -> jax.Array:
+        """``values[k]`` for the active blocks' nonzeros, shape ``(capacity, L)``."""
+        return jnp.take(values, self.k)
+
+    def product(self, w_k, cols, n_cols: int, lead: tuple, dtype) -> jax.Array:
+        """``Σ_k x[b, row(k)] w_k`` into ``y[b, col(k)]`` over the active blocks' nonzeros (``w_k`` from :meth:`gather`)."""
+        val = jnp.where(self.valid, self.x[:, None].astype(dtype) * w_k.astype(dtype), 0)
         dest = jnp.where(self.valid, self.b[:, None] * n_cols + jnp.take(cols, self.k), self.batch * n_cols)
         y = jnp.zeros((self.batch * n_cols,), dtype).at[dest.reshape(-1)].add(val.reshape(-1), mode="drop")
         return y.reshape(lead + (n_cols,))
@@ -216,18 +221,29 @@ def _fallback(x, weight, rows, cols, n_cols):
     return y.reshape(x.shape[:-1] + (n_cols,))
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(7, 8, 9))
-def _product(x, weight, rows, cols, block_row, block_start, block_end, n_cols, capacity, block):
+def _magnitude(weight, abs_weight: bool):
+    return jnp.abs(weight) if abs_weight else weight
+
+
+def _tangent(dw, weight, abs_weight: bool):
+    """The tangent of ``|w|`` (``sign(w) · dw``) or of ``w``."""
+    return dw * jnp.sign(weight).astype(dw.dtype) if abs_weight else dw
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(7, 8, 9, 10))
+def _product(x, weight, rows, cols, block_row, block_start, block_end, n_cols, capacity, block, abs_weight):
     ev = _Events(x, block_row, block_start, block_end, capacity, block, n_cols)
     dtype = jnp.result_type(x, weight)
+    # |w| is taken of the gathered values inside each branch: a whole-weight |w| outside the
+    # branches would be computed at every step (nnz values) whichever branch runs
     return jax.lax.cond(
         ev.fits,
-        lambda: ev.product(weight, cols, n_cols, x.shape[:-1], dtype),
-        lambda: _fallback(x, weight, rows, cols, n_cols).astype(dtype),
+        lambda: ev.product(_magnitude(ev.gather(weight), abs_weight), cols, n_cols, x.shape[:-1], dtype),
+        lambda: _fallback(x, _magnitude(weight, abs_weight), rows, cols, n_cols).astype(dtype),
     )
 
 
-def _product_jvp(n_cols, capacity, block, primals, tangents):
+def _product_jvp(n_cols, capacity, block, abs_weight, primals, tangents):
     x, weight, rows, cols, block_row, block_start, block_end = primals
     dx, dw = tangents[0], tangents[1]
     ev = _Events(x, block_row, block_start, block_end, capacity, block, n_cols)
@@ -235,18 +251,22 @@ def _product_jvp(n_cols, capacity, block, primals, tangents):
     lead = x.shape[:-1]
     y = jax.lax.cond(
         ev.fits,
-        lambda: ev.product(weight, cols, n_cols, lead, dtype),
-        lambda: _fallback(x, weight, rows, cols, n_cols).astype(dtype),
+        lambda: ev.product(_magnitude(ev.gather(weight), abs_weight), cols, n_cols, lead, dtype),
+        lambda: _fallback(x, _magnitude(weight, abs_weight), rows, cols, n_cols).astype(dtype),
     )
     terms = []
     if not isinstance(dx, SymbolicZero):  # a tangent of x is not sparse: the CSR product
-        terms.append(_dense(dx, weight, rows, cols, n_cols).astype(dtype))
+        terms.append(_dense(dx, _magnitude(weight, abs_weight), rows, cols, n_cols).astype(dtype))
     if not isinstance(dw, SymbolicZero):  # linear in dw, over the active rows only
         # the CSR branch is rematerialised: its residual x[rows] (nnz values) would
         # otherwise be stored even by the steps that take the event branch
-        dense_dw = jax.checkpoint(lambda x, dw: _fallback(x, dw, rows, cols, n_cols).astype(dtype))
+        dense_dw = jax.checkpoint(
+            lambda x, dw, w: _fallback(x, _tangent(dw, w, abs_weight), rows, cols, n_cols).astype(dtype)
+        )
         terms.append(jax.lax.cond(
-            ev.fits, lambda: ev.product(dw, cols, n_cols, lead, dtype), lambda: dense_dw(x, dw)
+            ev.fits,
+            lambda: ev.product(_tangent(ev.gather(dw), ev.gather(weight), abs_weight), cols, n_cols, lead, dtype),
+            lambda: dense_dw(x, dw, weight),
         ))
     dy = functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(y)
     return y, dy
@@ -255,14 +275,26 @@ def _product_jvp(n_cols, capacity, block, primals, tangents):
 _product.defjvp(_product_jvp, symbolic_zeros=True)
 
 
-def _impl(x, weight, rows, cols, block_row, block_start, block_end, *bias, n_cols, capacity, block):
-    y = _product(x, weight, rows, cols, block_row, block_start, block_end, n_cols, capacity, block)
+def _impl(x, weight, rows, cols, block_row, block_start, block_end, *bias, n_cols, capacity, block,
+          abs_weight=False):
+    y = _product(x, weight, rows, cols, block_row, block_start, block_end, n_cols, capacity, block,
+                 bool(abs_weight))
     return y + bias[0] if bias else y
 
 
-def _linear_impl(x, weight, rows, cols, block_row, block_start, block_end, *bias, n_cols, capacity, block):
+def _linear_impl(x, weight, rows, cols, block_row, block_start, block_end, *bias, n_cols, capacity, block,
+                 abs_weight=False):
     """The same values by the CSR product (linear in ``x``: for the transpose rule)."""
-    return sparse_product(x, weight, rows, cols, *bias, n_cols=n_cols)
+    return sparse_product(x, _magnitude(weight, abs_weight), rows, cols, *bias, n_cols=n_cols)
+
+
+def _window_rule(operands, x_seq, params, dy_seq, index):
+    """The sparse window rule, times ``sign(w)`` for a product of ``|w|``."""
+    out = sparse_window_xy_to_dw(operands, x_seq, params, dy_seq, index)
+    if out is not None and "weight" in out and params.get("abs_weight", False):
+        w = operands[1]
+        out["weight"] = out["weight"] * jnp.sign(w).astype(out["weight"].dtype)
+    return out
 
 
 def _trainables(params, num_invars):
@@ -275,17 +307,19 @@ def _trainables(params, num_invars):
 _rule = SparseRule()
 _mm = define_primitive(
     "etp_event_sparse_mm", _impl, batched=True, trainable_invars_fn=_trainables, trace_rule=_rule,
-    transpose_impl=_linear_impl, event_driven=True,
+    transpose_impl=_linear_impl, event_driven=True, window_rule=_window_rule,
 )
 _mv = define_primitive(
     "etp_event_sparse_mv", _impl, batched=False, trainable_invars_fn=_trainables, trace_rule=_rule,
-    batched_partner=_mm, transpose_impl=_linear_impl, event_driven=True,
+    batched_partner=_mm, transpose_impl=_linear_impl, event_driven=True, window_rule=_window_rule,
 )
 etp_event_sparse_mm_p = _mm.primitive
 etp_event_sparse_mv_p = _mv.primitive
 
 
-def event_sparse_matmul(x: Any, weight_data: Any, *, structure: EventCSR, bias: Any = None) -> Any:
+def event_sparse_matmul(
+    x: Any, weight_data: Any, *, structure: EventCSR, bias: Any = None, abs_weight: bool = False
+) -> Any:
     r"""ETP-aware event-driven sparse matrix multiplication, ``y = x @ M + b``.
 
     The same product as :func:`braintrace.sparse_matmul` (and the same online
@@ -309,6 +343,11 @@ def event_sparse_matmul(x: Any, weight_data: Any, *, structure: EventCSR, bias: 
         The matrix's structure, from :meth:`EventCSR.from_csr`.
     bias : array or Quantity, shape ``(n_cols,)``, optional
         Its unit must match ``unit(x) * unit(weight_data)``.
+    abs_weight : bool, default False
+        Multiply by ``|weight_data|`` instead (Dale's law with the signs on
+        ``x``): the magnitudes are taken of the nonzeros the step reads, not of
+        the whole weight at every step. The gradient is that of ``|w|``
+        (``sign(w)`` times the gradient of the magnitude).
 
     Returns
     -------
@@ -367,5 +406,7 @@ def event_sparse_matmul(x: Any, weight_data: Any, *, structure: EventCSR, bias: 
         ops.append(bm)
     prim = etp_event_sparse_mv_p if xm.ndim == 1 else etp_event_sparse_mm_p
     return with_unit(
-        prim.bind(*ops, n_cols=n_cols, capacity=structure.capacity, block=structure.block), out_unit
+        prim.bind(*ops, n_cols=n_cols, capacity=structure.capacity, block=structure.block,
+                  abs_weight=bool(abs_weight)),
+        out_unit,
     )

@@ -72,6 +72,11 @@ class ETPPrimitive:
         the nonzeros of ``x`` (an event-driven product on spikes): learners
         that keep a leaky trace of ``x`` then contract a window's raw inputs
         instead of the trace (a sum of ``x`` itself is as sparse as the spikes).
+    window_rule : callable or None
+        ``(operands, x_seq, params, dy_seq, index) -> {name: gradient}`` or
+        ``None``: the primitive's own :meth:`xy_to_dw_seq` (the sparse products
+        contract a window without gathering ``K · nnz`` values); ``None``, or a
+        rule that returns ``None``, takes the VJP.
 
     Examples
     --------
@@ -95,6 +100,7 @@ class ETPPrimitive:
     batched_partner: "ETPPrimitive | None" = None
     x_linear: bool = True
     event_driven: bool = False
+    window_rule: Callable[..., dict[str, jax.Array] | None] | None = None
 
     @property
     def name(self) -> str:
@@ -173,6 +179,10 @@ class ETPPrimitive:
             index = {k: v for k, v in index.items() if k in names}
         if self.x_invar_index is None:
             return self.xy_to_dw(operands, params, jnp.sum(dy_seq, axis=0), tuple(index))
+        if self.window_rule is not None and x_seq is not None:
+            own = self.window_rule(tuple(operands), x_seq, params, dy_seq, index)
+            if own is not None:
+                return own
         base = list(operands)
         xi = self.x_invar_index
         if self.batched and x_seq.ndim >= 2 and dy_seq.ndim >= 2:

@@ -21,6 +21,7 @@ import saiunit as u
 
 from .definition import define_primitive
 from .record import ETPPrimitive
+from .sparse_window import sparse_window_xy_to_dw
 from .trace_rules import Array, apply_block, broadcast_leading
 from .units import check_float, mantissa_in, split_unit, unit_product, with_unit
 
@@ -42,6 +43,13 @@ def _trainables(params, num_invars):
     if num_invars > 4:
         names["bias"] = 4
     return names
+
+
+def _signed(xr: Array, operands: Sequence[Array], params: Mapping[str, Any]) -> Array:
+    """``x[row(k)]``, times ``sign(w[k])`` for a product of ``|w|`` (``abs_weight``, the event-driven product)."""
+    if params.get("abs_weight", False):
+        return xr * jnp.sign(operands[1]).astype(xr.dtype)
+    return xr
 
 
 class SparseRule:
@@ -103,7 +111,7 @@ class SparseRule:
         varshape = df.shape[:-1]
         x, rows, cols = operands[0], operands[2], operands[3]
         x = broadcast_leading(x, varshape, x.ndim)
-        xr = jnp.take(x, rows, axis=-1).astype(df.dtype)  # (*B, nnz)
+        xr = _signed(jnp.take(x, rows, axis=-1).astype(df.dtype), operands, params)  # (*B, nnz)
         d_k = jnp.take(D, cols, axis=-3)  # (*B, nnz, S, S)
         df_k = jnp.take(df, cols, axis=-2)  # (*B, nnz, S)
         eps = trace["weight"]
@@ -124,7 +132,7 @@ class SparseRule:
         varshape = u_seq.shape[1:-1]
         rows, cols = operands[2], operands[3]
         x = jax.vmap(lambda xk: broadcast_leading(xk, varshape, xk.ndim))(x_seq)
-        xr = jnp.take(x, rows, axis=-1).astype(u_seq.dtype)  # (K, *B, nnz)
+        xr = _signed(jnp.take(x, rows, axis=-1).astype(u_seq.dtype), operands, params)  # (K, *B, nnz)
         u_k = jnp.take(u_seq, cols, axis=-2)  # (K, *B, nnz, S)
         acc = jnp.sum(xr[..., None] * u_k, axis=0)
         return {"weight": acc.astype(template["weight"].dtype)}
@@ -146,11 +154,12 @@ class SparseRule:
 
 _rule = SparseRule()
 _mm = define_primitive(
-    "etp_sparse_mm", sparse_product, batched=True, trainable_invars_fn=_trainables, trace_rule=_rule
+    "etp_sparse_mm", sparse_product, batched=True, trainable_invars_fn=_trainables, trace_rule=_rule,
+    window_rule=sparse_window_xy_to_dw,
 )
 _mv = define_primitive(
     "etp_sparse_mv", sparse_product, batched=False, trainable_invars_fn=_trainables, trace_rule=_rule,
-    batched_partner=_mm,
+    batched_partner=_mm, window_rule=sparse_window_xy_to_dw,
 )
 etp_sparse_mm_p = _mm.primitive
 etp_sparse_mv_p = _mv.primitive

@@ -3,7 +3,9 @@
 * A recurrent LIF network whose recurrence is :class:`braintrace.nn.EventSparseLinear`
   on the event path (a capacity of every block), on the CSR fallback (a capacity of
   one block) and on the CSR product (``events=False``): BPTT, D_RTRL and ES_D_RTRL
-  (windows and single steps) agree to 1e-10 in float64.
+  (windows and single steps) agree to 1e-10 in float64. The stored weights have both
+  signs: the event path takes ``|w|`` inside the primitive (``abs_weight``), the CSR
+  product outside it.
 * ES_D_RTRL's window contraction of an event-driven relation (the window's raw inputs
   instead of the leaky input trace) against a hand-written ES_D_RTRL on a leaky
   integrator (``D = λ``, ``df = 1``), over two windows (the second starts from a
@@ -26,7 +28,8 @@ N, N_IN, N_OUT, T = 24, 4, 2, 8
 
 
 def recurrent_csr(rng):
-    m = (rng.random((N, N)) < 0.4) * rng.lognormal(-0.5, 0.3, (N, N))
+    # stored values of both signs: Dale's law multiplies by |w|, whose derivative is sign(w)
+    m = (rng.random((N, N)) < 0.4) * rng.lognormal(-0.5, 0.3, (N, N)) * rng.choice([-1.0, 1.0], (N, N))
     np.fill_diagonal(m, 0.0)
     return u.sparse.CSR.fromdense(jnp.asarray(m))
 
