@@ -260,13 +260,10 @@ def _product_jvp(n_cols, capacity, block, abs_weight, primals, tangents):
     if not isinstance(dw, SymbolicZero):  # linear in dw, over the active rows only
         # the CSR branch is rematerialised: its residual x[rows] (nnz values) would
         # otherwise be stored even by the steps that take the event branch
-        dense_dw = jax.checkpoint(
-            lambda x, dw, w: _fallback(x, _tangent(dw, w, abs_weight), rows, cols, n_cols).astype(dtype)
-        )
+        dense_dw = jax.checkpoint(lambda x, dw: _fallback(x, dw, rows, cols, n_cols).astype(dtype))
+        dw = _tangent(dw, weight, abs_weight)
         terms.append(jax.lax.cond(
-            ev.fits,
-            lambda: ev.product(_tangent(ev.gather(dw), ev.gather(weight), abs_weight), cols, n_cols, lead, dtype),
-            lambda: dense_dw(x, dw, weight),
+            ev.fits, lambda: ev.product(ev.gather(dw), cols, n_cols, lead, dtype), lambda: dense_dw(x, dw)
         ))
     dy = functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(y)
     return y, dy

@@ -12,11 +12,12 @@ Written as the VJP of the batched product (the generic
 :meth:`~braintrace.primitives.ETPPrimitive.xy_to_dw_seq`), XLA gathers
 ``M · nnz`` values, or, for the event-driven product, scatters the window's
 ``M · capacity`` active blocks: at 50 million synapses and 50 steps, 0.35 s on
-an H200. Here the steps are taken ``group`` at a time: one fused pass over the
-nonzeros reads their indices once and accumulates ``group`` products, the
-``2 · group`` gathered rows (``group · (n_rows + n_cols)`` values) staying in
-cache. The work is ``O(M · nnz)`` multiply-adds, the memory ``O(nnz)`` and the
-traffic ``O(nnz · M / group)``.
+an H200. Here the steps are taken a group at a time: one fused pass over the
+nonzeros reads their indices once and accumulates the group's products, the
+gathered tables (``group · (n_rows + n_cols)`` values) staying in cache. The
+work is ``O(M · nnz)`` multiply-adds, the memory ``O(nnz)`` and the traffic
+``O(nnz · M / group)``: 3.6 ms for a 50-step window of 50 million synapses on
+an H200.
 """
 
 from __future__ import annotations
@@ -30,12 +31,57 @@ import numpy as np
 
 __all__ = ["sampled_outer_sum", "sparse_window_xy_to_dw"]
 
-#: Steps (or batch elements) contracted per pass over the nonzeros.
+#: Steps (or batch elements) contracted per pass over the nonzeros on a CPU.
 GROUP = 8
+#: At most this many per pass elsewhere (GPU): each nonzero reads one contiguous row of each table.
+ROW_GROUP = 32
 
 
-def sampled_outer_sum(a: jax.Array, b: jax.Array, rows: Any, cols: Any, *, group: int = GROUP) -> jax.Array:
-    r"""``out[k] = Σ_m a[m, rows[k]] · b[m, cols[k]]``, ``group`` values of ``m`` per pass.
+def _groups(a: jax.Array, b: jax.Array, group: int, dtype: Any) -> tuple[jax.Array, jax.Array]:
+    """``a`` and ``b`` padded with zero steps and cut into ``(passes, group, n)``."""
+    steps = a.shape[0]
+    n = -(-steps // group)
+    pad = ((0, n * group - steps), (0, 0))
+    return (jnp.pad(a.astype(dtype), pad).reshape((n, group, a.shape[1])),
+            jnp.pad(b.astype(dtype), pad).reshape((n, group, b.shape[1])))
+
+
+def _by_vectors(a, b, rows, cols, group: int, dtype):
+    """``group`` one-dimensional gathers per pass (fused on a CPU: no ``(nnz, group)`` buffer)."""
+    ga, gb = _groups(a, b, group, dtype)
+
+    def one_pass(acc, ab):
+        pa, pb = ab
+        for j in range(pa.shape[0]):
+            acc = acc + pa[j].at[rows].get(mode="promise_in_bounds") * pb[j].at[cols].get(mode="promise_in_bounds")
+        return acc, None
+
+    return jax.lax.scan(one_pass, jnp.zeros(np.shape(rows), dtype), (ga, gb))[0]
+
+
+def _by_rows(a, b, rows, cols, group: int, dtype):
+    """Tables ``(n, group)``: each nonzero gathers one contiguous row of each (one memory
+    transaction on a GPU, where ``group`` separate gathers cost ``group``)."""
+    ga, gb = _groups(a, b, group, dtype)
+
+    def one_pass(acc, ab):
+        pa, pb = ab[0].T, ab[1].T
+        rowwise = pa.at[rows].get(mode="promise_in_bounds") * pb.at[cols].get(mode="promise_in_bounds")
+        return acc + jnp.sum(rowwise, axis=1), None
+
+    return jax.lax.scan(one_pass, jnp.zeros(np.shape(rows), dtype), (ga, gb))[0]
+
+
+def sampled_outer_sum(
+    a: jax.Array, b: jax.Array, rows: Any, cols: Any, *, group: int | None = None, layout: str | None = None
+) -> jax.Array:
+    r"""``out[k] = Σ_m a[m, rows[k]] · b[m, cols[k]]``, a group of values of ``m`` per pass.
+
+    On a CPU each pass gathers ``group`` (default :data:`GROUP`) one-dimensional
+    rows; elsewhere the passes are balanced with at most :data:`ROW_GROUP`
+    steps each (or ``group``), and each nonzero gathers one contiguous row of
+    two ``(n, group)`` tables. Measured at 50 million nonzeros and 51 steps on
+    an H200: 3.6 ms against 19 ms for the one-dimensional gathers.
 
     Parameters
     ----------
@@ -43,8 +89,11 @@ def sampled_outer_sum(a: jax.Array, b: jax.Array, rows: Any, cols: Any, *, group
     b : array, shape ``(M, n_cols)``
     rows, cols : integer arrays, shape ``(nnz,)``
         In bounds (they are not checked).
-    group : int, default 8
+    group : int, optional
         Values of ``m`` per pass over the nonzeros.
+    layout : {'vectors', 'rows'}, optional
+        Force one of the two ways (default: ``'vectors'`` on a CPU, ``'rows'``
+        elsewhere).
 
     Returns
     -------
@@ -63,23 +112,21 @@ def sampled_outer_sum(a: jax.Array, b: jax.Array, rows: Any, cols: Any, *, group
             f"sampled_outer_sum: a {a.shape} and b {b.shape} must be (M, n_rows) and (M, n_cols)."
         )
     dtype = jnp.result_type(a, b)
-    steps = a.shape[0]
-    g = max(1, min(int(group), steps))
-    n = -(-steps // g)
-    pad = ((0, n * g - steps), (0, 0))
-    a = jnp.pad(a.astype(dtype), pad).reshape((n, g, a.shape[1]))
-    b = jnp.pad(b.astype(dtype), pad).reshape((n, g, b.shape[1]))
-
-    def one_pass(acc, ab):
-        ga, gb = ab
-        for j in range(g):  # one fused loop over the nonzeros
-            acc = acc + jnp.take(ga[j], rows, mode="clip") * jnp.take(gb[j], cols, mode="clip")
-        return acc, None
-
-    acc = jnp.zeros(np.shape(rows), dtype)
-    if n == 1:
-        return one_pass(acc, (a[0], b[0]))[0]
-    return jax.lax.scan(one_pass, acc, (a, b))[0]
+    steps = max(1, a.shape[0])
+    vec = max(1, min(int(group or GROUP), steps))
+    row = max(1, min(int(group or ROW_GROUP), steps))
+    row = -(-steps // -(-steps // row))  # balanced passes
+    if layout == "vectors":
+        return _by_vectors(a, b, rows, cols, vec, dtype)
+    if layout == "rows":
+        return _by_rows(a, b, rows, cols, row, dtype)
+    if layout is not None:
+        raise ValueError(f"sampled_outer_sum: layout={layout!r} must be 'vectors', 'rows' or None.")
+    return jax.lax.platform_dependent(
+        a, b, rows, cols,
+        cpu=lambda *ops: _by_vectors(*ops, vec, dtype),
+        default=lambda *ops: _by_rows(*ops, row, dtype),
+    )
 
 
 def sparse_window_xy_to_dw(

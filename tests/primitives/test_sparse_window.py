@@ -22,17 +22,20 @@ def _reference(a, b, rows, cols):
     return np.einsum("mk,mk->k", np.asarray(a, np.float64)[:, rows], np.asarray(b, np.float64)[:, cols])
 
 
-@pytest.mark.parametrize("steps,group", [(1, 8), (5, 1), (5, 2), (8, 8), (13, 4), (3, 16)])
-def test_sampled_outer_sum_is_the_sum_over_steps(steps, group, rng):
+@pytest.mark.parametrize("layout", [None, "vectors", "rows"])
+@pytest.mark.parametrize("steps,group", [(1, 8), (5, 1), (5, 2), (8, 8), (13, 4), (3, 16), (51, None)])
+def test_sampled_outer_sum_is_the_sum_over_steps(steps, group, layout, rng):
     a, b = normal(rng, (steps, 6)), normal(rng, (steps, 9))
     rows, cols = rng.integers(0, 6, 40), rng.integers(0, 9, 40)
-    got = jax.jit(lambda a, b: sampled_outer_sum(a, b, rows, cols, group=group))(a, b)
+    got = jax.jit(lambda a, b: sampled_outer_sum(a, b, rows, cols, group=group, layout=layout))(a, b)
     assert_close(got, _reference(a, b, rows, cols))
 
 
-def test_sampled_outer_sum_rejects_mismatched_steps():
+def test_sampled_outer_sum_rejects_bad_arguments():
     with pytest.raises(ValueError, match="must be"):
         sampled_outer_sum(jnp.zeros((2, 3)), jnp.zeros((3, 3)), np.zeros(4, int), np.zeros(4, int))
+    with pytest.raises(ValueError, match="layout='cols' must be"):
+        sampled_outer_sum(jnp.zeros((2, 3)), jnp.zeros((2, 3)), np.zeros(4, int), np.zeros(4, int), layout="cols")
 
 
 def _sparse_case(rng, n_rows=40, n_cols=30, p=0.3):
