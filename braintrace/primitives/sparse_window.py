@@ -63,9 +63,12 @@ def _by_rows(a, b, rows, cols, group: int, dtype):
     """Tables ``(n, group)``: each nonzero gathers one contiguous row of each (one memory
     transaction on a GPU, where ``group`` separate gathers cost ``group``)."""
     ga, gb = _groups(a, b, group, dtype)
+    # transposed once, before the loop, to (passes, n, group): inside the loop XLA may
+    # read the transpose in place, strided, and each nonzero's row is no longer contiguous
+    ga, gb = ga.transpose(0, 2, 1), gb.transpose(0, 2, 1)
 
     def one_pass(acc, ab):
-        pa, pb = ab[0].T, ab[1].T
+        pa, pb = ab
         rowwise = pa.at[rows].get(mode="promise_in_bounds") * pb.at[cols].get(mode="promise_in_bounds")
         return acc + jnp.sum(rowwise, axis=1), None
 
@@ -86,7 +89,9 @@ def sampled_outer_sum(
     Parameters
     ----------
     a : array, shape ``(M, n_rows)``
+        The row side: one row per step (e.g. the window's inputs ``x``).
     b : array, shape ``(M, n_cols)``
+        The column side: one row per step (e.g. the cotangents ``ȳ``).
     rows, cols : integer arrays, shape ``(nnz,)``
         In bounds (they are not checked).
     group : int, optional
@@ -124,8 +129,8 @@ def sampled_outer_sum(
         raise ValueError(f"sampled_outer_sum: layout={layout!r} must be 'vectors', 'rows' or None.")
     return jax.lax.platform_dependent(
         a, b, rows, cols,
-        cpu=lambda *ops: _by_vectors(*ops, vec, dtype),
-        default=lambda *ops: _by_rows(*ops, row, dtype),
+        cpu=lambda a, b, r, c: _by_vectors(a, b, r, c, vec, dtype),
+        default=lambda a, b, r, c: _by_rows(a, b, r, c, row, dtype),
     )
 
 
