@@ -57,6 +57,7 @@ import numpy as np
 
 import braintrace
 from benchmarks.measure import machine_info, peak_rss_mb
+from benchmarks.op_profile import op_profile
 
 __all__ = ["load_example", "main"]
 
@@ -226,6 +227,11 @@ def benchmark(args) -> dict:
     model, xs, ys = built["model"], built["xs"][:T], built["ys"][:T]
     mse = W.mse
 
+    def _profile(rec, compiled, state_vals, call_args, steps):
+        if args.profile:  # the operations of one more call: where a step's time goes
+            p = op_profile(lambda *a: compiled(state_vals, *a), *call_args, top=args.profile)
+            rec["profile"] = dict(p, steps=steps, ops_ms_per_step=p["ops_ms"] / steps)
+
     def forward():
         blocks_per_row = None
         if model.rec.structure is not None:
@@ -246,6 +252,7 @@ def benchmark(args) -> dict:
 
         compiled, state_vals, rec = compile_body(body, xs, ys)
         t = time_compiled(compiled, state_vals, (xs, ys), T, args.repeats)
+        _profile(rec, compiled, state_vals, (xs, ys), T)
         loss, rates, active = t.pop("result")
         rates, active = np.asarray(rates), np.asarray(active)
         rec.update(t, loss=float(loss), rate_mean=float(rates.mean()), rate_max=float(rates.max()),
@@ -274,6 +281,7 @@ def benchmark(args) -> dict:
             if timed:
                 t = time_compiled(compiled, state_vals, (xs, ys), T, args.repeats)
                 rec.update(t, loss=float(t.pop("result")[1]))
+                _profile(rec, compiled, state_vals, (xs, ys), T)
             return rec
 
         return fn
@@ -406,6 +414,12 @@ def report(folder: str) -> str:
             f"{note} |")
     for name, why in rec.get("skipped", {}).items():
         lines.append(f"| {name} | | | | | | | | skipped: {why} |")
+    for name, r in m.items():
+        p = r.get("profile")
+        if p:
+            lines += ["", f"{name}: {p['ops_ms_per_step'] * 1e3:.1f} µs of {p['source']} operations per step "
+                      f"({p['ops']} over {p['steps']} steps); the largest:", "", "| operation | ms | calls |",
+                      "|---|---:|---:|"] + [f"| `{op}` | {ms:.2f} | {n} |" for op, ms, n in p["top"]]
     lines += ["", f"Connectome: generated in {c.get('generate_s', 0):.1f} s; out-degree {c.get('out_degree')}, "
               f"in-degree {c.get('in_degree')}; {c.get('modules')} modules; {c.get('blocks')} blocks of "
               f"{c.get('block')}, capacity {c.get('capacity_blocks')} blocks per step."]
@@ -456,6 +470,8 @@ def main(argv=None):
     parser.add_argument("--budget", type=float, default=450.0, help="seconds for the whole run")
     parser.add_argument("--sweep-windows", type=_ints, default=[10, 100])
     parser.add_argument("--unroll-check", action="store_true", help="also compile with 10-step unrolling")
+    parser.add_argument("--profile", type=int, default=0, metavar="TOP",
+                        help="profile one more call of each timed item; keep its TOP largest operations")
     parser.add_argument("--compile-sweep", action="store_true", help="compile times only, against size and window")
     parser.add_argument("--sweep-neurons", type=_ints, default=[500, 1000, 2000, 4000])
     parser.add_argument("--sweep-unroll", type=_unrolls, default=[None, 10])
