@@ -199,7 +199,10 @@ class _Events:
         return jnp.take(values, self.k)
 
     def product(self, w_k, cols, n_cols: int, lead: tuple, dtype) -> jax.Array:
-        """``Σ_k x[b, row(k)] w_k`` into ``y[b, col(k)]`` over the active blocks' nonzeros (``w_k`` from :meth:`gather`)."""
+        """``Σ_k x[b, row(k)] w_k`` into ``y[b, col(k)]`` over the active blocks' nonzeros.
+
+        ``w_k`` are the nonzeros' values from :meth:`gather`.
+        """
         val = jnp.where(self.valid, self.x[:, None].astype(dtype) * w_k.astype(dtype), 0)
         dest = jnp.where(self.valid, self.b[:, None] * n_cols + jnp.take(cols, self.k), self.batch * n_cols)
         y = jnp.zeros((self.batch * n_cols,), dtype).at[dest.reshape(-1)].add(val.reshape(-1), mode="drop")

@@ -46,7 +46,10 @@ def _trainables(params, num_invars):
 
 
 def _signed(xr: Array, operands: Sequence[Array], params: Mapping[str, Any]) -> Array:
-    """``x[row(k)]``, times ``sign(w[k])`` for a product of ``|w|`` (``abs_weight``, the event-driven product)."""
+    """``x[row(k)]``, times ``sign(w[k])`` for a product of ``|w|``.
+
+    (``abs_weight``: the event-driven product's Dale's law.)
+    """
     if params.get("abs_weight", False):
         return xr * jnp.sign(operands[1]).astype(xr.dtype)
     return xr

@@ -53,7 +53,8 @@ def _by_vectors(a, b, rows, cols, group: int, dtype):
     def one_pass(acc, ab):
         pa, pb = ab
         for j in range(pa.shape[0]):
-            acc = acc + pa[j].at[rows].get(mode="promise_in_bounds") * pb[j].at[cols].get(mode="promise_in_bounds")
+            x_k = pa[j].at[rows].get(mode="promise_in_bounds")
+            acc = acc + x_k * pb[j].at[cols].get(mode="promise_in_bounds")
         return acc, None
 
     return jax.lax.scan(one_pass, jnp.zeros(np.shape(rows), dtype), (ga, gb))[0]

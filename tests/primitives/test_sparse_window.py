@@ -35,7 +35,8 @@ def test_sampled_outer_sum_rejects_bad_arguments():
     with pytest.raises(ValueError, match="must be"):
         sampled_outer_sum(jnp.zeros((2, 3)), jnp.zeros((3, 3)), np.zeros(4, int), np.zeros(4, int))
     with pytest.raises(ValueError, match="layout='cols' must be"):
-        sampled_outer_sum(jnp.zeros((2, 3)), jnp.zeros((2, 3)), np.zeros(4, int), np.zeros(4, int), layout="cols")
+        idx = np.zeros(4, int)
+        sampled_outer_sum(jnp.zeros((2, 3)), jnp.zeros((2, 3)), idx, idx, layout="cols")
 
 
 def _sparse_case(rng, n_rows=40, n_cols=30, p=0.3):
