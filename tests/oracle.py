@@ -146,6 +146,12 @@ def get_hidden(model) -> dict[Path, Any]:
     return {k: s.value for k, s in hidden_states(model).items()}
 
 
+def set_hidden(model, values: Mapping[Path, Any]) -> None:
+    """Set the HiddenState values of ``model`` (the inverse of :func:`get_hidden`)."""
+    for k, st in hidden_states(model).items():
+        st.value = values[k]
+
+
 def _check_keys(given: Mapping, known: Mapping, what: str) -> None:
     unknown = [k for k in given if k not in known]
     if unknown:

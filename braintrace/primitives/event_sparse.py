@@ -40,7 +40,7 @@ import saiunit as u
 from jax.custom_derivatives import SymbolicZero
 
 from .definition import define_primitive
-from .sparse import SparseRule, sparse_product
+from .sparse import SparseRule, sparse_product, times_weight_sign
 from .sparse_window import sparse_window_xy_to_dw
 from .units import check_float, mantissa_in, split_unit, unit_product, with_unit
 
@@ -291,9 +291,8 @@ def _linear_impl(x, weight, rows, cols, block_row, block_start, block_end, *bias
 def _window_rule(operands, x_seq, params, dy_seq, index):
     """The sparse window rule, times ``sign(w)`` for a product of ``|w|``."""
     out = sparse_window_xy_to_dw(operands, x_seq, params, dy_seq, index)
-    if out is not None and "weight" in out and params.get("abs_weight", False):
-        w = operands[1]
-        out["weight"] = out["weight"] * jnp.sign(w).astype(out["weight"].dtype)
+    if out is not None and "weight" in out:
+        out["weight"] = times_weight_sign(out["weight"], operands, params)
     return out
 
 

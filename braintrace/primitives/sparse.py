@@ -21,7 +21,7 @@ import saiunit as u
 
 from .definition import define_primitive
 from .record import ETPPrimitive
-from .sparse_window import sparse_window_xy_to_dw
+from .sparse_window import sampled_outer_sum, sparse_window_xy_to_dw
 from .trace_rules import Array, apply_block, broadcast_leading
 from .units import check_float, mantissa_in, split_unit, unit_product, with_unit
 
@@ -45,14 +45,15 @@ def _trainables(params, num_invars):
     return names
 
 
-def _signed(xr: Array, operands: Sequence[Array], params: Mapping[str, Any]) -> Array:
-    """``x[row(k)]``, times ``sign(w[k])`` for a product of ``|w|``.
-
-    (``abs_weight``: the event-driven product's Dale's law.)
-    """
+def times_weight_sign(
+    v: Array, operands: Sequence[Array], params: Mapping[str, Any], trailing: int = 0
+) -> Array:
+    """``v`` (nonzeros on the axis ``trailing`` places before the last), times ``sign(w[k])`` for a
+    product of ``|w|`` (``abs_weight``: the event-driven product's Dale's law)."""
     if params.get("abs_weight", False):
-        return xr * jnp.sign(operands[1]).astype(xr.dtype)
-    return xr
+        sign = jnp.sign(operands[1]).astype(v.dtype)
+        return v * sign.reshape(sign.shape + (1,) * trailing)
+    return v
 
 
 class SparseRule:
@@ -114,7 +115,7 @@ class SparseRule:
         varshape = df.shape[:-1]
         x, rows, cols = operands[0], operands[2], operands[3]
         x = broadcast_leading(x, varshape, x.ndim)
-        xr = _signed(jnp.take(x, rows, axis=-1).astype(df.dtype), operands, params)  # (*B, nnz)
+        xr = times_weight_sign(jnp.take(x, rows, axis=-1).astype(df.dtype), operands, params)  # (*B, nnz)
         d_k = jnp.take(D, cols, axis=-3)  # (*B, nnz, S, S)
         df_k = jnp.take(df, cols, axis=-2)  # (*B, nnz, S)
         eps = trace["weight"]
@@ -131,13 +132,20 @@ class SparseRule:
         names: tuple[str, ...],
         u_seq: Array,
     ) -> dict[str, Array]:
-        """``Σ_k x_k[row] u_k[col]`` per batch element, in one pass over the window."""
+        """``Σ_k x_k[row] u_k[col]`` per batch element and state, by :func:`.sampled_outer_sum`
+        (no ``(K, *B, nnz, S)`` intermediate)."""
         varshape = u_seq.shape[1:-1]
         rows, cols = operands[2], operands[3]
         x = jax.vmap(lambda xk: broadcast_leading(xk, varshape, xk.ndim))(x_seq)
-        xr = _signed(jnp.take(x, rows, axis=-1).astype(u_seq.dtype), operands, params)  # (K, *B, nnz)
-        u_k = jnp.take(u_seq, cols, axis=-2)  # (K, *B, nnz, S)
-        acc = jnp.sum(xr[..., None] * u_k, axis=0)
+        steps = u_seq.shape[0]
+        xs = x.reshape((steps, -1, x.shape[-1])).astype(u_seq.dtype)  # (K, B, n_rows)
+        us = u_seq.reshape((steps, -1) + u_seq.shape[-2:])  # (K, B, n_cols, S)
+        per_state = jax.vmap(
+            lambda xb, ub: sampled_outer_sum(xb, ub, rows, cols), in_axes=(None, 2), out_axes=1
+        )
+        acc = jax.vmap(per_state, in_axes=(1, 1))(xs, us)  # (B, nnz, S)
+        acc = acc.reshape(varshape[:-1] + acc.shape[1:])
+        acc = times_weight_sign(acc, operands, params, trailing=1)
         return {"weight": acc.astype(template["weight"].dtype)}
 
     def contract(

@@ -126,8 +126,7 @@ def gru_d_rtrl():
         h0 = O.get_hidden(model)
         learner = braintrace.D_RTRL(model).compile_graph(xs[0])
         got, _ = online_grads(learner, xs, loss)
-        for k, st in O.hidden_states(model).items():
-            st.value = h0[k]
+        O.set_hidden(model, h0)
     return learner, got
 
 
@@ -168,8 +167,7 @@ def test_single_step_learner_on_a_window_sums_single_steps(x64):
     h0 = O.get_hidden(model)
     learner = braintrace.D_RTRL(model).compile_graph(xs[0])
     stepwise, _ = online_grads(learner, xs, loss)
-    for k, st in O.hidden_states(model).items():
-        st.value = h0[k]
+    O.set_hidden(model, h0)
     learner.reset_state()
     windowed, _ = window_grads(learner, xs, loss, T)
     assert rel(windowed, stepwise) < 1e-10
@@ -189,8 +187,7 @@ def test_trace_dtype_bfloat16_close_to_float32():
     xs = xs.astype(jnp.float32)
     h0 = O.get_hidden(model)
     full, _ = online_grads(braintrace.D_RTRL(model).compile_graph(xs[0]), xs, loss)
-    for k, st in O.hidden_states(model).items():
-        st.value = h0[k]
+    O.set_hidden(model, h0)
     learner = braintrace.D_RTRL(model, trace_dtype=jnp.bfloat16).compile_graph(xs[0])
     low, _ = online_grads(learner, xs, loss)
     assert all(v.dtype == jnp.bfloat16 for st in learner.etraces.values() for v in jax.tree.leaves(st.value))

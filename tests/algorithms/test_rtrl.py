@@ -92,8 +92,7 @@ def test_every_parameter_reaching_a_hidden_state_is_covered(x64):
     assert sorted(learner.flat.theta_names) == ["U", "W"]
     got, _ = stepwise_grads(learner, xs, loss)
     assert rel(got[("U",)], bptt[("U",)]) < 1e-10 and rel(got[("W_out",)], bptt[("W_out",)]) < 1e-10
-    for k, st in O.hidden_states(model).items():
-        st.value = h0[k]
+    O.set_hidden(model, h0)
     d_rtrl, _ = stepwise_grads(braintrace.D_RTRL(model).compile_graph(xs[0]), xs, loss)
     assert rel(d_rtrl[("U",)], bptt[("U",)]) > 1e-3
 

@@ -30,8 +30,7 @@ def test_snap1_equals_d_rtrl_on_elementwise_models(x64, name):
     snap = braintrace.SnAp(model, n=1).compile_graph(xs[0])
     assert snap.trace_size(snap.flat) < snap.flat.num_hidden * snap.flat.num_params  # really sparse
     got, _ = stepwise_grads(snap, xs, loss)
-    for k, st in O.hidden_states(model).items():
-        st.value = h0[k]
+    O.set_hidden(model, h0)
     d_rtrl, _ = stepwise_grads(braintrace.D_RTRL(model).compile_graph(xs[0]), xs, loss)
     assert rel(got, d_rtrl) < 1e-10 and rel(got, bptt) < 1e-10
 
@@ -67,8 +66,7 @@ def test_snap1_on_a_gru_equals_masked_rtrl(x64):
     got, total = stepwise_grads(snap, xs, loss)
     assert rel(got, ref) < 1e-10 and abs(float(total) - float(ref_total)) < 1e-10
     assert rel(got, bptt) > 1e-3  # an approximation here: the test can tell
-    for k, st in O.hidden_states(model).items():
-        st.value = h0[k]
+    O.set_hidden(model, h0)
     snap.reset_state()
     windowed, _ = windowed_grads(snap, xs, loss, 2)  # the single-step rule over windows: the same sum
     assert rel(windowed, got) < 1e-10
@@ -84,8 +82,7 @@ def test_n_at_the_diameter_equals_rtrl(x64, name, diameter):
     assert snap.diameter == diameter and snap.pattern.all() == (name == "gru")
     got, _ = stepwise_grads(snap, xs, loss)
     assert rel(got, bptt) < 1e-10
-    for k, st in O.hidden_states(model).items():
-        st.value = h0[k]
+    O.set_hidden(model, h0)
     short, _ = stepwise_grads(braintrace.SnAp(model, n=diameter - 1).compile_graph(xs[0]), xs, loss)
     assert rel(short, bptt) > 1e-3
 

@@ -47,8 +47,7 @@ def test_first_step_closed_form(x64):
     rtrl = braintrace.RTRL(model).compile_graph(x)
     rtrl(x)
     P = np.asarray(rtrl.dense_influence({k: s.value for k, s in rtrl.etraces.items()}))  # (|θ|, N) = M^T
-    for k, st in O.hidden_states(model).items():
-        st.value = h0[k]
+    O.set_hidden(model, h0)
     uoro = braintrace.UORO(model, seed=3).compile_graph(x)
     uoro(x)
     traces = {k: s.value for k, s in uoro.etraces.items()}
@@ -77,8 +76,7 @@ def test_unbiased_mean_approaches_rtrl(x64):
     gfn = brainstate.transform.jit(brainstate.transform.grad(f, params))
     draws = []
     for seed in range(DRAWS):
-        for k, st in O.hidden_states(model).items():
-            st.value = h0[k]
+        O.set_hidden(model, h0)
         learner.reset_state()
         learner.reseed(seed)
         draws.append(flat(gfn(xs)))
@@ -88,8 +86,7 @@ def test_unbiased_mean_approaches_rtrl(x64):
     z = np.abs(mean - bptt) / np.maximum(se, 1e-12)
     assert z.max() < Z_BOUND, (z.max(), np.argmax(z))
     # the test can tell a biased gradient: D_RTRL's is far outside the same bounds on this coupled model
-    for k, st in O.hidden_states(model).items():
-        st.value = h0[k]
+    O.set_hidden(model, h0)
     d_rtrl = braintrace.D_RTRL(model).compile_graph(xs[0])
     biased = flat(brainstate.transform.grad(
         lambda win: sum(loss(o, k) for k, o in enumerate(d_rtrl(braintrace.MultiStepData(win)))), params)(xs))
@@ -105,8 +102,7 @@ def test_seed_and_key_state(x64):
     assert np.array_equal(key0, np.asarray(jax.random.key_data(jax.random.key(7))))
 
     def run():
-        for k, st in O.hidden_states(model).items():
-            st.value = h0[k]
+        O.set_hidden(model, h0)
         learner.reset_state()
         return [np.asarray(learner(x)) for x in xs], {k.kind: np.asarray(s.value) for k, s in learner.etraces.items()}
 

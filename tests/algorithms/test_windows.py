@@ -40,8 +40,7 @@ LEARNERS = {
 
 
 def reset(model, h0):
-    for k, st in O.hidden_states(model).items():
-        st.value = h0[k]
+    O.set_hidden(model, h0)
 
 
 _STEPWISE = {}

@@ -87,8 +87,7 @@ def test_update_every_1_equals_a_hand_written_loop(x64, learner):
     want, want_h = params_of(model), O.get_hidden(model)
     want_traces = {k: v.value for k, v in lrn.etraces.items()}
     set_params(model, p0)
-    for k, st in O.hidden_states(model).items():
-        st.value = h0[k]
+    O.set_hidden(model, h0)
     got, got_state, losses = braintrace.online_fit(lrn, optimizer, xs, ys, loss_fn, update_every=1)
     assert rel(got, want) < 1e-10
     assert rel(got_state, state) < 1e-10

@@ -44,8 +44,7 @@ def rel(a, b):
 
 
 def set_hidden(model, h0):
-    for k, st in O.hidden_states(model).items():
-        st.value = h0[k]
+    O.set_hidden(model, h0)
 
 
 # each model and each reduction once: the reduction is applied to the summed masked loss the
