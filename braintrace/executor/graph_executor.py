@@ -352,5 +352,13 @@ class ETraceVjpGraphExecutor(ETraceGraphExecutor):
 
                 return jax.vmap(one, in_axes=(axes, 0, 0, 0))(leaves, d_p, d_direct, d_old)
 
-        out = jax.linear_transpose(linear, params, p, direct, old)(self._cotangents(cotangents, lead))
+        # integer outputs (a state of indices or counters, passed through) have no tangent space
+        real = [i for i, v in enumerate(self.minfo.jaxpr.outvars) if jnp.issubdtype(v.aval.dtype, jnp.inexact)]
+
+        def real_linear(*tangents):
+            outs = linear(*tangents)
+            return [outs[i] for i in real]
+
+        cts = self._cotangents(cotangents, lead)
+        out = jax.linear_transpose(real_linear, params, p, direct, old)([cts[i] for i in real])
         return out if old_hidden else out[:3]

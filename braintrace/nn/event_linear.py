@@ -22,6 +22,7 @@ import saiunit as u
 from ..primitives import EventCSR, event_sparse_matmul, sparse_matmul
 from ..primitives.event_sparse import DEFAULT_BLOCK
 from .checks import check_trailing, layer_label, to_size
+from .structure import StructureState
 
 __all__ = ["EventSparseLinear"]
 
@@ -87,7 +88,11 @@ class EventSparseLinear(brainstate.nn.Module):
     events : bool
         Whether the product is event-driven.
     structure : EventCSR or None
-        The event path's structure (``None`` on the CSR path).
+        The event path's structure (``None`` on the CSR path), as built.
+    indices : StructureState or None
+        The event path's index arrays (:attr:`EventCSR.arrays`) as a state: a
+        compiled step receives them as arguments, not as constants (which XLA
+        compiles slowly when they are large). ``None`` on the CSR path.
 
     Raises
     ------
@@ -140,6 +145,7 @@ class EventSparseLinear(brainstate.nn.Module):
         self.w_sign = self._sign(w_sign, n_rows)
         self.structure = self._structure(spar_mat, events, max_active, block)
         self.events = self.structure is not None
+        self.indices = StructureState(self.structure.arrays) if self.structure is not None else None
         params = dict(weight=spar_mat.data)
         if b_init is not None:
             params["bias"] = init.param(b_init, (n_cols,), allow_none=False)
@@ -184,6 +190,9 @@ class EventSparseLinear(brainstate.nn.Module):
                 return None
         return structure
 
+    def reset_state(self, *args: Any, **kwargs: Any) -> None:
+        """Nothing to reset: the layer's only non-parameter state is its fixed structure."""
+
     def update(self, x: Any) -> Any:
         """One forward pass.
 
@@ -202,6 +211,7 @@ class EventSparseLinear(brainstate.nn.Module):
         signed = self.w_sign is not None
         if signed:
             x = x * self.w_sign
-        if self.structure is not None:  # |w| of the nonzeros each step reads
-            return event_sparse_matmul(x, w, structure=self.structure, bias=params.get("bias"), abs_weight=signed)
+        if self.structure is not None and self.indices is not None:  # |w| of the nonzeros each step reads
+            structure = self.structure.with_arrays(self.indices.value)
+            return event_sparse_matmul(x, w, structure=structure, bias=params.get("bias"), abs_weight=signed)
         return sparse_matmul(x, u.math.abs(w) if signed else w, sparse_mat=self.spar_mat, bias=params.get("bias"))

@@ -96,9 +96,40 @@ class EventCSR:
     block: int
     capacity: int
 
+    #: The names of the index arrays (see :attr:`arrays`).
+    ARRAYS = ("rows", "cols", "block_row", "block_start", "block_end")
+
     @property
     def nnz(self) -> int:
         return int(self.cols.shape[0])
+
+    @property
+    def arrays(self) -> dict[str, Any]:
+        """The index arrays by name: what a compiled step may take as arguments rather than as
+        constants (see :meth:`with_arrays`)."""
+        return {name: getattr(self, name) for name in self.ARRAYS}
+
+    def with_arrays(self, arrays: dict[str, Any]) -> EventCSR:
+        """The same structure with its index arrays replaced, e.g. by traced values of the same
+        shapes (a state read inside ``jit``: the arrays are then arguments of the compiled
+        program, not constants embedded in it, which XLA compiles slowly when they are large).
+
+        Raises
+        ------
+        ValueError
+            ``arrays`` does not hold exactly :attr:`ARRAYS`, or an array's shape differs.
+        """
+        if set(arrays) != set(self.ARRAYS):
+            raise ValueError(
+                f"EventCSR.with_arrays: expected the arrays {list(self.ARRAYS)}, got {sorted(arrays)}."
+            )
+        for name in self.ARRAYS:
+            if tuple(np.shape(arrays[name])) != tuple(np.shape(getattr(self, name))):
+                raise ValueError(
+                    f"EventCSR.with_arrays: `{name}` has shape {tuple(np.shape(arrays[name]))}; the structure's "
+                    f"has shape {tuple(np.shape(getattr(self, name)))}."
+                )
+        return dataclasses.replace(self, **arrays)
 
     @property
     def n_blocks(self) -> int:
