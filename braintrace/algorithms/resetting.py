@@ -19,6 +19,7 @@ import jax
 
 from ..compiler.module_info import path_str
 from ..errors import NotSupportedError
+from ..primitives import StructureState
 
 __all__ = ["unresettable_states", "reset_model"]
 
@@ -35,6 +36,9 @@ def _owner(nodes: Mapping[Path, Any], path: Path) -> Any:
 
 def unresettable_states(model: brainstate.nn.Module) -> dict[Path, brainstate.State]:
     """The non-parameter states whose module defines no ``reset_state``.
+
+    A :class:`~braintrace.primitives.StructureState` (a fixed pattern, never
+    written) needs no reset and is not among them.
 
     Parameters
     ----------
@@ -60,7 +64,7 @@ def unresettable_states(model: brainstate.nn.Module) -> dict[Path, brainstate.St
     nodes = {tuple(p): m for p, m in model.nodes().items()}
     out = {}
     for path, st in model.states().items():
-        if isinstance(st, brainstate.ParamState):
+        if isinstance(st, (brainstate.ParamState, StructureState)):
             continue
         owner = _owner(nodes, tuple(path))
         if owner is None or type(owner).reset_state is brainstate.nn.Module.reset_state:

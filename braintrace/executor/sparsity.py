@@ -37,6 +37,7 @@ from jax.extend.core import primitives as P
 
 from ..compiler.jaxpr_tools import ELEMENTWISE_PRIMITIVES, UseDef, eval_eqn, is_literal
 from ..compiler.module_info import ModuleInfo
+from ..primitives import StructureState
 from .influence import StepTangent, chunk_size
 
 __all__ = ["jacobian_pattern", "snap_pattern", "saturation_steps", "data_dependent_indices"]
@@ -44,7 +45,7 @@ __all__ = ["jacobian_pattern", "snap_pattern", "saturation_steps", "data_depende
 #: Products: an operand that is not a tangent is a coefficient, taken as non-zero everywhere.
 _PRODUCTS = frozenset({lax.dot_general_p, lax.conv_general_dilated_p})
 #: Calls whose body is evaluated by the same rules.
-_CALLS = frozenset(getattr(P, n) for n in ("jit_p", "closed_call_p", "call_p") if hasattr(P, n))
+_CALLS = frozenset(getattr(P, n) for n in ("jit_p", "closed_call_p", "call_p", "remat_p") if hasattr(P, n))
 
 
 class _Unsupported(Exception):
@@ -212,7 +213,9 @@ def data_dependent_indices(minfo: ModuleInfo) -> list[str]:
     the pattern rules take the union of their branches. Any other (a
     ``gather`` of the rows of a table at input tokens, an ETP primitive whose
     data input is an index) selects elements by the data, so no pattern read
-    at one point holds.
+    at one point holds. The indices of a
+    :class:`~braintrace.primitives.StructureState` (a sparse layer's pattern,
+    fixed) are not data.
 
     Examples
     --------
@@ -225,8 +228,9 @@ def data_dependent_indices(minfo: ModuleInfo) -> list[str]:
     []
     """
     jaxpr = minfo.jaxpr
-    param_invars = {jaxpr.invars[i] for s in minfo.param_slots for i in s.invars}
-    varying = UseDef(jaxpr).forward([v for v in jaxpr.invars if v not in param_invars])
+    fixed = {jaxpr.invars[i] for s in minfo.slots if s.role == "param" or isinstance(s.state, StructureState)
+             for i in s.invars}
+    varying = UseDef(jaxpr).forward([v for v in jaxpr.invars if v not in fixed])
     found = []
     for eqn in jaxpr.eqns:
         if eqn.primitive in ELEMENTWISE_PRIMITIVES:

@@ -44,7 +44,6 @@ from .minimal_rnn import MiniGRU as MiniGRU, MiniLSTM as MiniLSTM, MinimalRNNCel
 from .neurons import ALIF as ALIF, IF as IF, LIF as LIF
 from .norm import BatchNorm1d as BatchNorm1d, LayerNorm as LayerNorm
 from .readout import LeakyRateReadout as LeakyRateReadout
-from .structure import StructureState as StructureState
 from .rnn import (
     GRUCell as GRUCell,
     LSTMCell as LSTMCell,
@@ -63,7 +62,6 @@ __all__ = [
     "ScaledWSLinear",
     "SparseLinear",
     "EventSparseLinear",
-    "StructureState",
     "LoRA",
     "GroupedLinear",
     "Embedding",

@@ -19,10 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 import saiunit as u
 
-from ..primitives import EventCSR, event_sparse_matmul, sparse_matmul
+from ..primitives import EventCSR, StructureState, event_sparse_matmul, sparse_matmul
 from ..primitives.event_sparse import DEFAULT_BLOCK
 from .checks import check_trailing, layer_label, to_size
-from .structure import StructureState
 
 __all__ = ["EventSparseLinear"]
 
@@ -89,10 +88,11 @@ class EventSparseLinear(brainstate.nn.Module):
         Whether the product is event-driven.
     structure : EventCSR or None
         The event path's structure (``None`` on the CSR path), as built.
-    indices : StructureState or None
-        The event path's index arrays (:attr:`EventCSR.arrays`) as a state: a
-        compiled step receives them as arguments, not as constants (which XLA
-        compiles slowly when they are large). ``None`` on the CSR path.
+    indices : braintrace.primitives.StructureState
+        The index arrays as a state (the event path's
+        :attr:`~braintrace.primitives.EventCSR.arrays`, or the ``rows`` and
+        ``cols`` of the CSR path): a compiled step receives them as arguments,
+        not as constants, which XLA compiles slowly when they are large.
 
     Raises
     ------
@@ -145,7 +145,10 @@ class EventSparseLinear(brainstate.nn.Module):
         self.w_sign = self._sign(w_sign, n_rows)
         self.structure = self._structure(spar_mat, events, max_active, block)
         self.events = self.structure is not None
-        self.indices = StructureState(self.structure.arrays) if self.structure is not None else None
+        if self.structure is not None:
+            self.indices = StructureState(self.structure.arrays)
+        else:
+            self.indices = StructureState.of_matrix(spar_mat)
         params = dict(weight=spar_mat.data)
         if b_init is not None:
             params["bias"] = init.param(b_init, (n_cols,), allow_none=False)
@@ -190,9 +193,6 @@ class EventSparseLinear(brainstate.nn.Module):
                 return None
         return structure
 
-    def reset_state(self, *args: Any, **kwargs: Any) -> None:
-        """Nothing to reset: the layer's only non-parameter state is its fixed structure."""
-
     def update(self, x: Any) -> Any:
         """One forward pass.
 
@@ -211,7 +211,8 @@ class EventSparseLinear(brainstate.nn.Module):
         signed = self.w_sign is not None
         if signed:
             x = x * self.w_sign
-        if self.structure is not None and self.indices is not None:  # |w| of the nonzeros each step reads
+        if self.structure is not None:  # |w| of the nonzeros each step reads
             structure = self.structure.with_arrays(self.indices.value)
             return event_sparse_matmul(x, w, structure=structure, bias=params.get("bias"), abs_weight=signed)
-        return sparse_matmul(x, u.math.abs(w) if signed else w, sparse_mat=self.spar_mat, bias=params.get("bias"))
+        w = u.math.abs(w) if signed else w
+        return sparse_matmul(x, w, sparse_mat=self.indices.matrix(w, self.spar_mat.shape), bias=params.get("bias"))

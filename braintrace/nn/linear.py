@@ -22,7 +22,7 @@ import numpy as np
 import saiunit as u
 
 from ..errors import ArgumentTypeError, InvalidArgumentError
-from ..primitives import lora_matmul, matmul, sparse_matmul
+from ..primitives import StructureState, lora_matmul, matmul, sparse_matmul
 from .checks import check_trailing, layer_label, make_param, to_size
 
 __all__ = ["Linear", "SignedWLinear", "ScaledWSLinear", "SparseLinear", "LoRA"]
@@ -375,6 +375,10 @@ class SparseLinear(brainstate.nn.Module):
         ``dict(weight=(nnz,))`` plus ``bias=(O,)`` if ``b_init`` is given.
     spar_mat : saiunit.sparse.SparseMatrix
         The fixed pattern.
+    indices : braintrace.primitives.StructureState
+        The pattern's ``rows`` and ``cols`` as a state: a compiled step receives
+        them as arguments, not as constants, which XLA compiles slowly when
+        they are large.
     in_size, out_size : tuple of int
         ``out_size`` is ``in_size[:-1] + (O,)``.
 
@@ -421,6 +425,7 @@ class SparseLinear(brainstate.nn.Module):
                 f"`spar_mat` (shape {(n_rows, n_cols)})."
             )
         self.spar_mat = spar_mat
+        self.indices = StructureState.of_matrix(spar_mat)
         params = dict(weight=spar_mat.data)
         if b_init is not None:
             params["bias"] = init.param(b_init, (n_cols,), allow_none=False)
@@ -434,7 +439,8 @@ class SparseLinear(brainstate.nn.Module):
         """One forward pass; ``x`` has shape ``(..., I)``."""
         check_trailing(self._label, x, self.in_size[-1:])
         params = self.weight.value
-        return sparse_matmul(x, params["weight"], sparse_mat=self.spar_mat, bias=params.get("bias"))
+        w = params["weight"]
+        return sparse_matmul(x, w, sparse_mat=self.indices.matrix(w, self.spar_mat.shape), bias=params.get("bias"))
 
 
 class LoRA(brainstate.nn.Module):

@@ -123,6 +123,9 @@ from .sparse import (
 from .sparse import (
     sparse_matmul as sparse_matmul,
 )
+from .structure_state import (
+    StructureState as StructureState,
+)
 from .trace_rules import (
     DiagonalRule as DiagonalRule,
 )
@@ -150,6 +153,7 @@ __all__ = [
     "sparse_matmul",
     "event_sparse_matmul",
     "EventCSR",
+    "StructureState",
     "lora_matmul",
     "embedding",
     "grouped_matmul",

@@ -219,6 +219,38 @@ def _structure(sparse_mat: Any) -> tuple[Any, Any, int, int, int]:
     return jnp.asarray(rows).astype(jnp.int32), jnp.asarray(cols).astype(jnp.int32), n_rows, n_cols, nnz
 
 
+def nonzero_indices(sparse_mat: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, cols)``: the row and column of every nonzero of a matrix, in its data order (NumPy, int32).
+
+    Parameters
+    ----------
+    sparse_mat : saiunit.sparse.CSR, CSC or COO
+        With concrete (not traced) indices.
+
+    Raises
+    ------
+    TypeError
+        ``sparse_mat`` is not a CSR, CSC or COO matrix.
+    ValueError
+        Its indices are traced.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp, saiunit as u
+    >>> from braintrace.primitives.sparse import nonzero_indices
+    >>> rows, cols = nonzero_indices(u.sparse.CSR.fromdense(jnp.array([[1., 0., 2.], [0., 3., 0.]])))
+    >>> rows.tolist(), cols.tolist()
+    ([0, 0, 1], [0, 2, 1])
+    """
+    rows, cols, *_ = _structure(sparse_mat)
+    if not isinstance(rows, np.ndarray) or not isinstance(cols, np.ndarray):
+        raise ValueError(
+            "nonzero_indices: the matrix's indices are traced; read them outside `jit` (the pattern is "
+            "fixed, computed once)."
+        )
+    return rows, cols
+
+
 def sparse_matmul(x: Any, weight_data: Any, *, sparse_mat: Any, bias: Any = None) -> Any:
     r"""ETP-aware sparse matrix multiplication, ``y = x @ M + b``.
 

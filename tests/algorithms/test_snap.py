@@ -96,6 +96,25 @@ def test_multi_step_at_the_diameter_equals_bptt(x64):
     assert rel(got, bptt) < 1e-10
 
 
+@pytest.mark.parametrize("cell", ["jax.checkpoint", "jit(checkpoint)"])
+def test_a_step_inside_jax_checkpoint_has_the_pattern_of_the_plain_step(x64, cell):
+    """A user's checkpoint (remat) around the step changes nothing: same pattern, exact gradient.
+    (A checkpoint inside a primitive's derivative, as in the event-driven sparse product, is
+    tested in ``tests/primitives/test_structure_state.py``.)"""
+    from compiler.test_hidden_calls import Leaky
+
+    xs, loss = make_data(steps=T)
+    plain = braintrace.SnAp(Leaky("plain"), n=1).compile_graph(xs[0]).pattern
+    model = Leaky(cell)
+    h0 = O.get_hidden(model)
+    snap = braintrace.SnAp(model, n=1).compile_graph(xs[0])
+    assert plain.any() and (snap.pattern == plain).all()
+    bptt, _ = O.bptt_grads(model, xs, loss)
+    O.set_hidden(model, h0)
+    got, _ = stepwise_grads(snap, xs, loss)
+    assert rel(got, bptt) < 1e-10
+
+
 def test_bad_n():
     for n in (0, 1.5, True, "2"):
         with pytest.raises(ValueError, match="n must be an integer >= 1"):
