@@ -51,6 +51,9 @@ class StepLayout:
         Their positions among the parameter leaves.
     hidden_state_pos : dict
         ``{hidden path: position of its leaf among the state leaves}``.
+    fixed_state_pos : tuple of int
+        Positions, among the state leaves, of the leaves of the states the step
+        reads but never writes (constant over a window of steps).
 
     Examples
     --------
@@ -91,11 +94,15 @@ class StepLayout:
             for r in self.relations
         }
         self.hidden_state_pos: dict[Path, int] = {}
+        fixed: list[int] = []
         offset = 0
         for s in self.state_slots:
             if s.role == "hidden":
                 self.hidden_state_pos[s.path] = offset
+            if not s.written:
+                fixed.extend(range(offset, offset + len(s.invars)))
             offset += len(s.invars)
+        self.fixed_state_pos = tuple(fixed)
 
     # -- flat lists ------------------------------------------------------------
     def assemble(self, arg_vals: Sequence[Any], param_vals: Sequence[Any], state_vals: Sequence[Any]) -> list:

@@ -38,12 +38,13 @@ from jax.extend.core import primitives as P
 from ..compiler.jaxpr_tools import ELEMENTWISE_PRIMITIVES, UseDef, eval_eqn, is_literal
 from ..compiler.module_info import ModuleInfo
 from ..primitives import StructureState
+from ..primitives.event_sparse import etp_event_sparse_dw_p
 from .influence import StepTangent, chunk_size
 
 __all__ = ["jacobian_pattern", "snap_pattern", "saturation_steps", "data_dependent_indices"]
 
 #: Products: an operand that is not a tangent is a coefficient, taken as non-zero everywhere.
-_PRODUCTS = frozenset({lax.dot_general_p, lax.conv_general_dilated_p})
+_PRODUCTS = frozenset({lax.dot_general_p, lax.conv_general_dilated_p, etp_event_sparse_dw_p})
 #: Calls whose body is evaluated by the same rules.
 _CALLS = frozenset(getattr(P, n) for n in ("jit_p", "closed_call_p", "call_p", "remat_p") if hasattr(P, n))
 

@@ -7,7 +7,10 @@ transposed together afterwards (:meth:`ETraceVjpGraphExecutor.transpose`).
 stacked (:mod:`braintrace.executor.residuals`): leaves that depend on the
 parameters only are computed once after the scan, leaves that cheap
 operations derive from the others and the window's data are recomputed for
-the whole window at once. It owns the caches of those analyses.
+the whole window at once. States the step reads but never writes (a sparse
+layer's index arrays, say) count as parameters here: nothing changes them
+within a window, so what derives from them alone is not stacked either. It
+owns the caches of those analyses.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ class WindowResiduals:
     leaves_fn : callable
         ``(param_vals, state_vals, args_t) -> list of arrays``: the leaves of one
         step's linearisation (traced abstractly, once per shape).
+    fixed : sequence of int, default ()
+        Positions, among the state leaves, of the states the step never writes:
+        invariant over a window, like the parameters.
 
     Examples
     --------
@@ -51,8 +57,9 @@ class WindowResiduals:
     [True, False]
     """
 
-    def __init__(self, leaves_fn: Callable[..., list]) -> None:
+    def __init__(self, leaves_fn: Callable[..., list], fixed: Sequence[int] = ()) -> None:
         self.leaves_fn = leaves_fn
+        self.fixed = tuple(fixed)
         self._analyses: dict[tuple, InvariantResiduals] = {}
         self._structures: dict[tuple, tuple[Any, InvariantResiduals | None]] = {}
 
@@ -62,14 +69,26 @@ class WindowResiduals:
         every window residual built so far (a copy)."""
         return dict(self._structures)
 
+    def _invariant(self, param_vals: Sequence[Any], state_vals: Sequence[Any]) -> tuple:
+        """The inputs that do not vary over a window: the parameter leaves, then the fixed state leaves."""
+        return (*param_vals, *(state_vals[i] for i in self.fixed))
+
+    def _leaves(self, invariant, varying, args_t):
+        """:attr:`leaves_fn` with the state leaves split into fixed (in ``invariant``) and varying."""
+        n_params = len(invariant) - len(self.fixed)
+        fixed, rest = dict(zip(self.fixed, invariant[n_params:])), iter(varying)
+        states = [fixed[i] if i in fixed else next(rest) for i in range(len(fixed) + len(varying))]
+        return self.leaves_fn(invariant[:n_params], states, args_t)
+
     def analysis(self, param_vals: Sequence[Any], state_vals: Sequence[Any], first_args: Sequence[Any]):
         """The residual analysis for these shapes (cached per shapes and dtypes)."""
         key = tuple(jax.typeof(v) for v in (*param_vals, *state_vals, *first_args))
         if key in self._analyses:
             return self._analyses[key]
         n_data = len(jax.tree.leaves(tuple(first_args)))
+        varying = tuple(v for i, v in enumerate(state_vals) if i not in self.fixed)
         analysis = analyse_residuals(
-            self.leaves_fn, tuple(param_vals), tuple(state_vals), tuple(first_args), n_data=n_data
+            self._leaves, self._invariant(param_vals, state_vals), varying, tuple(first_args), n_data=n_data
         )
         if not any(isinstance(c, jax.core.Tracer) for c in analysis.closed.consts):
             self._analyses[key] = analysis  # one closing over an enclosing trace's values is not reusable
@@ -88,17 +107,20 @@ class WindowResiduals:
             return leaves, shared
         return [leaf if k else None for leaf, k in zip(leaves, used.stacked)], shared
 
-    def finish(self, stacked: list, shared: dict, param_vals: Sequence[Any]) -> tuple:
-        """``(stacked, invariant values)`` after the scan; records the structure for :meth:`restore`."""
+    def finish(self, stacked: list, shared: dict, param_vals: Sequence[Any], state_vals: Sequence[Any]) -> tuple:
+        """``(stacked, invariant values, fixed state values)`` after the scan; records the structure for
+        :meth:`restore`."""
         used = shared["analysis"]
-        out = (stacked, used.values(param_vals) if used is not None and any(used.mask) else [])
+        inputs = self._invariant(param_vals, state_vals)
+        out = (stacked, used.values(inputs) if used is not None and any(used.mask) else [],
+               inputs[len(param_vals):])
         self._structures[_structure_key(out)] = (shared["treedef"], used)
         return out
 
     def restore(self, residual: tuple, param_vals: Sequence[Any], arg_seq: Sequence[Any]) -> tuple[Any, list]:
         """``(stacked linearisations, in_axes)``: the invariant leaves put back unbatched
         (``in_axes`` ``None``), the derived ones recomputed for every step at once."""
-        stacked, invariant = residual
+        stacked, invariant, fixed = residual
         treedef, analysis = self._structures[_structure_key(residual)]
         if analysis is None:
             return jax.tree.unflatten(treedef, list(stacked)), [0] * len(stacked)
@@ -106,7 +128,8 @@ class WindowResiduals:
         if any(analysis.derived):
             kept = [leaf for leaf, k in zip(stacked, analysis.stacked) if k]
             data = jax.tree.leaves(tuple(arg_seq))
-            derived = iter(jax.vmap(lambda s, d: analysis.derived_values(param_vals, s, d))(kept, data))
+            inputs = (*param_vals, *fixed)
+            derived = iter(jax.vmap(lambda s, d: analysis.derived_values(inputs, s, d))(kept, data))
         once = iter(invariant)
         leaves = [next(once) if m else next(derived) if d else leaf
                   for leaf, m, d in zip(stacked, analysis.mask, analysis.derived)]

@@ -21,9 +21,11 @@ give a capacity a few times the expected fraction of active blocks.
 
 Differentiation: the product is linear in ``x`` and in ``w``. The tangent in
 ``w`` (and so ``xy_to_dw``, the weight gradient the learners contract) is
-event-driven as well: ``w̄[k] = x[row(k)] ȳ[col(k)]`` is formed for the nonzeros
-of active rows only. The tangent in ``x`` and the transpose rule use the CSR
-product, since a tangent of ``x`` is not sparse where ``x`` is.
+event-driven as well, a linear primitive of its own (``etp_event_sparse_dw``,
+whose transpose forms ``w̄[k] = x[row(k)] ȳ[col(k)]`` for the nonzeros of
+active rows only, and which a ``vmap`` over steps folds into its batch). The
+tangent in ``x`` and the transpose rule in ``x`` use the CSR product, since a
+tangent of ``x`` is not sparse where ``x`` is.
 """
 
 from __future__ import annotations
@@ -38,13 +40,17 @@ import jax.numpy as jnp
 import numpy as np
 import saiunit as u
 from jax.custom_derivatives import SymbolicZero
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
 
 from .definition import define_primitive
 from .sparse import SparseRule, sparse_product, times_weight_sign
-from .sparse_window import sparse_window_xy_to_dw
+from .sparse_window import sampled_outer_sum, sparse_window_xy_to_dw
 from .units import check_float, mantissa_in, split_unit, unit_product, with_unit
 
-__all__ = ["EventCSR", "event_sparse_matmul", "etp_event_sparse_mv_p", "etp_event_sparse_mm_p"]
+__all__ = [
+    "EventCSR", "event_sparse_matmul", "etp_event_sparse_mv_p", "etp_event_sparse_mm_p", "etp_event_sparse_dw_p"
+]
 
 #: Nonzeros per block (the ``L`` above): a block is read as one contiguous run.
 DEFAULT_BLOCK = 32
@@ -255,6 +261,89 @@ def _fallback(x, weight, rows, cols, n_cols):
     return y.reshape(x.shape[:-1] + (n_cols,))
 
 
+# -- the product as a function of the weight alone: its own linear primitive ------------------
+# The weight's tangent chooses between the event path and the CSR product with a ``cond`` on
+# ``x``. Written inline, a vmap over steps whose ``x`` differ (a window's stacked
+# linearisations) turns the cond into a select that wraps its operands, the tangent among them,
+# in ``stop_gradient``, and the linear map no longer transposes. As a primitive, vmap folds the
+# steps into the batch (one cond for all) and the transpose is the event-driven ``w̄`` below.
+_dw_p = Primitive("etp_event_sparse_dw")
+etp_event_sparse_dw_p = _dw_p
+
+
+def _dw_impl(x, dw, rows, cols, block_row, block_start, block_end, *, n_cols, capacity, block):
+    """``Σ_k x[..., row(k)] dw_k`` into column ``col(k)``: event-driven, or the CSR product over capacity."""
+    ev = _Events(x, block_row, block_start, block_end, capacity, block, n_cols)
+    dtype = jnp.result_type(x, dw)
+    # the CSR branch is rematerialised: its residual x[rows] (nnz values) would otherwise be
+    # stored even by the steps that take the event branch
+    dense = jax.checkpoint(lambda x, dw: _fallback(x, dw, rows, cols, n_cols).astype(dtype))
+    return jax.lax.cond(
+        ev.fits, lambda: ev.product(ev.gather(dw), cols, n_cols, x.shape[:-1], dtype), lambda: dense(x, dw)
+    )
+
+
+def _dw_transpose_impl(ct, x, rows, cols, block_row, block_start, block_end, *, n_cols, capacity, block):
+    """``w̄_k = Σ_b x[b, row(k)] ȳ[b, col(k)]``: over the active blocks' nonzeros, or every nonzero."""
+    ev = _Events(x, block_row, block_start, block_end, capacity, block, n_cols)
+    nnz = rows.shape[0]
+    dtype = jnp.result_type(x, ct)
+    xf, cf = x.reshape((-1, x.shape[-1])), ct.reshape((-1, n_cols))
+
+    def events():
+        val = ev.x[:, None].astype(dtype) * cf[ev.b[:, None], jnp.take(cols, ev.k)].astype(dtype)
+        dest = jnp.where(ev.valid, ev.k, nnz).reshape(-1)
+        return jnp.zeros((nnz,), dtype).at[dest].add(jnp.where(ev.valid, val, 0).reshape(-1), mode="drop")
+
+    return jax.lax.cond(ev.fits, events, lambda: sampled_outer_sum(xf, cf, rows, cols).astype(dtype))
+
+
+def _dw_abstract_eval(x, dw, *structure, n_cols, capacity, block):
+    return jax.core.ShapedArray(x.shape[:-1] + (n_cols,), jnp.result_type(x.dtype, dw.dtype))
+
+
+def _dw_jvp(primals, tangents, **params):
+    x, dw, *structure = primals
+    tx, tdw = tangents[0], tangents[1]
+    y = _dw_p.bind(*primals, **params)
+    terms = []
+    if type(tdw) is not ad.Zero:
+        terms.append(_dw_p.bind(x, tdw, *structure, **params))
+    if type(tx) is not ad.Zero:  # bilinear: the CSR product in x (a tangent of x is not sparse)
+        terms.append(_fallback(tx, dw, structure[0], structure[1], params["n_cols"]).astype(y.dtype))
+    return y, functools.reduce(jnp.add, terms) if terms else ad.Zero.from_primal_value(y)
+
+
+def _dw_transpose(ct, x, dw, *structure, **params):
+    if ad.is_undefined_primal(x) or not ad.is_undefined_primal(dw):
+        raise NotImplementedError("etp_event_sparse_dw is transposed in the weight, with x known.")
+    if type(ct) is ad.Zero:
+        return [None] * (2 + len(structure))
+    return [None, _dw_transpose_impl(ct, x, *structure, **params).astype(dw.aval.dtype)] + [None] * len(structure)
+
+
+def _dw_batch(args, dims, **params):
+    x, dw, *structure = args
+    if dims[0] is not None and all(d is None for d in dims[1:]):  # a batch of x: fold it into x's batch
+        return _dw_p.bind(jnp.moveaxis(x, dims[0], 0), dw, *structure, **params), 0
+    if any(d is not None for d in dims[2:]):  # a batch of structures: the impl, vmapped
+        return jax.vmap(lambda *a: _dw_impl(*a, **params), in_axes=tuple(dims))(*args), 0
+    # a batch of weight tangents (with or without one of x): one bind per element, a loop that
+    # transposes (vmap would turn the cond into a select, see above)
+    size = x.shape[dims[0]] if dims[0] is not None else dw.shape[dims[1]]
+    xs = jnp.moveaxis(x, dims[0], 0) if dims[0] is not None else jnp.broadcast_to(x, (size,) + x.shape)
+    return jax.lax.map(lambda a: _dw_p.bind(a[0], a[1], *structure, **params),
+                       (xs, jnp.moveaxis(dw, dims[1], 0))), 0
+
+
+_dw_p.def_impl(_dw_impl)
+_dw_p.def_abstract_eval(_dw_abstract_eval)
+mlir.register_lowering(_dw_p, mlir.lower_fun(_dw_impl, multiple_results=False))
+ad.primitive_jvps[_dw_p] = _dw_jvp
+ad.primitive_transposes[_dw_p] = _dw_transpose
+batching.primitive_batchers[_dw_p] = _dw_batch
+
+
 def _magnitude(weight, abs_weight: bool):
     return jnp.abs(weight) if abs_weight else weight
 
@@ -292,13 +381,9 @@ def _product_jvp(n_cols, capacity, block, abs_weight, primals, tangents):
     if not isinstance(dx, SymbolicZero):  # a tangent of x is not sparse: the CSR product
         terms.append(_dense(dx, _magnitude(weight, abs_weight), rows, cols, n_cols).astype(dtype))
     if not isinstance(dw, SymbolicZero):  # linear in dw, over the active rows only
-        # the CSR branch is rematerialised: its residual x[rows] (nnz values) would
-        # otherwise be stored even by the steps that take the event branch
-        dense_dw = jax.checkpoint(lambda x, dw: _fallback(x, dw, rows, cols, n_cols).astype(dtype))
         dw = _tangent(dw, weight, abs_weight)
-        terms.append(jax.lax.cond(
-            ev.fits, lambda: ev.product(ev.gather(dw), cols, n_cols, lead, dtype), lambda: dense_dw(x, dw)
-        ))
+        terms.append(_dw_p.bind(x, dw, rows, cols, block_row, block_start, block_end, n_cols=n_cols,
+                                capacity=capacity, block=block).astype(dtype))
     dy = functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(y)
     return y, dy
 

@@ -11,9 +11,11 @@ state: ``brainstate.transform.jit``, the learners, ``scan`` and ``for_loop``
 pass its value to the compiled program as an argument.
 
 The learners treat it as what it is: a state the step reads and never writes.
-Nothing differentiates it (its leaves are integers), a reset leaves it as it
-is, and SnAp reads its indices as fixed (a pattern that does not change with
-the data). It is saved in checkpoints with the other states.
+Nothing differentiates it (its leaves are integers), a window of steps keeps
+what derives from it once rather than per step (as every state the step never
+writes: :class:`braintrace.executor.window_residuals.WindowResiduals`), a reset
+leaves it as it is, and SnAp reads its indices as fixed (a pattern that does
+not change with the data). It is saved in checkpoints with the other states.
 """
 
 from __future__ import annotations

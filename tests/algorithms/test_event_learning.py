@@ -137,3 +137,39 @@ def test_es_d_rtrl_window_contraction_of_raw_inputs_equals_the_recurrence(f64, a
         c = 1 - af ** (t + 1)
         want += ex[rows] * (ef / c * delta)[cols]
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-10, atol=1e-10 * np.abs(want).max())
+
+
+class EventReadout(brainstate.nn.Module):
+    """LIF spikes read out through an event-driven sparse layer: a weight no hidden state
+    depends on (uncovered), learned from the step's linearisation, transposed over a window."""
+
+    def __init__(self, csr, w_in, events, max_active):
+        super().__init__()
+        self.inp = braintrace.nn.Linear(N_IN, N, w_init=w_in)
+        self.lif = braintrace.nn.LIF(N, tau=5.0, dt=1.0)
+        self.out = braintrace.nn.EventSparseLinear(csr, events=events, max_active=max_active, block=4)
+
+    def update(self, x):
+        return self.out(self.lif(self.inp(x)))
+
+
+@pytest.mark.parametrize("method", ["bptt", "d_rtrl", "es_d_rtrl", "es_d_rtrl_steps"])
+def test_an_event_driven_readout_learns_as_the_csr_one(f64, method):  # noqa: F811
+    """Before, a window's transposition failed on the event path (vmap turned the weight
+    tangent's cond into a select wrapped in stop_gradient, which has no transpose)."""
+    rng = np.random.default_rng(5)
+    m = (rng.random((N, N_OUT)) < 0.6) * rng.normal(size=(N, N_OUT))
+    m[:, 0] = 1.0
+    csr = u.sparse.CSR.fromdense(jnp.asarray(m))
+    w_in = jnp.asarray(rng.normal(size=(N_IN, N)) * 1.5)
+    xs = jnp.asarray((rng.random((T, N_IN)) < 0.6).astype(np.float64))
+    ys = jnp.asarray(rng.normal(size=(T, N_OUT)))
+    grads = {}
+    for name, events, max_active in [("event", True, 1.0), ("fallback", True, 0.01), ("csr", False, 0.1)]:
+        net = EventReadout(csr, w_in, events, max_active)
+        brainstate.nn.init_all_states(net)
+        grads[name] = gradients(method, net, xs, ys)
+    out = grads["csr"][("out", "weight")]["weight"]
+    assert out.dtype == jnp.float64 and float(jnp.max(jnp.abs(out))) > 0
+    for name in ("event", "fallback"):
+        assert O.tree_max_rel_err(grads[name], grads["csr"]) < 1e-10, name
