@@ -7,6 +7,8 @@ weight that is infinite in a row whose input is zero: the event path never
 reads it, the CSR product multiplies it by zero (NaN).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -243,3 +245,40 @@ def test_large_matrix_with_few_nonzeros():
     s = EventCSR.from_csr(csr, max_active=1.0)
     y = event_sparse_matmul(jnp.zeros(n).at[0].set(2.0), jnp.array([3.0]), structure=s)
     assert float(y[n - 1]) == 6.0 and float(jnp.sum(y)) == 6.0
+
+
+@pytest.mark.parametrize("max_active,sparse_x,batched", PATHS)
+def test_jacobians_in_the_weight_equal_the_csr_product(max_active, sparse_x, batched, rng):
+    """``jacfwd`` maps the weight's tangent (the linear primitive's loop over tangents),
+    ``jacrev`` its cotangent, and a vmap over inputs folds them into its batch."""
+    case = make_case(rng, batched=batched, bias=False, max_active=max_active, sparse_x=sparse_x)
+    w = case.tr["weight"]
+
+    def ev(x, w):
+        return event_sparse_matmul(x, w, structure=case.structure)
+
+    rows, cols = np.asarray(case.structure.rows), np.asarray(case.structure.cols)
+
+    def csr(x, w):  # the dense matrix with w at the pattern (differentiable and vmappable)
+        return x @ jnp.zeros((R, C), w.dtype).at[rows, cols].add(w)
+
+    xs = jnp.stack([case.x, 2.0 * case.x, jnp.zeros_like(case.x)])
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def jacobians(f):
+        one = [jac(lambda w: f(case.x, w))(w) for jac in (jax.jacfwd, jax.jacrev)]
+        many = [jax.vmap(lambda x: jac(lambda w: f(x, w))(w))(xs) for jac in (jax.jacfwd, jax.jacrev)]
+        return one + many
+
+    for got, want in zip(jacobians(ev), jacobians(csr)):
+        assert_close(got, want, 1e-5)
+
+
+def test_with_arrays_checks_names_and_shapes(rng):
+    s = EventCSR.from_csr(make_csr(rng), block=3)
+    same = s.with_arrays({k: jnp.asarray(v) for k, v in s.arrays.items()})
+    assert same.capacity == s.capacity and isinstance(same.rows, jax.Array)
+    with pytest.raises(ValueError, match="expected the arrays"):
+        s.with_arrays({"rows": s.rows})
+    with pytest.raises(ValueError, match="`cols` has shape"):
+        s.with_arrays({**s.arrays, "cols": s.cols[:-1]})
