@@ -97,6 +97,13 @@ class StructureState(brainstate.LongTermState):
     def matrix(self, data: Any, shape: tuple[int, int]) -> u.sparse.COO:
         """The COO matrix with the pattern of :meth:`of_matrix` (read now: traced inside ``jit``) and ``data``.
 
+        Parameters
+        ----------
+        data : array or Quantity, shape ``(nnz,)``
+            The values of the nonzeros, in the pattern's data order.
+        shape : tuple of int
+            ``(n_rows, n_cols)``.
+
         Examples
         --------
         >>> import jax.numpy as jnp, saiunit as u
