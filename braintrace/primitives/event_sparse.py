@@ -120,6 +120,11 @@ class EventCSR:
         shapes (a state read inside ``jit``: the arrays are then arguments of the compiled
         program, not constants embedded in it, which XLA compiles slowly when they are large).
 
+        Parameters
+        ----------
+        arrays : dict
+            One array per name of :attr:`ARRAYS`, of the shape the structure's has.
+
         Raises
         ------
         ValueError
