@@ -179,33 +179,23 @@ class OnlineDriver:
         analysis = self.residuals.analysis(param_vals, state_vals, first) if linearize else None
         shared: dict[str, Any] = {}
 
-        # the states the step never writes are closed over, not carried: a carried argument is copied
-        fixed = set(self.layout.fixed_state_pos)
-
-        def merged(varying):
-            rest = iter(varying)
-            return tuple(v if i in fixed else next(rest) for i, v in enumerate(state_vals))
-
         def body(carry, args_t):
             sv, tr, c = carry
             sv, tr, outs, data, lin = self._one(
-                param_vals, merged(sv), tr, c, args_t, linearize=linearize, stop=stop, update=in_scan
+                param_vals, sv, tr, c, args_t, linearize=linearize, stop=stop, update=in_scan
             )
             if linearize:
                 lin, shared_t = self.residuals.drop(lin, analysis)
                 shared.update(shared_t)
             x = {r.index: data.operands[r.index][r.entry.x_invar_index]
                  for r in self.layout.relations if r.entry.x_invar_index is not None}
-            sv = tuple(v for i, v in enumerate(sv) if i not in fixed)
             return (sv, tr, c + 1), (outs, x, data.D, data.df, lin, tr if in_scan else None)
 
-        carry0 = (tuple(v for i, v in enumerate(state_vals) if i not in fixed), dict(traces) if in_scan else None,
-                  count)
+        carry0 = (tuple(state_vals), dict(traces) if in_scan else None, count)
         (sv, new_traces, _), (outs, xs, D, df, linears, aux) = jax.lax.scan(
             body, carry0, tuple(args),
             unroll=window_unroll(int(jnp.shape(args[0])[0]) if args else 1, step_size=self.step_size),
         )
-        sv = merged(sv)
         if linearize:
             linears = self.residuals.finish(linears, shared, param_vals, state_vals)
         operands = self.layout.operands(first, param_vals, state_vals)

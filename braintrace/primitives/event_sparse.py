@@ -315,7 +315,7 @@ def _dw_jvp(primals, tangents, **params):
     if type(tdw) is not ad.Zero:
         terms.append(_dw_p.bind(x, tdw, *structure, **params))
     if type(tx) is not ad.Zero:  # bilinear: the CSR product in x (a tangent of x is not sparse)
-        terms.append(_fallback(tx, dw, structure[0], structure[1], params["n_cols"]).astype(y.dtype))
+        terms.append(_dense(tx, dw, structure[0], structure[1], params["n_cols"]).astype(y.dtype))
     return y, functools.reduce(jnp.add, terms) if terms else ad.Zero.from_primal_value(y)
 
 
@@ -358,8 +358,7 @@ def _tangent(dw, weight, abs_weight: bool):
     return dw * jnp.sign(weight).astype(dw.dtype) if abs_weight else dw
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(7, 8, 9, 10))
-def _product(x, weight, rows, cols, block_row, block_start, block_end, n_cols, capacity, block, abs_weight):
+def _primal(x, weight, rows, cols, block_row, block_start, block_end, n_cols, capacity, block, abs_weight):
     ev = _Events(x, block_row, block_start, block_end, capacity, block, n_cols)
     dtype = jnp.result_type(x, weight)
     # |w| is taken of the gathered values inside each branch: a whole-weight |w| outside the
@@ -371,17 +370,14 @@ def _product(x, weight, rows, cols, block_row, block_start, block_end, n_cols, c
     )
 
 
+_product = jax.custom_jvp(_primal, nondiff_argnums=(7, 8, 9, 10))
+
+
 def _product_jvp(n_cols, capacity, block, abs_weight, primals, tangents):
     x, weight, rows, cols, block_row, block_start, block_end = primals
     dx, dw = tangents[0], tangents[1]
-    ev = _Events(x, block_row, block_start, block_end, capacity, block, n_cols)
     dtype = jnp.result_type(x, weight)
-    lead = x.shape[:-1]
-    y = jax.lax.cond(
-        ev.fits,
-        lambda: ev.product(_magnitude(ev.gather(weight), abs_weight), cols, n_cols, lead, dtype),
-        lambda: _fallback(x, _magnitude(weight, abs_weight), rows, cols, n_cols).astype(dtype),
-    )
+    y = _primal(*primals, n_cols, capacity, block, abs_weight)
     terms = []
     if not isinstance(dx, SymbolicZero):  # a tangent of x is not sparse: the CSR product
         terms.append(_dense(dx, _magnitude(weight, abs_weight), rows, cols, n_cols).astype(dtype))

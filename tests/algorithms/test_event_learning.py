@@ -156,7 +156,8 @@ class EventReadout(brainstate.nn.Module):
 @pytest.mark.parametrize("method", ["bptt", "d_rtrl", "es_d_rtrl", "es_d_rtrl_steps"])
 def test_an_event_driven_readout_learns_as_the_csr_one(f64, method):  # noqa: F811
     """Before, a window's transposition failed on the event path (vmap turned the weight
-    tangent's cond into a select wrapped in stop_gradient, which has no transpose)."""
+    tangent's cond into a select wrapped in stop_gradient, which has no transpose). The
+    read-out's gradient is instantaneous, so every learner's equals BPTT's."""
     rng = np.random.default_rng(5)
     m = (rng.random((N, N_OUT)) < 0.6) * rng.normal(size=(N, N_OUT))
     m[:, 0] = 1.0
@@ -173,3 +174,7 @@ def test_an_event_driven_readout_learns_as_the_csr_one(f64, method):  # noqa: F8
     assert out.dtype == jnp.float64 and float(jnp.max(jnp.abs(out))) > 0
     for name in ("event", "fallback"):
         assert O.tree_max_rel_err(grads[name], grads["csr"]) < 1e-10, name
+    net = EventReadout(csr, w_in, True, 1.0)
+    brainstate.nn.init_all_states(net)
+    bptt = gradients("bptt", net, xs, ys)[("out", "weight")]
+    assert O.tree_max_rel_err(grads["event"][("out", "weight")], bptt) < 1e-10

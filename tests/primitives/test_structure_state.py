@@ -98,7 +98,8 @@ def test_the_pattern_is_an_argument_of_the_compiled_window_and_is_not_stacked(ki
     long = compiled_window(model, 16, 16, n_in)
     # the pattern goes in as arguments (a constant would not count here)
     assert short.argument_size_in_bytes >= index_bytes
-    # twelve more steps per window: far less than one index array (4 nnz bytes) per step
+    # twelve more steps per window: far less than one index array (4 nnz bytes) per step (a guard:
+    # the ES_D_RTRL step here keeps no residual of the pattern either way)
     per_step = (long.temp_size_in_bytes - short.temp_size_in_bytes) / 12
     assert per_step < 2 * nnz, (per_step, nnz)
 
